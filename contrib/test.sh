@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The README's test command: sets up everything rein's tests need on a fresh machine, then
+# runs them.
+#
+# On a machine without a systemd user manager (containers, CI) it installs the Debian
+# packages the tests use (as root), starts a private user manager and journald with
+# contrib/user-session.sh, runs the tests, and stops the manager it started by its pid.
+# On a desktop with a running user manager it uses that one: every test makes its own
+# profile, so no real unit is touched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'test.sh: %s\n' "$*" >&2; }
+
+# Debian packages the test suite drives for real.
+PACKAGES=(dbus dbus-user-session systemd)
+
+install_packages() {
+    local missing=()
+    for package in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    if [[ $(id -u) -ne 0 ]]; then
+        say "missing packages: ${missing[*]}; install them (sudo apt-get install ${missing[*]}) and re-run"
+        exit 1
+    fi
+    say "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+started_session=""
+cleanup() {
+    if [[ -n "$started_session" ]]; then
+        contrib/user-session.sh stop "$started_session" >/dev/null || true
+    fi
+}
+trap cleanup EXIT
+
+if command -v dpkg-query >/dev/null; then
+    install_packages
+fi
+
+if [[ -x contrib/user-session.sh ]] && ! systemctl --user show-environment >/dev/null 2>&1; then
+    eval "$(contrib/user-session.sh start)"
+    started_session="$XDG_RUNTIME_DIR"
+fi
+
+cargo test --workspace --all-targets "$@"

@@ -1,0 +1,266 @@
+//! `rein init`, `goal`, `sensor`, `playbook`, `notify`, `journal`, `claim`, `unclaim`.
+
+use chrono::Utc;
+
+use crate::claims::{self, ClaimOutcome};
+use crate::cli::{
+    output, read_body, require_body, worker_id, Context, GoalCommand, PlaybookCommand,
+    SensorCommand,
+};
+use crate::config::Preset;
+use crate::error::{Error, EXIT_CONFLICT};
+use crate::store;
+use crate::{journal, notes, seed, state, world};
+
+pub fn init(context: &Context, runner: Preset) -> anyhow::Result<i32> {
+    let report = seed::init(&context.paths.config, &context.data(), runner)?;
+    if context.json {
+        output::json(&report)?;
+        return Ok(0);
+    }
+    let mut lines = Vec::new();
+    for path in &report.created {
+        lines.push(format!("created {path}"));
+    }
+    for path in &report.kept {
+        lines.push(format!("kept    {path} (already there)"));
+    }
+    if let Some(id) = &report.setup_ask {
+        lines.push(format!(
+            "setup ask {id} is pending: `rein asks`, then `rein answer {id} done`"
+        ));
+    }
+    output::lines(lines)?;
+    Ok(0)
+}
+
+fn stamp() -> String {
+    Utc::now().format("%Y%m%dt%H%M%S%3f").to_string()
+}
+
+pub fn goal(context: &Context, command: GoalCommand) -> anyhow::Result<i32> {
+    let data = context.data();
+    match command {
+        GoalCommand::Write { id, body } => {
+            let path = data.goal(&id)?;
+            let body = read_body(&body, "goal")?;
+            require_body(&body, "goal")?;
+            data.create_dirs()?;
+            let existed = path.exists();
+            store::write_atomic(&path, ensure_newline(body).as_bytes())?;
+            journal::record(
+                &data,
+                "goal",
+                &format!("{} goal {id}", if existed { "updated" } else { "wrote" }),
+            )?;
+            output::lines([format!("goal {id} written to {}", path.display())])?;
+        }
+        GoalCommand::Archive { id } => {
+            let path = data.goal(&id)?;
+            let target = data.archived_goal(&id, &stamp());
+            if !store::move_file(&path, &target)? {
+                return Err(
+                    Error::NotFound(format!("no goal {id:?}; `rein goal ls` lists them")).into(),
+                );
+            }
+            journal::record(&data, "goal", &format!("archived goal {id}"))?;
+            output::lines([format!("goal {id} archived to {}", target.display())])?;
+        }
+        GoalCommand::Ls => {
+            let goals = state::goals(&data)?;
+            if context.json {
+                output::json(&goals)?;
+            } else {
+                let rows = goals.into_iter().map(|g| vec![g.id, g.title]).collect();
+                output::lines(output::table(&["ID", "TITLE"], rows))?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn ensure_newline(mut body: String) -> String {
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    body
+}
+
+pub fn sensor(context: &Context, command: SensorCommand) -> anyhow::Result<i32> {
+    let data = context.data();
+    match command {
+        SensorCommand::Write { name, body } => {
+            let path = data.sensor(&name)?;
+            let body = read_body(&body, "sensor script")?;
+            require_body(&body, "sensor script")?;
+            data.create_dirs()?;
+            store::write_atomic_mode(&path, ensure_newline(body).as_bytes(), 0o755)?;
+            journal::record(&data, "sensor", &format!("wrote sensor {name}"))?;
+            output::lines([format!(
+                "sensor {name} written to {}; `rein sense` runs it",
+                path.display()
+            )])?;
+        }
+        SensorCommand::Rm { name } => {
+            let path = data.sensor(&name)?;
+            let target = data.archived_sensor(&name, &stamp());
+            if !store::move_file(&path, &target)? {
+                return Err(Error::NotFound(format!(
+                    "no sensor {name:?}; `rein sensor ls` lists them"
+                ))
+                .into());
+            }
+            journal::record(
+                &data,
+                "sensor",
+                &format!("removed sensor {name} (archived)"),
+            )?;
+            output::lines([format!("sensor {name} archived to {}", target.display())])?;
+        }
+        SensorCommand::Ls => {
+            let snapshots = world::snapshots(&data)?;
+            let sensors = store::list(&data.sensors(), ".sh")?;
+            if context.json {
+                let list: Vec<_> = sensors
+                    .iter()
+                    .map(|(name, path)| {
+                        serde_json::json!({"name": name, "path": path, "snapshot": snapshots.get(name)})
+                    })
+                    .collect();
+                output::json(&list)?;
+            } else {
+                let rows = sensors
+                    .into_iter()
+                    .map(|(name, _)| {
+                        let last = match snapshots.get(&name) {
+                            None => "never run".to_owned(),
+                            Some(s) if s.ok => format!("ok {} ago", output::age(s.taken)),
+                            Some(s) => format!(
+                                "failed {} ago: {}",
+                                output::age(s.taken),
+                                s.error.as_deref().unwrap_or("")
+                            ),
+                        };
+                        vec![name, last]
+                    })
+                    .collect();
+                output::lines(output::table(&["NAME", "LAST"], rows))?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub fn playbook(context: &Context, command: PlaybookCommand) -> anyhow::Result<i32> {
+    let data = context.data();
+    match command {
+        PlaybookCommand::Write { body } => {
+            let body = read_body(&body, "playbook")?;
+            require_body(&body, "playbook")?;
+            data.create_dirs()?;
+            store::write_atomic(&data.playbook(), ensure_newline(body).as_bytes())?;
+            journal::record(&data, "playbook", "rewrote the playbook")?;
+            output::lines([format!("playbook written to {}", data.playbook().display())])?;
+        }
+        PlaybookCommand::Show => {
+            let text = store::read_text(&data.playbook())?.ok_or_else(|| {
+                Error::NotFound(format!(
+                    "no playbook at {}; run `rein init` or `rein playbook write -`",
+                    data.playbook().display()
+                ))
+            })?;
+            print!("{text}");
+        }
+    }
+    Ok(0)
+}
+
+pub fn notify(context: &Context, message: &str, worker: Option<String>) -> anyhow::Result<i32> {
+    let worker = worker_id(worker)?;
+    let note = notes::notify(&context.data(), &worker, message)?;
+    if context.json {
+        output::json(&note)?;
+    } else {
+        output::lines([format!("note {} left for the human", note.id)])?;
+    }
+    Ok(0)
+}
+
+pub fn journal(context: &Context, count: usize) -> anyhow::Result<i32> {
+    let lines = journal::tail(&context.data(), count)?;
+    if context.json {
+        output::json(&lines)?;
+    } else {
+        output::lines(lines)?;
+    }
+    Ok(0)
+}
+
+pub fn claim(
+    context: &Context,
+    name: &str,
+    pid: Option<u32>,
+    worker: Option<String>,
+) -> anyhow::Result<i32> {
+    let worker = worker_id(worker)?;
+    let pid = pid.unwrap_or_else(std::os::unix::process::parent_id);
+    if claims::process_start(pid).is_none() {
+        return Err(Error::invalid(format!(
+            "no process {pid} to hold the claim; pass --pid of a running process"
+        ))
+        .into());
+    }
+    let data = context.data();
+    let outcome = claims::claim(&data, name, &worker, pid)?;
+    let (claim, code, message) = match outcome {
+        ClaimOutcome::Claimed(claim) => {
+            journal::record(&data, "claim", &format!("{worker} claimed {name}"))?;
+            let message = format!("claimed {name} for {worker} (held while pid {pid} lives)");
+            (claim, 0, message)
+        }
+        ClaimOutcome::ClaimedAfterReaping { claim, reaped } => {
+            journal::record(&data, "claim", &format!("{worker} claimed {name}"))?;
+            let message = format!(
+                "claimed {name} for {worker}; reaped the lease of {} whose pid {} is gone",
+                reaped.worker, reaped.pid
+            );
+            (claim, 0, message)
+        }
+        ClaimOutcome::HeldBy(holder) => {
+            let message = format!(
+                "{name} is held by {} (pid {}) since {}; wait or pick other work",
+                holder.worker,
+                holder.pid,
+                holder.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            (holder, EXIT_CONFLICT, message)
+        }
+    };
+    if context.json {
+        output::json(&serde_json::json!({"claimed": code == 0, "claim": claim}))?;
+    }
+    if code == 0 {
+        if !context.json {
+            output::lines([message])?;
+        }
+    } else {
+        eprintln!("rein: {message}");
+    }
+    Ok(code)
+}
+
+pub fn unclaim(context: &Context, name: &str) -> anyhow::Result<i32> {
+    let data = context.data();
+    match claims::unclaim(&data, name)? {
+        Some(claim) => {
+            journal::record(
+                &data,
+                "unclaim",
+                &format!("released {name} (held by {})", claim.worker),
+            )?;
+            output::lines([format!("released {name} (held by {})", claim.worker)])?;
+            Ok(0)
+        }
+        None => Err(Error::NotFound(format!("{name:?} is not claimed")).into()),
+    }
+}

@@ -1,0 +1,317 @@
+//! The command line: the clap definition (the single source of `--help`, the man pages and
+//! the completions) and the dispatch to one file per verb group.
+
+pub mod data;
+pub mod mailbox;
+pub mod man;
+pub mod output;
+pub mod world;
+
+use std::io::Read;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Preset};
+use crate::duration::Span;
+use crate::error::Error;
+use crate::paths::Paths;
+
+/// rein: a control loop for fleets of AI coding agents that lives inside systemd and keeps a
+/// human in the loop.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rein",
+    version,
+    about = "A control loop for fleets of AI coding agents that keeps a human in the loop",
+    long_about = "A control loop for fleets of AI coding agents that lives inside systemd and keeps a human in the loop.\n\n\
+Workers ask questions with `rein ask`; people answer with `rein answer` (or through a bridge); \
+a judge loops on `rein wait`. Data lives in $REIN_DATA_DIR (default ~/.local/state/rein); \
+configuration in $REIN_CONFIG (default ~/.config/rein/config.toml).\n\n\
+Exit codes: 0 success, 1 failure, 2 usage or invalid input, 3 timed out, 4 withdrawn, \
+5 conflict (already answered, already claimed, already running).",
+    after_help = "See rein(1) and rein-VERB(1) for each verb, rein-files(5) for the data dir and rein-config(5) for the config."
+)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write the config (if missing) and seed the data dir; never overwrites your edits.
+    Init {
+        /// The agent that workers run.
+        #[arg(long, value_enum, default_value = "claude")]
+        runner: Preset,
+    },
+    /// Ask a human and block until answered; prints only the answer.
+    ///
+    /// Exit 0 answered, 3 timed out (the ask stays pending), 4 withdrawn. Re-running the same
+    /// ask (same worker, same prompt) waits on the existing ask instead of filing a duplicate,
+    /// and an answer that came while nobody waited is delivered.
+    Ask {
+        /// The question; `-` reads it from stdin.
+        #[arg(long, short = 'p', value_name = "TEXT|-")]
+        prompt: Option<String>,
+        /// What the question is about (a file, a PR, a goal).
+        #[arg(long = "ref", value_name = "R")]
+        reference: Option<String>,
+        /// Allowed answers, comma-separated (e.g. yes,no). Without it the answer is free text.
+        #[arg(long, value_name = "A,B")]
+        options: Option<String>,
+        /// Give up after this long (500ms, 30s, 5m, 1h) with exit 3.
+        #[arg(long, value_name = "DUR")]
+        timeout: Option<Span>,
+        /// The asking worker (default $REIN_WORKER_ID, else `human`).
+        #[arg(long, value_name = "ID")]
+        worker: Option<String>,
+    },
+    /// Answer an ask. The first answer wins; a later one fails and says who answered.
+    Answer {
+        /// The ask's id (see `rein asks`).
+        id: String,
+        /// The answer; `-` reads it from stdin.
+        #[arg(value_name = "TEXT|-")]
+        text: Option<String>,
+        /// Who is answering (default cli:$USER).
+        #[arg(long = "as", value_name = "IDENTITY")]
+        identity: Option<String>,
+    },
+    /// List pending asks (with --all, answered, withdrawn and archived ones too).
+    Asks {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Withdraw a pending ask; the waiting worker's `rein ask` exits 4.
+    Withdraw {
+        id: String,
+        /// Who is withdrawing (default cli:$USER).
+        #[arg(long = "as", value_name = "IDENTITY")]
+        identity: Option<String>,
+    },
+    /// Block until something is new since a token: an unseen ask or a changed world.
+    ///
+    /// Without --since it prints the current state at once. Every output carries a `token`
+    /// for the next call, so a judge loop never spins on an ask it has already seen.
+    Wait {
+        /// Only new asks wake; world changes do not.
+        #[arg(long)]
+        only_asks: bool,
+        /// Give up after this long with exit 3.
+        #[arg(long, value_name = "DUR")]
+        timeout: Option<Span>,
+        /// The token from the previous `rein wait` or `rein state`.
+        #[arg(long, value_name = "TOKEN")]
+        since: Option<String>,
+    },
+    /// Show the world hash, snapshots, asks, goals, claims, journal tail and a wait token.
+    State,
+    /// Run every sensor once, in parallel; write snapshots; print the world hash.
+    Sense,
+    /// Goals: files describing desired state.
+    #[command(subcommand)]
+    Goal(GoalCommand),
+    /// Sensors: scripts that each print one JSON object about the world.
+    #[command(subcommand)]
+    Sensor(SensorCommand),
+    /// The playbook: judgment, priorities and guardrails.
+    #[command(subcommand)]
+    Playbook(PlaybookCommand),
+    /// Leave a note for the human; bridges relay it.
+    Notify {
+        message: String,
+        /// The worker sending it (default $REIN_WORKER_ID, else `human`).
+        #[arg(long, value_name = "ID")]
+        worker: Option<String>,
+    },
+    /// Show the last lines of the journal.
+    Journal {
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+    },
+    /// Take an exclusive lease on NAME; exit 5 if someone alive holds it.
+    Claim {
+        name: String,
+        /// The holder process (default: the caller's parent, i.e. the agent's shell).
+        #[arg(long)]
+        pid: Option<u32>,
+        /// The claiming worker (default $REIN_WORKER_ID, else `human`).
+        #[arg(long, value_name = "ID")]
+        worker: Option<String>,
+    },
+    /// Release a lease.
+    Unclaim { name: String },
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GoalCommand {
+    /// Create or replace a goal; the body comes from the argument or `-` for stdin.
+    Write {
+        id: String,
+        #[arg(value_name = "BODY|-")]
+        body: String,
+    },
+    /// Move a goal to the archive.
+    Archive { id: String },
+    /// List goals.
+    Ls,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SensorCommand {
+    /// Create or replace a sensor script; the body comes from the argument or `-` for stdin.
+    Write {
+        name: String,
+        #[arg(value_name = "BODY|-")]
+        body: String,
+    },
+    /// Move a sensor to the archive.
+    Rm { name: String },
+    /// List sensors with their last snapshot.
+    Ls,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlaybookCommand {
+    /// Replace the playbook; the body comes from the argument or `-` for stdin.
+    Write {
+        #[arg(value_name = "BODY|-")]
+        body: String,
+    },
+    /// Print the playbook.
+    Show,
+}
+
+/// What every verb gets: where things are and how to print.
+pub struct Context {
+    pub paths: Paths,
+    pub json: bool,
+}
+
+impl Context {
+    pub fn data(&self) -> crate::store::DataDir {
+        self.paths.data()
+    }
+
+    pub fn config(&self) -> anyhow::Result<Config> {
+        Ok(Config::load(&self.paths.config)?)
+    }
+}
+
+/// The worker id for verbs run by a worker: the flag, else `$REIN_WORKER_ID`, else `human`.
+pub fn worker_id(flag: Option<String>) -> anyhow::Result<String> {
+    let id = flag
+        .or_else(|| {
+            std::env::var("REIN_WORKER_ID")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "human".to_owned());
+    crate::store::validate_id("worker id", &id)?;
+    Ok(id)
+}
+
+/// A body from an argument, or from stdin when the argument is `-`.
+pub fn read_body(argument: &str, what: &str) -> anyhow::Result<String> {
+    if argument != "-" {
+        return Ok(argument.to_owned());
+    }
+    let mut body = String::new();
+    std::io::stdin()
+        .read_to_string(&mut body)
+        .with_context(|| format!("reading the {what} from stdin"))?;
+    Ok(body)
+}
+
+pub fn require_body(body: &str, what: &str) -> anyhow::Result<()> {
+    if body.trim().is_empty() {
+        return Err(Error::invalid(format!(
+            "the {what} is empty; pass the text, or - and pipe it on stdin"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Parses the arguments, runs the verb, and returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let paths = match Paths::from_env() {
+        Ok(paths) => paths,
+        Err(error) => {
+            eprintln!("rein: {error}");
+            return error.exit_code();
+        }
+    };
+    crate::logging::init(
+        &paths.profile,
+        std::env::var("REIN_WORKER_ID").ok().as_deref(),
+    );
+    let context = Context {
+        paths,
+        json: cli.json,
+    };
+    match run(&context, cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            if is_broken_pipe(&error) {
+                return 0;
+            }
+            eprintln!("rein: {error:#}");
+            crate::error::exit_code_of(&error)
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+pub fn run(context: &Context, command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Init { runner } => data::init(context, runner),
+        Command::Ask {
+            prompt,
+            reference,
+            options,
+            timeout,
+            worker,
+        } => mailbox::ask(context, prompt, reference, options, timeout, worker),
+        Command::Answer { id, text, identity } => mailbox::answer(context, &id, text, identity),
+        Command::Asks { all } => mailbox::asks(context, all),
+        Command::Withdraw { id, identity } => mailbox::withdraw(context, &id, identity),
+        Command::Wait {
+            only_asks,
+            timeout,
+            since,
+        } => world::wait(context, only_asks, timeout, since),
+        Command::State => world::state(context),
+        Command::Sense => world::sense(context),
+        Command::Goal(command) => data::goal(context, command),
+        Command::Sensor(command) => data::sensor(context, command),
+        Command::Playbook(command) => data::playbook(context, command),
+        Command::Notify { message, worker } => data::notify(context, &message, worker),
+        Command::Journal { lines } => data::journal(context, lines),
+        Command::Claim { name, pid, worker } => data::claim(context, &name, pid, worker),
+        Command::Unclaim { name } => data::unclaim(context, &name),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "rein", &mut std::io::stdout());
+            Ok(0)
+        }
+    }
+}

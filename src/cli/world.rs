@@ -1,0 +1,132 @@
+//! `rein sense`, `state`, `wait`: the world and the judge's view of it.
+
+use std::time::Instant;
+
+use crate::cli::{output, Context};
+use crate::duration::Span;
+use crate::error::EXIT_TIMEOUT;
+use crate::state::{self, State, Token};
+use crate::{journal, world};
+
+pub fn sense(context: &Context) -> anyhow::Result<i32> {
+    let config = context.config()?;
+    let data = context.data();
+    let report = world::sense(&data, &config.sensors)?;
+    let failed: Vec<&str> = report
+        .snapshots
+        .iter()
+        .filter(|s| !s.ok)
+        .map(|s| s.sensor.as_str())
+        .collect();
+    if report.changed {
+        journal::record(
+            &data,
+            "sense",
+            &format!(
+                "world {} ({} sensors, {} failed)",
+                report.hash,
+                report.snapshots.len(),
+                failed.len()
+            ),
+        )?;
+    }
+    if context.json {
+        output::json(&report)?;
+    } else {
+        let mut lines = vec![report.hash.clone()];
+        for snapshot in report.snapshots.iter().filter(|s| !s.ok) {
+            lines.push(format!(
+                "sensor {} failed: {}",
+                snapshot.sensor,
+                snapshot.error.as_deref().unwrap_or("")
+            ));
+        }
+        output::lines(lines)?;
+    }
+    Ok(0)
+}
+
+pub fn state(context: &Context) -> anyhow::Result<i32> {
+    let state = state::state(&context.data(), &context.paths.profile)?;
+    print_state(context, &state)?;
+    Ok(0)
+}
+
+pub fn wait(
+    context: &Context,
+    only_asks: bool,
+    timeout: Option<Span>,
+    since: Option<String>,
+) -> anyhow::Result<i32> {
+    let since: Option<Token> = since.as_deref().map(str::parse).transpose()?;
+    let deadline = timeout.map(|t| Instant::now() + t.0);
+    match state::wait(
+        &context.data(),
+        &context.paths.profile,
+        since.as_ref(),
+        only_asks,
+        deadline,
+    )? {
+        Some(state) => {
+            print_state(context, &state)?;
+            Ok(0)
+        }
+        None => {
+            eprintln!(
+                "rein: nothing new within {}",
+                timeout.map(|t| t.to_string()).unwrap_or_default()
+            );
+            Ok(EXIT_TIMEOUT)
+        }
+    }
+}
+
+fn print_state(context: &Context, state: &State) -> anyhow::Result<()> {
+    if context.json {
+        return output::json(state);
+    }
+    let mut lines = vec![
+        format!("profile   {}", state.profile),
+        format!("data dir  {}", state.data_dir),
+        format!("world     {}", state.world),
+    ];
+    if let Some(woke) = &state.woke {
+        let mut why = Vec::new();
+        if !woke.new_asks.is_empty() {
+            why.push(format!("new asks {}", woke.new_asks.join(", ")));
+        }
+        if woke.world_changed {
+            why.push("world changed".to_owned());
+        }
+        lines.push(format!("woke      {}", why.join("; ")));
+    }
+    lines.push(format!("asks      {}", state.asks.len()));
+    for ask in &state.asks {
+        lines.push(format!(
+            "  {}  {}  {}  {}",
+            ask["id"].as_str().unwrap_or_default(),
+            ask["worker"].as_str().unwrap_or_default(),
+            ask["state"].as_str().unwrap_or_default(),
+            output::short(ask["prompt"].as_str().unwrap_or_default(), 60)
+        ));
+    }
+    lines.push(format!("goals     {}", state.goals.len()));
+    for goal in &state.goals {
+        lines.push(format!("  {}  {}", goal.id, goal.title));
+    }
+    if !state.workers.is_empty() {
+        lines.push(format!("workers   {}", state.workers.len()));
+        for worker in &state.workers {
+            lines.push(format!(
+                "  {}  {}",
+                worker["id"].as_str().unwrap_or_default(),
+                worker["health"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    for problem in &state.problems {
+        lines.push(format!("problem   {problem}"));
+    }
+    lines.push(format!("token     {}", state.token));
+    output::lines(lines)
+}

@@ -1,0 +1,514 @@
+//! `config.toml`: its schema, the runner presets, and validation.
+//!
+//! A missing file means the embedded defaults. Unknown keys and bad values are refused with
+//! `file:line:column` so the user can go straight to the mistake.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::{self, Span};
+use crate::error::{Error, Result};
+use crate::store;
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub runner: RunnerConfig,
+    #[serde(default)]
+    pub judge: JudgeConfig,
+    #[serde(default)]
+    pub pulse: PulseConfig,
+    #[serde(default)]
+    pub sensors: SensorConfig,
+    #[serde(default)]
+    pub workers: WorkerConfig,
+    /// Per-bridge settings, validated by each bridge.
+    #[serde(default)]
+    pub bridges: BTreeMap<String, toml::Table>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    #[default]
+    Claude,
+    Codex,
+    Opencode,
+    Pi,
+    Custom,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Claude => "claude",
+            Preset::Codex => "codex",
+            Preset::Opencode => "opencode",
+            Preset::Pi => "pi",
+            Preset::Custom => "custom",
+        }
+    }
+
+    /// The interactive worker command, a shell template. `{{prompt_file}}` and `{{model}}` are
+    /// replaced by shell-quoted values; the model flag is left out when no model is set.
+    fn worker_template(self, with_model: bool) -> Option<&'static str> {
+        Some(match (self, with_model) {
+            (Preset::Claude, true) => r#"claude --model {{model}} "$(cat {{prompt_file}})""#,
+            (Preset::Claude, false) => r#"claude "$(cat {{prompt_file}})""#,
+            (Preset::Codex, true) => r#"codex --model {{model}} "$(cat {{prompt_file}})""#,
+            (Preset::Codex, false) => r#"codex "$(cat {{prompt_file}})""#,
+            (Preset::Opencode, true) => {
+                r#"opencode --model {{model}} --prompt "$(cat {{prompt_file}})""#
+            }
+            (Preset::Opencode, false) => r#"opencode --prompt "$(cat {{prompt_file}})""#,
+            (Preset::Pi, true) => r#"pi --model {{model}} "$(cat {{prompt_file}})""#,
+            (Preset::Pi, false) => r#"pi "$(cat {{prompt_file}})""#,
+            (Preset::Custom, _) => return None,
+        })
+    }
+
+    /// The one-shot judge command for `judge.mode = "llm"`.
+    fn tick_template(self, with_model: bool) -> Option<&'static str> {
+        Some(match (self, with_model) {
+            (Preset::Claude, true) => r#"claude -p --model {{model}} "$(cat {{prompt_file}})""#,
+            (Preset::Claude, false) => r#"claude -p "$(cat {{prompt_file}})""#,
+            (Preset::Codex, true) => r#"codex exec --model {{model}} "$(cat {{prompt_file}})""#,
+            (Preset::Codex, false) => r#"codex exec "$(cat {{prompt_file}})""#,
+            (Preset::Opencode, true) => {
+                r#"opencode run --model {{model}} "$(cat {{prompt_file}})""#
+            }
+            (Preset::Opencode, false) => r#"opencode run "$(cat {{prompt_file}})""#,
+            (Preset::Pi, true) => r#"pi -p --model {{model}} "$(cat {{prompt_file}})""#,
+            (Preset::Pi, false) => r#"pi -p "$(cat {{prompt_file}})""#,
+            (Preset::Custom, _) => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerConfig {
+    #[serde(default)]
+    pub preset: Preset,
+    /// Overrides the preset's worker command (required for `custom`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Overrides the preset's judge command in `llm` mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JudgeMode {
+    #[default]
+    Agent,
+    Llm,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeConfig {
+    #[serde(default)]
+    pub mode: JudgeMode,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PulseConfig {
+    #[serde(default = "default_interval")]
+    pub interval: Span,
+}
+
+fn default_interval() -> Span {
+    Span(std::time::Duration::from_secs(60))
+}
+
+impl Default for PulseConfig {
+    fn default() -> Self {
+        PulseConfig {
+            interval: default_interval(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensorConfig {
+    #[serde(default = "default_sensor_timeout")]
+    pub timeout: Span,
+    /// Most bytes a sensor may print; past it the sensor is stopped and yields an error.
+    #[serde(default = "default_output_cap", with = "size_text")]
+    pub output_cap: u64,
+}
+
+fn default_sensor_timeout() -> Span {
+    Span(std::time::Duration::from_secs(10))
+}
+fn default_output_cap() -> u64 {
+    64 * 1024
+}
+
+impl Default for SensorConfig {
+    fn default() -> Self {
+        SensorConfig {
+            timeout: default_sensor_timeout(),
+            output_cap: default_output_cap(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    #[default]
+    OnFailure,
+    Always,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    #[serde(default = "default_restart_sec")]
+    pub restart_sec: Span,
+    /// Starts allowed within `start_limit_interval` before the worker is marked failed.
+    #[serde(default = "default_start_limit_burst")]
+    pub start_limit_burst: u32,
+    #[serde(default = "default_start_limit_interval")]
+    pub start_limit_interval: Span,
+    #[serde(
+        default,
+        with = "optional_size_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub memory_max: Option<u64>,
+    #[serde(
+        default,
+        with = "optional_percent_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cpu_quota: Option<u32>,
+}
+
+fn default_restart_sec() -> Span {
+    Span(std::time::Duration::from_secs(5))
+}
+fn default_start_limit_burst() -> u32 {
+    5
+}
+fn default_start_limit_interval() -> Span {
+    Span(std::time::Duration::from_secs(600))
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            restart: RestartPolicy::default(),
+            restart_sec: default_restart_sec(),
+            start_limit_burst: default_start_limit_burst(),
+            start_limit_interval: default_start_limit_interval(),
+            memory_max: None,
+            cpu_quota: None,
+        }
+    }
+}
+
+mod size_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(*value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => Ok(n),
+            Raw::Text(text) => crate::duration::parse_size(&text).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+mod optional_size_text {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<u64>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => serializer.serialize_u64(*v),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<u64>, D::Error> {
+        super::size_text::deserialize(deserializer).map(Some)
+    }
+}
+
+mod optional_percent_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<u32>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => serializer.serialize_str(&format!("{v}%")),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<u32>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        crate::duration::parse_percent(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Config {
+    /// Loads the config at `path`, or the embedded defaults when it does not exist.
+    pub fn load(path: &Path) -> Result<Config> {
+        match store::read_text(path)? {
+            None => Ok(Config::default()),
+            Some(text) => Config::parse(path, &text),
+        }
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|error| {
+            let (line, column) = error
+                .span()
+                .map(|span| line_and_column(text, span.start))
+                .unwrap_or((1, 1));
+            Error::invalid(format!(
+                "{}:{line}:{column}: {}",
+                path.display(),
+                error.message().trim()
+            ))
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let problem = |what: String| Error::invalid(format!("{}: {what}", path.display()));
+        if self.runner.preset == Preset::Custom && self.runner.command.is_none() {
+            return Err(problem(
+                "runner.preset = \"custom\" needs runner.command, e.g. command = \"my-agent --prompt-file {{prompt_file}}\"".into(),
+            ));
+        }
+        if self.judge.mode == JudgeMode::Llm
+            && self.runner.preset == Preset::Custom
+            && self.runner.tick.is_none()
+        {
+            return Err(problem(
+                "judge.mode = \"llm\" with a custom runner needs runner.tick, the one-shot judge command".into(),
+            ));
+        }
+        if self.pulse.interval.0 < std::time::Duration::from_secs(1) {
+            return Err(problem(format!(
+                "pulse.interval {} is too short; use 1s or more",
+                self.pulse.interval
+            )));
+        }
+        if self.sensors.timeout.0.is_zero() {
+            return Err(problem("sensors.timeout must be more than 0s".into()));
+        }
+        if self.workers.start_limit_burst == 0 {
+            return Err(problem(
+                "workers.start_limit_burst must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The worker command template after presets and overrides.
+    pub fn worker_template(&self) -> String {
+        let with_model = self.runner.model.is_some();
+        self.runner
+            .command
+            .clone()
+            .or_else(|| {
+                self.runner
+                    .preset
+                    .worker_template(with_model)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default()
+    }
+
+    /// The judge command template for `llm` mode.
+    pub fn tick_template(&self) -> String {
+        let with_model = self.runner.model.is_some();
+        self.runner
+            .tick
+            .clone()
+            .or_else(|| {
+                self.runner
+                    .preset
+                    .tick_template(with_model)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Fills `{{prompt_file}}` and `{{model}}` with shell-quoted values, so neither an id nor a
+/// prompt nor a model name can inject shell. Unknown placeholders are refused.
+pub fn render_command(template: &str, prompt_file: &Path, model: Option<&str>) -> Result<String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            return Err(Error::invalid(format!(
+                "unclosed placeholder in command template {template:?}"
+            )));
+        };
+        let value = match after[..end].trim() {
+            "prompt_file" => prompt_file.to_string_lossy().into_owned(),
+            "model" => model.unwrap_or_default().to_owned(),
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown placeholder {{{{{other}}}}} in command template; use {{{{prompt_file}}}} or {{{{model}}}}"
+                )))
+            }
+        };
+        out.push_str(&shell_words::quote(&value));
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map(|i| before.len() - i)
+        .unwrap_or(before.len() + 1);
+    (line, column)
+}
+
+/// The config `rein init` writes: every setting shown, with the chosen runner.
+pub fn template(preset: Preset) -> String {
+    let command = match preset {
+        Preset::Custom => "command = \"my-agent --prompt-file {{prompt_file}}\"\n".to_owned(),
+        _ => format!(
+            "# command = '{}'\n",
+            preset.worker_template(false).unwrap_or_default()
+        ),
+    };
+    format!(
+        r#"# rein configuration. See rein-config(5) for every key.
+
+[runner]
+# The agent workers run: claude, codex, opencode, pi, or custom (then set `command`).
+preset = "{preset}"
+{command}# model = "..."
+
+[judge]
+# agent: rein calls no LLM; an agent session loops on `rein wait --json`.
+# llm: each changed world runs the runner's one-shot judge command.
+mode = "agent"
+
+[pulse]
+interval = "60s"
+
+[sensors]
+timeout = "10s"
+output_cap = "64K"
+
+[workers]
+restart = "on-failure"
+restart_sec = "5s"
+start_limit_burst = 5
+start_limit_interval = "10m"
+# memory_max = "4G"
+# cpu_quota = "200%"
+"#,
+        preset = preset.name()
+    )
+}
+
+pub fn parse_duration_flag(text: &str) -> std::result::Result<Span, String> {
+    duration::parse(text).map(Span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_parses_for_every_preset() {
+        for preset in [
+            Preset::Claude,
+            Preset::Codex,
+            Preset::Opencode,
+            Preset::Pi,
+            Preset::Custom,
+        ] {
+            let config = Config::parse(Path::new("c.toml"), &template(preset)).expect("parses");
+            assert_eq!(config.runner.preset, preset);
+            assert!(!config.worker_template().is_empty());
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_a_line() {
+        let text = "[pulse]\ninterval = \"30s\"\nbogus = 1\n";
+        let error = Config::parse(Path::new("c.toml"), text).expect_err("unknown key");
+        let message = error.to_string();
+        assert!(message.starts_with("c.toml:3:"), "{message}");
+        assert!(message.contains("bogus"), "{message}");
+        assert_eq!(error.exit_code(), 2);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let cases = [
+            "[pulse]\ninterval = \"soon\"\n",
+            "[pulse]\ninterval = \"100ms\"\n",
+            "[runner]\npreset = \"gpt\"\n",
+            "[runner]\npreset = \"custom\"\n",
+            "[workers]\nmemory_max = \"lots\"\n",
+            "[workers]\ncpu_quota = \"0%\"\n",
+        ];
+        for text in cases {
+            assert!(Config::parse(Path::new("c.toml"), text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn rendering_quotes_everything() {
+        let rendered = render_command(
+            "agent --model {{model}} {{prompt_file}}",
+            Path::new("/tmp/it's; rm -rf ~.md"),
+            Some("$(reboot)"),
+        )
+        .expect("renders");
+        let words = shell_words::split(&rendered).expect("splits");
+        assert_eq!(
+            words,
+            ["agent", "--model", "$(reboot)", "/tmp/it's; rm -rf ~.md"]
+        );
+        assert!(render_command("x {{nope}}", Path::new("p"), None).is_err());
+        assert!(render_command("x {{model", Path::new("p"), None).is_err());
+    }
+}

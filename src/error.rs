@@ -1,0 +1,72 @@
+//! The error kinds a caller decides something from, and the exit code each maps to.
+//!
+//! Exit codes are part of rein's interface (documented in `rein(1)`): 0 success, 1 failure,
+//! 2 usage or invalid input, 3 timed out, 4 withdrawn, 5 conflict (already answered, already
+//! claimed, already running).
+
+use std::path::PathBuf;
+
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_TIMEOUT: i32 = 3;
+pub const EXIT_WITHDRAWN: i32 = 4;
+pub const EXIT_CONFLICT: i32 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input: a malformed id, duration, option or file. Nothing was written.
+    #[error("{0}")]
+    Invalid(String),
+    /// Something named by the user does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The operation lost a race or met existing state it must not overwrite.
+    #[error("{0}")]
+    Conflict(String),
+    /// A file rein wrote (or should have) cannot be parsed. Named, never skipped silently.
+    #[error("corrupt file {path}: {detail}; inspect or move it aside, rein will not guess")]
+    Corrupt { path: PathBuf, detail: String },
+    /// An I/O failure on a named path.
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::Invalid(message.into())
+    }
+
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Invalid(_) => EXIT_USAGE,
+            Error::Conflict(_) => EXIT_CONFLICT,
+            Error::NotFound(_) | Error::Corrupt { .. } | Error::Io { .. } => EXIT_FAILURE,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Maps any error that reached `main` to an exit code: typed errors carry their own, anything
+/// else is a plain failure.
+pub fn exit_code_of(error: &anyhow::Error) -> i32 {
+    for cause in error.chain() {
+        if let Some(error) = cause.downcast_ref::<Error>() {
+            return error.exit_code();
+        }
+    }
+    EXIT_FAILURE
+}

@@ -1,0 +1,59 @@
+//! The journal: one line per move in `journal.md`, and the same event in journald.
+//!
+//! A line is `- <RFC 3339 time> <event>: <message>`, appended in one write and fsynced, so a
+//! crash leaves whole lines (a torn last line, if any, is dropped when reading).
+
+use chrono::{SecondsFormat, Utc};
+
+use crate::error::Result;
+use crate::store::{self, DataDir};
+
+/// Appends an event to `journal.md` and emits it to the log (journald when available).
+pub fn record(dir: &DataDir, event: &str, message: &str) -> Result<()> {
+    let line = format!(
+        "- {} {event}: {}",
+        Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        message.replace(['\n', '\r'], " ")
+    );
+    tracing::info!(REIN_EVENT = event, "{message}");
+    store::ensure_dir(dir.root())?;
+    store::append_line(&dir.journal(), &line)
+}
+
+/// The last `count` complete lines of the journal.
+pub fn tail(dir: &DataDir, count: usize) -> Result<Vec<String>> {
+    let Some(text) = store::read_optional(&dir.journal())? else {
+        return Ok(Vec::new());
+    };
+    let text = String::from_utf8_lossy(&text);
+    // A last line without its newline was torn by a crash mid-append: not a record.
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..end],
+        None => "",
+    };
+    let lines: Vec<&str> = complete.lines().filter(|l| !l.is_empty()).collect();
+    let start = lines.len().saturating_sub(count);
+    Ok(lines[start..].iter().map(|l| l.to_string()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torn_tail_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = DataDir::new(dir.path());
+        record(&data, "beat", "one").expect("record");
+        record(&data, "beat", "two\nlines").expect("record");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.journal())
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"- torn"))
+            .expect("append");
+        let lines = tail(&data, 10).expect("tail");
+        assert_eq!(lines.len(), 2);
+        assert!(lines[1].ends_with("beat: two lines"), "{lines:?}");
+        assert_eq!(tail(&data, 1).expect("tail").len(), 1);
+    }
+}

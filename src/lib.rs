@@ -1,0 +1,31 @@
+//! rein: a control loop for fleets of AI coding agents that lives inside systemd and keeps a
+//! human in the loop.
+//!
+//! A map of the crate:
+//! - [`store`]: the only code that touches data-dir files: atomic writes, exclusive creates,
+//!   locks, id validation, and the inotify waiter every blocking verb uses.
+//! - [`mailbox`]: asks, answers, withdrawals and the archive: the human-in-the-loop contract.
+//! - [`world`]: sensors, snapshots and the world hash.
+//! - [`state`]: the combined view (`rein state`) and the wait token (`rein wait`).
+//! - [`config`] and [`paths`]: where things live and what the user configured.
+//! - [`journal`], [`claims`], [`notes`], [`seed`]: the remaining data-dir records.
+
+//! - [`cli`]: the clap definition (the single source of `--help`, man pages and completions)
+//!   and one file per verb group.
+
+pub mod claims;
+pub mod cli;
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod journal;
+pub mod logging;
+pub mod mailbox;
+pub mod notes;
+pub mod paths;
+pub mod seed;
+pub mod state;
+pub mod store;
+pub mod world;
+
+pub use error::Error;

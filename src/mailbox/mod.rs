@@ -1,0 +1,523 @@
+//! The mailbox: asks, answers, withdrawals and the archive — the human-in-the-loop contract.
+//!
+//! Protocol (format version 1, see `rein-files(5)`):
+//! - `asks/<id>.json` is an [`Ask`], written once with an exclusive create while holding
+//!   `asks/.lock`, which also makes "same worker, same question" find the existing ask instead
+//!   of filing a duplicate, and hands out the monotonic `seq` that wait tokens compare.
+//! - `answers/<id>.json` is a [`Resolution`] (answered or withdrawn), published with an
+//!   exclusive create: the first resolution wins across every process, and a loser reads back
+//!   who won.
+//! - Delivery to the asker archives the ask: it moves to `archive/asks/<id>.json`. The
+//!   resolution never moves, so its name stays taken and no late answer can win a second
+//!   time. Nothing is deleted.
+//! - Waiting is [`crate::store::watch::wait_for`] on `answers/` and the archive: inotify only.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::store::{self, DataDir};
+
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Characters of ask ids: short enough to type in a text message, no look-alikes.
+const ID_ALPHABET: &[u8] = b"23456789abcdefghjkmnpqrstuvwxyz";
+const ID_LEN: usize = 6;
+
+/// Who answers when nobody says: the `cli:` identity of the user running the command.
+pub fn default_identity() -> String {
+    format!("cli:{}", current_user())
+}
+
+/// The login name: `$USER`, else the password database entry of the real uid.
+pub fn current_user() -> String {
+    if let Some(user) = std::env::var("USER").ok().filter(|u| !u.is_empty()) {
+        return user;
+    }
+    // SAFETY: getpwuid returns a pointer into static storage or null; we copy the name out
+    // before any other call could overwrite it.
+    unsafe {
+        let entry = libc::getpwuid(libc::getuid());
+        if !entry.is_null() && !(*entry).pw_name.is_null() {
+            return std::ffi::CStr::from_ptr((*entry).pw_name)
+                .to_string_lossy()
+                .into_owned();
+        }
+        format!("uid{}", libc::getuid())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Ask {
+    pub version: u32,
+    pub id: String,
+    /// Increases with every ask filed in this data dir; wait tokens compare it.
+    pub seq: u64,
+    pub worker: String,
+    pub prompt: String,
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Allowed answers; empty means free text.
+    #[serde(default)]
+    pub options: Vec<String>,
+    pub created: DateTime<Utc>,
+    /// Identifies "the same question from the same worker" for de-duplication.
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ResolutionKind {
+    Answered,
+    Withdrawn,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Resolution {
+    pub version: u32,
+    pub ask: String,
+    pub kind: ResolutionKind,
+    /// The answer text; absent for a withdrawal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Who resolved it: `cli:USER`, `slack:U…`, `sms:+1…`, `email:addr`, `konsole:USER`.
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Resolution {
+    /// "yes — by cli:ana at 2026-…" for messages to the losers of a race.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            ResolutionKind::Answered => format!(
+                "answered {:?} by {} at {}",
+                self.text.as_deref().unwrap_or_default(),
+                self.by,
+                self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            ResolutionKind::Withdrawn => format!(
+                "withdrawn by {} at {}",
+                self.by,
+                self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        }
+    }
+}
+
+/// An ask with what became of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AskRecord {
+    pub ask: Ask,
+    pub resolution: Option<Resolution>,
+    pub archived: bool,
+}
+
+impl AskRecord {
+    pub fn is_pending(&self) -> bool {
+        self.resolution.is_none()
+    }
+
+    /// The flat JSON shape of `rein asks --json` and `rein state`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let state = match &self.resolution {
+            None => "pending",
+            Some(r) if r.kind == ResolutionKind::Answered => "answered",
+            Some(_) => "withdrawn",
+        };
+        let mut value = serde_json::json!({
+            "id": self.ask.id,
+            "seq": self.ask.seq,
+            "worker": self.ask.worker,
+            "prompt": self.ask.prompt,
+            "ref": self.ask.reference,
+            "options": self.ask.options,
+            "created": self.ask.created,
+            "state": state,
+            "archived": self.archived,
+        });
+        if let Some(resolution) = &self.resolution {
+            value["answer"] = serde_json::json!(resolution.text);
+            value["answered_by"] = serde_json::json!(resolution.by);
+            value["answered_at"] = serde_json::json!(resolution.at);
+        }
+        value
+    }
+}
+
+/// What `rein ask` files.
+#[derive(Debug, Clone)]
+pub struct NewAsk {
+    pub worker: String,
+    pub prompt: String,
+    pub reference: Option<String>,
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filing {
+    /// A new ask was written.
+    New,
+    /// The same worker already asked the same question; this is that ask.
+    Existing,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnswerOutcome {
+    Accepted(Resolution),
+    /// Someone resolved it first; this is their resolution.
+    AlreadyResolved(Resolution),
+    /// The text is not one of the ask's options.
+    NotAnOption(Vec<String>),
+}
+
+/// Records that were read, and files that could not be (named, never skipped silently).
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub records: Vec<AskRecord>,
+    pub problems: Vec<Error>,
+}
+
+pub struct Mailbox {
+    dir: DataDir,
+}
+
+fn question_key(ask: &NewAsk) -> String {
+    let mut hasher = Sha256::new();
+    for part in [
+        ask.worker.as_str(),
+        ask.prompt.as_str(),
+        ask.reference.as_deref().unwrap_or(""),
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
+    for option in &ask.options {
+        hasher.update(option.as_bytes());
+        hasher.update([0x1fu8]);
+    }
+    hex::encode(hasher.finalize())[..32].to_owned()
+}
+
+fn new_id() -> String {
+    let random = uuid::Uuid::new_v4();
+    random.as_bytes()[..ID_LEN]
+        .iter()
+        .map(|b| ID_ALPHABET[*b as usize % ID_ALPHABET.len()] as char)
+        .collect()
+}
+
+/// Parses and checks the `--options a,b` list.
+pub fn parse_options(text: &str) -> Result<Vec<String>> {
+    let options: Vec<String> = text.split(',').map(|o| o.trim().to_owned()).collect();
+    if options.iter().any(String::is_empty) {
+        return Err(Error::invalid(format!(
+            "invalid --options {text:?}: an option is empty; write them like yes,no"
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(duplicate) = options.iter().find(|o| !seen.insert(o.to_lowercase())) {
+        return Err(Error::invalid(format!(
+            "invalid --options {text:?}: {duplicate:?} is listed twice"
+        )));
+    }
+    Ok(options)
+}
+
+impl Mailbox {
+    pub fn new(dir: DataDir) -> Self {
+        Mailbox { dir }
+    }
+
+    pub fn data_dir(&self) -> &DataDir {
+        &self.dir
+    }
+
+    /// The directories whose changes can resolve or add an ask.
+    pub fn watched_dirs(&self) -> Vec<PathBuf> {
+        vec![self.dir.asks(), self.dir.answers()]
+    }
+
+    /// Files an ask, or finds the same worker's identical ask that is still in the mailbox
+    /// (pending, or resolved but not yet delivered).
+    pub fn file(&self, new: &NewAsk) -> Result<(Ask, Filing)> {
+        store::validate_id("worker id", &new.worker)?;
+        if new.prompt.trim().is_empty() {
+            return Err(Error::invalid(
+                "the ask's prompt is empty; pass --prompt TEXT or --prompt - to read it from stdin",
+            ));
+        }
+        self.dir.create_dirs()?;
+        let key = question_key(new);
+        let _lock = store::lock(&self.dir.asks_lock())?;
+        for (_, path) in store::list(&self.dir.asks(), ".json")? {
+            // A corrupt neighbour must not stop a worker from asking; `rein asks` reports it.
+            if let Ok(Some(existing)) = store::read_json::<Ask>(&path) {
+                if existing.key == key {
+                    return Ok((existing, Filing::Existing));
+                }
+            }
+        }
+        let seq = self.next_seq()?;
+        loop {
+            let ask = Ask {
+                version: FORMAT_VERSION,
+                id: new_id(),
+                seq,
+                worker: new.worker.clone(),
+                prompt: new.prompt.clone(),
+                reference: new.reference.clone(),
+                options: new.options.clone(),
+                created: Utc::now(),
+                key: key.clone(),
+            };
+            let taken =
+                self.dir.archived_ask(&ask.id).exists() || self.dir.answer(&ask.id).exists();
+            if !taken
+                && store::create_exclusive(&self.dir.ask(&ask.id), &store::to_json_bytes(&ask))?
+            {
+                return Ok((ask, Filing::New));
+            }
+        }
+    }
+
+    /// Reads and bumps `asks/.sequence`; the caller holds the asks lock.
+    fn next_seq(&self) -> Result<u64> {
+        let path = self.dir.ask_sequence();
+        let current = match store::read_text(&path)? {
+            None => 0,
+            Some(text) => text.trim().parse::<u64>().map_err(|_| Error::Corrupt {
+                path: path.clone(),
+                detail: format!("expected a number, found {:?}", text.trim()),
+            })?,
+        };
+        let next = current + 1;
+        store::write_atomic(&path, format!("{next}\n").as_bytes())?;
+        Ok(next)
+    }
+
+    /// The highest seq handed out so far (0 before the first ask).
+    pub fn last_seq(&self) -> Result<u64> {
+        Ok(store::read_text(&self.dir.ask_sequence())?
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
+    fn find_ask(&self, id: &str) -> Result<Option<(Ask, bool)>> {
+        if let Some(ask) = store::read_json::<Ask>(&self.dir.ask(id))? {
+            return Ok(Some((ask, false)));
+        }
+        Ok(store::read_json::<Ask>(&self.dir.archived_ask(id))?.map(|ask| (ask, true)))
+    }
+
+    /// The resolution of an ask, if it has one.
+    pub fn resolution(&self, id: &str) -> Result<Option<Resolution>> {
+        store::read_json(&self.dir.answer(id))
+    }
+
+    pub fn get(&self, id: &str) -> Result<AskRecord> {
+        store::validate_id("ask id", id)?;
+        let (ask, archived) = self.find_ask(id)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "no ask {id:?} in {}; `rein asks --all` lists them",
+                self.dir.root().display()
+            ))
+        })?;
+        let resolution = self.resolution(id)?;
+        Ok(AskRecord {
+            ask,
+            resolution,
+            archived,
+        })
+    }
+
+    /// Answers an ask. The first resolution wins across processes.
+    pub fn answer(&self, id: &str, text: &str, by: &str) -> Result<AnswerOutcome> {
+        let record = self.get(id)?;
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
+            return Err(Error::invalid(format!(
+                "the answer to {id} is empty; give the answer text"
+            )));
+        }
+        if let Some(resolution) = record.resolution {
+            return Ok(AnswerOutcome::AlreadyResolved(resolution));
+        }
+        let text = if record.ask.options.is_empty() {
+            text.to_owned()
+        } else {
+            match record
+                .ask
+                .options
+                .iter()
+                .find(|o| o.eq_ignore_ascii_case(text.trim()))
+            {
+                Some(option) => option.clone(),
+                None => return Ok(AnswerOutcome::NotAnOption(record.ask.options)),
+            }
+        };
+        self.resolve(id, ResolutionKind::Answered, Some(text), by)
+    }
+
+    /// Withdraws a pending ask; the waiting worker's `rein ask` exits 4.
+    pub fn withdraw(&self, id: &str, by: &str) -> Result<AnswerOutcome> {
+        let record = self.get(id)?;
+        if let Some(resolution) = record.resolution {
+            return Ok(AnswerOutcome::AlreadyResolved(resolution));
+        }
+        self.resolve(id, ResolutionKind::Withdrawn, None, by)
+    }
+
+    fn resolve(
+        &self,
+        id: &str,
+        kind: ResolutionKind,
+        text: Option<String>,
+        by: &str,
+    ) -> Result<AnswerOutcome> {
+        if by.trim().is_empty() || by.contains(['\n', '\r']) {
+            return Err(Error::invalid(format!(
+                "invalid identity {by:?}: write it like cli:ana or slack:U123"
+            )));
+        }
+        let resolution = Resolution {
+            version: FORMAT_VERSION,
+            ask: id.to_owned(),
+            kind,
+            text,
+            by: by.to_owned(),
+            at: Utc::now(),
+        };
+        if store::create_exclusive(&self.dir.answer(id), &store::to_json_bytes(&resolution))? {
+            return Ok(AnswerOutcome::Accepted(resolution));
+        }
+        let winner = self.resolution(id)?.ok_or_else(|| Error::Corrupt {
+            path: self.dir.answer(id),
+            detail: "the answer vanished while it was being read".into(),
+        })?;
+        Ok(AnswerOutcome::AlreadyResolved(winner))
+    }
+
+    /// Blocks until the ask is resolved or the deadline passes.
+    pub fn wait(&self, id: &str, deadline: Option<Instant>) -> Result<Option<Resolution>> {
+        store::watch::wait_for(&self.watched_dirs(), deadline, || self.resolution(id))
+    }
+
+    /// Archives a resolved ask once its asker has the resolution. Idempotent.
+    pub fn deliver(&self, id: &str) -> Result<()> {
+        store::move_file(&self.dir.ask(id), &self.dir.archived_ask(id))?;
+        Ok(())
+    }
+
+    /// Asks in the mailbox (pending, and resolved but undelivered); with `all`, the archive too.
+    pub fn list(&self, all: bool) -> Result<Listing> {
+        let mut listing = Listing::default();
+        let mut sources = vec![(self.dir.asks(), ".json", false)];
+        if all {
+            sources.push((self.dir.archived_asks(), ".json", true));
+        }
+        for (dir, suffix, archived) in sources {
+            for (id, path) in store::list(&dir, suffix)? {
+                let read = store::read_json::<Ask>(&path).and_then(|ask| {
+                    let resolution = self.resolution(&id)?;
+                    Ok((ask, resolution))
+                });
+                match read {
+                    Ok((Some(ask), resolution)) => listing.records.push(AskRecord {
+                        ask,
+                        resolution,
+                        archived,
+                    }),
+                    Ok((None, _)) => {} // moved to the archive while we listed
+                    Err(problem) => listing.problems.push(problem),
+                }
+            }
+        }
+        listing.records.sort_by_key(|r| r.ask.seq);
+        Ok(listing)
+    }
+
+    /// Pending asks only, oldest first.
+    pub fn pending(&self) -> Result<Listing> {
+        let mut listing = self.list(false)?;
+        listing.records.retain(AskRecord::is_pending);
+        Ok(listing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mailbox() -> (tempfile::TempDir, Mailbox) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mailbox = Mailbox::new(DataDir::new(dir.path()));
+        (dir, mailbox)
+    }
+
+    fn new_ask(prompt: &str, options: &[&str]) -> NewAsk {
+        NewAsk {
+            worker: "w1".into(),
+            prompt: prompt.into(),
+            reference: None,
+            options: options.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn same_question_is_filed_once() {
+        let (_dir, mailbox) = mailbox();
+        let (first, filing) = mailbox
+            .file(&new_ask("merge?", &["yes", "no"]))
+            .expect("file");
+        assert_eq!(filing, Filing::New);
+        let (again, filing) = mailbox
+            .file(&new_ask("merge?", &["yes", "no"]))
+            .expect("file");
+        assert_eq!(
+            (again.id.as_str(), filing),
+            (first.id.as_str(), Filing::Existing)
+        );
+        let (other, filing) = mailbox.file(&new_ask("deploy?", &[])).expect("file");
+        assert_eq!(filing, Filing::New);
+        assert!(other.seq > first.seq);
+    }
+
+    #[test]
+    fn answers_respect_options_and_first_wins() {
+        let (_dir, mailbox) = mailbox();
+        let (ask, _) = mailbox
+            .file(&new_ask("merge?", &["yes", "no"]))
+            .expect("file");
+        assert_eq!(
+            mailbox.answer(&ask.id, "maybe", "cli:a").expect("answer"),
+            AnswerOutcome::NotAnOption(vec!["yes".into(), "no".into()])
+        );
+        let AnswerOutcome::Accepted(won) = mailbox.answer(&ask.id, "YES", "cli:a").expect("answer")
+        else {
+            panic!("first answer must be accepted");
+        };
+        assert_eq!(won.text.as_deref(), Some("yes"));
+        assert_eq!(
+            mailbox.answer(&ask.id, "no", "cli:b").expect("answer"),
+            AnswerOutcome::AlreadyResolved(won.clone())
+        );
+        mailbox.deliver(&ask.id).expect("deliver");
+        assert_eq!(
+            mailbox.withdraw(&ask.id, "cli:b").expect("withdraw"),
+            AnswerOutcome::AlreadyResolved(won)
+        );
+        assert!(mailbox.list(false).expect("list").records.is_empty());
+        assert_eq!(mailbox.list(true).expect("list").records.len(), 1);
+    }
+
+    #[test]
+    fn options_are_checked() {
+        assert_eq!(parse_options("yes, no").expect("ok"), ["yes", "no"]);
+        assert!(parse_options("yes,,no").is_err());
+        assert!(parse_options("yes,YES").is_err());
+    }
+}

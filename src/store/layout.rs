@@ -1,0 +1,147 @@
+//! Where each record lives inside a data dir. Every path rein uses is named here once.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Result;
+use crate::store::{ensure_dir, validate_id};
+
+/// A data dir (one profile). Construct with [`DataDir::new`]; paths are derived, never typed
+/// by hand elsewhere.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+/// The subdirectories rein creates in every data dir.
+const DIRS: &[&str] = &[
+    "goals",
+    "sensors",
+    "snapshots",
+    "asks",
+    "answers",
+    "archive",
+    "archive/asks",
+    "archive/goals",
+    "archive/sensors",
+    "claims",
+    "reports",
+    "prompts",
+    "notes",
+    "run",
+];
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DataDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates the directory skeleton (idempotent).
+    pub fn create_dirs(&self) -> Result<()> {
+        ensure_dir(&self.root)?;
+        for dir in DIRS {
+            ensure_dir(&self.root.join(dir))?;
+        }
+        Ok(())
+    }
+
+    pub fn playbook(&self) -> PathBuf {
+        self.root.join("PLAYBOOK.md")
+    }
+    pub fn journal(&self) -> PathBuf {
+        self.root.join("journal.md")
+    }
+    pub fn world(&self) -> PathBuf {
+        self.root.join("world.json")
+    }
+    pub fn seeded_marker(&self) -> PathBuf {
+        self.root.join(".seeded")
+    }
+
+    pub fn goals(&self) -> PathBuf {
+        self.root.join("goals")
+    }
+    pub fn goal(&self, id: &str) -> Result<PathBuf> {
+        validate_id("goal id", id)?;
+        Ok(self.goals().join(format!("{id}.md")))
+    }
+    pub fn archived_goal(&self, id: &str, stamp: &str) -> PathBuf {
+        self.root
+            .join("archive/goals")
+            .join(format!("{id}.{stamp}.md"))
+    }
+
+    pub fn sensors(&self) -> PathBuf {
+        self.root.join("sensors")
+    }
+    pub fn sensor(&self, name: &str) -> Result<PathBuf> {
+        validate_id("sensor name", name)?;
+        Ok(self.sensors().join(format!("{name}.sh")))
+    }
+    pub fn archived_sensor(&self, name: &str, stamp: &str) -> PathBuf {
+        self.root
+            .join("archive/sensors")
+            .join(format!("{name}.{stamp}.sh"))
+    }
+
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+    pub fn snapshot(&self, name: &str) -> PathBuf {
+        self.snapshots().join(format!("{name}.json"))
+    }
+
+    pub fn asks(&self) -> PathBuf {
+        self.root.join("asks")
+    }
+    pub fn ask(&self, id: &str) -> PathBuf {
+        self.asks().join(format!("{id}.json"))
+    }
+    pub fn asks_lock(&self) -> PathBuf {
+        self.asks().join(".lock")
+    }
+    pub fn ask_sequence(&self) -> PathBuf {
+        self.asks().join(".sequence")
+    }
+    pub fn answers(&self) -> PathBuf {
+        self.root.join("answers")
+    }
+    pub fn answer(&self, id: &str) -> PathBuf {
+        self.answers().join(format!("{id}.json"))
+    }
+    pub fn archived_asks(&self) -> PathBuf {
+        self.root.join("archive/asks")
+    }
+    pub fn archived_ask(&self, id: &str) -> PathBuf {
+        self.archived_asks().join(format!("{id}.json"))
+    }
+
+    pub fn claims(&self) -> PathBuf {
+        self.root.join("claims")
+    }
+    pub fn claim(&self, name: &str) -> Result<PathBuf> {
+        validate_id("claim name", name)?;
+        Ok(self.claims().join(format!("{name}.json")))
+    }
+
+    pub fn notes(&self) -> PathBuf {
+        self.root.join("notes")
+    }
+    pub fn reports(&self) -> PathBuf {
+        self.root.join("reports")
+    }
+    pub fn prompts(&self) -> PathBuf {
+        self.root.join("prompts")
+    }
+    pub fn prompt(&self, worker: &str) -> Result<PathBuf> {
+        validate_id("worker id", worker)?;
+        Ok(self.prompts().join(format!("{worker}.md")))
+    }
+    /// Runtime files (attach sockets): not records, may vanish.
+    pub fn run(&self) -> PathBuf {
+        self.root.join("run")
+    }
+}

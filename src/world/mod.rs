@@ -1,0 +1,328 @@
+//! The world: sensors, their snapshots, and the world hash.
+//!
+//! `rein sense` runs every `sensors/<name>.sh` once, in parallel, each in its own process
+//! group with a timeout and an output cap. Each sensor must print one JSON object. The result
+//! is written atomically to `snapshots/<name>.json` — a sensor that fails, hangs, floods or
+//! prints non-JSON yields an error snapshot, never a crash. The world hash covers what the
+//! sensors said (not when), so an unchanged world hashes the same and costs nothing.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::SensorConfig;
+use crate::error::Result;
+use crate::store::{self, DataDir};
+
+pub const FORMAT_VERSION: u32 = 1;
+
+/// How much of a failing sensor's stderr is kept in its error snapshot.
+const STDERR_KEEP: usize = 2048;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    pub version: u32,
+    pub sensor: String,
+    pub taken: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `world.json`: the hash of the last sense and when it was taken.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct World {
+    pub version: u32,
+    pub hash: String,
+    pub taken: DateTime<Utc>,
+    pub sensors: Vec<String>,
+    /// When the hash last changed (equal to `taken` when this sense changed it).
+    pub changed: DateTime<Utc>,
+}
+
+/// The hash of a world nobody has sensed yet.
+pub const EMPTY_WORLD: &str = "none";
+
+/// Hashes what the sensors said, in name order, ignoring timing.
+pub fn world_hash(snapshots: &[Snapshot]) -> String {
+    let mut hasher = Sha256::new();
+    let mut sorted: Vec<&Snapshot> = snapshots.iter().collect();
+    sorted.sort_by(|a, b| a.sensor.cmp(&b.sensor));
+    for snapshot in sorted {
+        let essence = serde_json::json!({
+            "sensor": snapshot.sensor,
+            "ok": snapshot.ok,
+            "value": snapshot.value,
+            "error": snapshot.error,
+        });
+        hasher.update(essence.to_string().as_bytes());
+        hasher.update([0u8]);
+    }
+    hex::encode(hasher.finalize())[..16].to_owned()
+}
+
+/// Runs one sensor script to completion (or to its limits).
+pub fn run_sensor(dir: &DataDir, name: &str, script: &Path, config: &SensorConfig) -> Snapshot {
+    let started = Instant::now();
+    let taken = Utc::now();
+    let outcome = run_capped(dir, script, config.timeout.0, config.output_cap as usize);
+    let (ok, value, error) = match outcome {
+        Err(error) => (false, None, Some(error)),
+        Ok(stdout) => match serde_json::from_slice::<serde_json::Value>(&stdout) {
+            Ok(value @ serde_json::Value::Object(_)) => (true, Some(value), None),
+            Ok(_) => (
+                false,
+                None,
+                Some(
+                    "printed JSON that is not an object; a sensor prints one JSON object"
+                        .to_owned(),
+                ),
+            ),
+            Err(e) => {
+                let shown: String = String::from_utf8_lossy(&stdout).chars().take(200).collect();
+                (
+                    false,
+                    None,
+                    Some(format!("printed non-JSON ({e}): {shown:?}")),
+                )
+            }
+        },
+    };
+    Snapshot {
+        version: FORMAT_VERSION,
+        sensor: name.to_owned(),
+        taken,
+        duration_ms: started.elapsed().as_millis() as u64,
+        ok,
+        value,
+        error,
+    }
+}
+
+/// Runs `script` with its stdout capped at `cap` bytes and its life capped at `timeout`.
+/// Returns stdout, or a sentence saying what went wrong.
+fn run_capped(
+    dir: &DataDir,
+    script: &Path,
+    timeout: Duration,
+    cap: usize,
+) -> std::result::Result<Vec<u8>, String> {
+    // A script with a shebang and the exec bit runs as it asks; anything else runs with sh.
+    let executable = std::fs::metadata(script)
+        .map(|m| m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false);
+    let has_shebang = std::fs::File::open(script)
+        .and_then(|mut file| {
+            let mut head = [0u8; 2];
+            std::io::Read::read_exact(&mut file, &mut head).map(|_| head == *b"#!")
+        })
+        .unwrap_or(false);
+    let mut command = if executable && has_shebang {
+        Command::new(script)
+    } else {
+        let mut sh = Command::new("/bin/sh");
+        sh.arg(script);
+        sh
+    };
+    command
+        .current_dir(dir.root())
+        .env("REIN_DATA_DIR", dir.root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("could not start: {e}"))?;
+    let pid = child.id() as i32;
+    let mut stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let mut stderr = child.stderr.take().ok_or("no stderr pipe")?;
+    let (done_tx, done_rx) = mpsc::channel();
+    let stderr_reader = std::thread::spawn(move || {
+        let (kept, _) = store::read_capped(&mut stderr, STDERR_KEEP).unwrap_or_default();
+        // Drain the rest so the sensor never blocks on a full stderr pipe.
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+        kept
+    });
+    std::thread::spawn(move || {
+        let read = store::read_capped(&mut stdout, cap);
+        if matches!(read, Ok((_, true))) {
+            // Over the cap: stop the whole group now rather than read on.
+            // SAFETY: signalling a process group we created.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+        let status = child.wait();
+        let _ = done_tx.send((read, status));
+    });
+    let result = match done_rx.recv_timeout(timeout) {
+        Ok(result) => result,
+        Err(_) => {
+            // SAFETY: signalling the process group we created for this sensor.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            let _ = done_rx.recv();
+            return Err(format!(
+                "timed out after {}",
+                crate::duration::Span(timeout)
+            ));
+        }
+    };
+    // The sensor has exited; anything it left behind in its group goes too.
+    // SAFETY: as above; ESRCH is harmless.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let stderr_text = String::from_utf8_lossy(&stderr_reader.join().unwrap_or_default())
+        .trim()
+        .to_owned();
+    let (read, status) = result;
+    let (stdout, over) = read.map_err(|e| format!("reading its output failed: {e}"))?;
+    if over {
+        return Err(format!(
+            "printed more than {cap} bytes (sensors.output_cap); stopped"
+        ));
+    }
+    let status = status.map_err(|e| format!("waiting for it failed: {e}"))?;
+    if !status.success() {
+        let how = match status.code() {
+            Some(code) => format!("exited with status {code}"),
+            None => "was killed by a signal".to_owned(),
+        };
+        return Err(if stderr_text.is_empty() {
+            how
+        } else {
+            format!("{how}: {stderr_text}")
+        });
+    }
+    Ok(stdout)
+}
+
+/// What one `rein sense` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SenseReport {
+    pub hash: String,
+    pub changed: bool,
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// Runs every sensor in parallel, writes the snapshots and `world.json`, and returns the hash.
+pub fn sense(dir: &DataDir, config: &SensorConfig) -> Result<SenseReport> {
+    dir.create_dirs()?;
+    let sensors = store::list(&dir.sensors(), ".sh")?;
+    let snapshots: Vec<Snapshot> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sensors
+            .iter()
+            .map(|(name, path)| scope.spawn(move || run_sensor(dir, name, path, config)))
+            .collect();
+        handles
+            .into_iter()
+            .zip(&sensors)
+            .map(|(handle, (name, _))| {
+                handle.join().unwrap_or_else(|_| Snapshot {
+                    version: FORMAT_VERSION,
+                    sensor: name.clone(),
+                    taken: Utc::now(),
+                    duration_ms: 0,
+                    ok: false,
+                    value: None,
+                    error: Some("the sensor runner crashed".into()),
+                })
+            })
+            .collect()
+    });
+    for snapshot in &snapshots {
+        store::write_json(&dir.snapshot(&snapshot.sensor), snapshot)?;
+    }
+    // Snapshots of sensors that no longer exist are derived data: drop them.
+    let current: Vec<&str> = sensors.iter().map(|(name, _)| name.as_str()).collect();
+    for (name, path) in store::list(&dir.snapshots(), ".json")? {
+        if !current.contains(&name.as_str()) {
+            store::remove_file(&path)?;
+        }
+    }
+    let hash = world_hash(&snapshots);
+    let previous = read_world(dir)?;
+    let now = Utc::now();
+    let changed = previous.as_ref().map(|w| w.hash != hash).unwrap_or(true);
+    let world = World {
+        version: FORMAT_VERSION,
+        hash: hash.clone(),
+        taken: now,
+        sensors: current.iter().map(|s| s.to_string()).collect(),
+        changed: match (&previous, changed) {
+            (Some(previous), false) => previous.changed,
+            _ => now,
+        },
+    };
+    store::write_json(&dir.world(), &world)?;
+    Ok(SenseReport {
+        hash,
+        changed,
+        snapshots,
+    })
+}
+
+pub fn read_world(dir: &DataDir) -> Result<Option<World>> {
+    store::read_json(&dir.world())
+}
+
+/// The current world hash, or [`EMPTY_WORLD`].
+pub fn current_hash(dir: &DataDir) -> Result<String> {
+    Ok(read_world(dir)?
+        .map(|w| w.hash)
+        .unwrap_or_else(|| EMPTY_WORLD.to_owned()))
+}
+
+/// Every snapshot on disk, by sensor name.
+pub fn snapshots(dir: &DataDir) -> Result<BTreeMap<String, Snapshot>> {
+    let mut all = BTreeMap::new();
+    for (name, path) in store::list(&dir.snapshots(), ".json")? {
+        if let Some(snapshot) = store::read_json::<Snapshot>(&path)? {
+            all.insert(name, snapshot);
+        }
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(name: &str, value: serde_json::Value, ms: u64) -> Snapshot {
+        Snapshot {
+            version: 1,
+            sensor: name.into(),
+            taken: Utc::now(),
+            duration_ms: ms,
+            ok: true,
+            value: Some(value),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn hash_ignores_timing_and_order() {
+        let a = vec![
+            snapshot("a", serde_json::json!({"x": 1}), 5),
+            snapshot("b", serde_json::json!({}), 1),
+        ];
+        let b = vec![
+            snapshot("b", serde_json::json!({}), 9),
+            snapshot("a", serde_json::json!({"x": 1}), 7),
+        ];
+        assert_eq!(world_hash(&a), world_hash(&b));
+        let c = vec![
+            snapshot("a", serde_json::json!({"x": 2}), 5),
+            snapshot("b", serde_json::json!({}), 1),
+        ];
+        assert_ne!(world_hash(&a), world_hash(&c));
+    }
+}

@@ -1,0 +1,206 @@
+//! The ask/answer/withdraw contract between real processes.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{stderr_of, stdout_of, wait_child, Rein};
+
+#[test]
+fn twenty_answerers_one_winner() {
+    let rein = Rein::new();
+    let asker = rein.spawn(&["ask", "--worker", "w1", "--prompt", "pick a number"]);
+    let id = rein.wait_for_one_ask();
+    let answerers: Vec<_> = (0..20)
+        .map(|n| {
+            rein.spawn(&[
+                "answer",
+                &id,
+                &format!("number-{n}"),
+                "--as",
+                &format!("cli:person{n}"),
+            ])
+        })
+        .collect();
+    let outputs: Vec<_> = answerers
+        .into_iter()
+        .map(|child| wait_child(child, Duration::from_secs(20), "an answerer"))
+        .collect();
+    let winners: Vec<usize> = (0..20).filter(|&n| outputs[n].status.success()).collect();
+    assert_eq!(winners.len(), 1, "exactly one answer wins: {winners:?}");
+    let winner = winners[0];
+    for (n, output) in outputs.iter().enumerate() {
+        if n == winner {
+            continue;
+        }
+        assert_eq!(output.status.code(), Some(5), "a loser exits 5");
+        let stderr = stderr_of(output);
+        assert!(
+            stderr.contains(&format!("number-{winner}"))
+                && stderr.contains(&format!("cli:person{winner}")),
+            "the loser is told who won: {stderr}"
+        );
+    }
+    let asked = wait_child(asker, Duration::from_secs(10), "the asker");
+    assert!(asked.status.success());
+    assert_eq!(
+        stdout_of(&asked),
+        format!("number-{winner}\n"),
+        "the asker prints only the answer"
+    );
+    let all = rein.json(&["asks", "--all"]);
+    assert_eq!(all[0]["answered_by"], format!("cli:person{winner}"));
+    assert_eq!(all[0]["archived"], true);
+}
+
+#[test]
+fn killed_ask_rerun_gets_the_answer_given_meanwhile() {
+    let rein = Rein::new();
+    let args = [
+        "ask",
+        "--worker",
+        "w1",
+        "--prompt",
+        "deploy?",
+        "--options",
+        "yes,no",
+    ];
+    let mut first = rein.spawn(&args);
+    let id = rein.wait_for_one_ask();
+    first.kill().expect("kill the asker");
+    first.wait().expect("reap");
+    rein.ok(&["answer", &id, "yes"]);
+    let second = wait_child(rein.spawn(&args), Duration::from_secs(10), "the re-run ask");
+    assert!(second.status.success(), "{}", stderr_of(&second));
+    assert_eq!(stdout_of(&second), "yes\n");
+    let all = rein.json(&["asks", "--all"]);
+    assert_eq!(
+        all.as_array().expect("array").len(),
+        1,
+        "no duplicate ask was filed"
+    );
+    // Delivered means archived: the same question now is a new ask.
+    let mut third = rein.spawn(&args);
+    let new_id = rein.wait_for_one_ask();
+    assert_ne!(new_id, id);
+    third.kill().expect("kill");
+    third.wait().expect("reap");
+}
+
+#[test]
+fn rerun_while_pending_waits_on_the_same_ask() {
+    let rein = Rein::new();
+    let args = ["ask", "--worker", "w1", "--prompt", "same question"];
+    let mut first = rein.spawn(&args);
+    let id = rein.wait_for_one_ask();
+    let second = rein.spawn(&args);
+    // Give the second asker a moment to file (or find) its ask, then check there is one.
+    let timed_out = rein.run(&[
+        "ask",
+        "--worker",
+        "w1",
+        "--prompt",
+        "same question",
+        "--timeout",
+        "200ms",
+    ]);
+    assert_eq!(timed_out.status.code(), Some(3));
+    assert_eq!(rein.pending_ids(), vec![id.clone()]);
+    first.kill().expect("kill");
+    first.wait().expect("reap");
+    rein.ok(&["answer", &id, "the answer"]);
+    let second = wait_child(second, Duration::from_secs(10), "the second asker");
+    assert_eq!(stdout_of(&second), "the answer\n");
+}
+
+#[test]
+fn options_are_enforced_and_listed() {
+    let rein = Rein::new();
+    let asker = rein.spawn(&[
+        "ask",
+        "--prompt",
+        "merge?",
+        "--options",
+        "yes,no",
+        "--ref",
+        "pr-12",
+    ]);
+    let id = rein.wait_for_one_ask();
+    let asks = rein.json(&["asks"]);
+    assert_eq!(asks[0]["worker"], "human");
+    assert_eq!(asks[0]["ref"], "pr-12");
+    assert_eq!(asks[0]["options"], serde_json::json!(["yes", "no"]));
+    assert!(asks[0]["created"].is_string());
+    let refused = rein.run(&["answer", &id, "maybe"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr_of(&refused).contains("yes, no"),
+        "{}",
+        stderr_of(&refused)
+    );
+    assert_eq!(
+        rein.pending_ids(),
+        vec![id.clone()],
+        "a refused answer changes nothing"
+    );
+    rein.ok(&["answer", &id, "no", "--as", "slack:U123"]);
+    let asked = wait_child(asker, Duration::from_secs(10), "asker");
+    assert_eq!(stdout_of(&asked), "no\n");
+    let all = rein.json(&["asks", "--all"]);
+    assert_eq!(all[0]["answer"], "no");
+    assert_eq!(all[0]["answered_by"], "slack:U123");
+}
+
+#[test]
+fn withdraw_ends_the_ask_with_exit_4() {
+    let rein = Rein::new();
+    let asker = rein.spawn(&["ask", "--prompt", "still needed?"]);
+    let id = rein.wait_for_one_ask();
+    rein.ok(&["withdraw", &id]);
+    let asked = wait_child(asker, Duration::from_secs(10), "asker");
+    assert_eq!(asked.status.code(), Some(4));
+    assert_eq!(stdout_of(&asked), "");
+    let late = rein.run(&["answer", &id, "yes"]);
+    assert_eq!(late.status.code(), Some(5));
+    assert!(stderr_of(&late).contains("withdrawn by cli:tester"));
+    let all = rein.json(&["asks", "--all"]);
+    assert_eq!(all[0]["state"], "withdrawn");
+}
+
+#[test]
+fn answer_from_stdin_and_timeout() {
+    let rein = Rein::new();
+    let timed_out = rein.run(&["ask", "--prompt", "anyone?", "--timeout", "300ms"]);
+    assert_eq!(timed_out.status.code(), Some(3));
+    assert!(stderr_of(&timed_out).contains("stays pending"));
+    let id = rein.wait_for_one_ask();
+    let answered = rein.run_stdin(&["answer", &id, "-"], "a long\nanswer\n");
+    assert!(answered.status.success(), "{}", stderr_of(&answered));
+    let asked = rein.run(&["ask", "--prompt", "anyone?"]);
+    assert_eq!(stdout_of(&asked), "a long\nanswer\n");
+}
+
+#[test]
+fn corrupt_files_are_reported_by_name() {
+    let rein = Rein::new();
+    let mut asker = rein.spawn(&["ask", "--prompt", "fine ask"]);
+    let id = rein.wait_for_one_ask();
+    std::fs::write(rein.data.join("asks/zzzzzz.json"), "{not json").expect("write");
+    let listed = rein.run(&["asks"]);
+    assert_eq!(listed.status.code(), Some(1));
+    assert!(
+        stderr_of(&listed).contains("asks/zzzzzz.json"),
+        "{}",
+        stderr_of(&listed)
+    );
+    assert!(
+        stdout_of(&listed).contains(&id),
+        "the good ask is still listed"
+    );
+    std::fs::write(rein.data.join(format!("answers/{id}.json")), "garbage").expect("write");
+    let answered = rein.run(&["answer", &id, "x"]);
+    assert_eq!(answered.status.code(), Some(1));
+    assert!(stderr_of(&answered).contains(&format!("answers/{id}.json")));
+    asker.kill().expect("kill");
+    asker.wait().expect("reap");
+}

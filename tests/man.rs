@@ -1,0 +1,40 @@
+//! `man/` must be what the CLI definition renders today. `REIN_BLESS=1` rewrites it.
+
+use std::path::Path;
+
+#[test]
+fn man_pages_are_current() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    let pages = rein::cli::man::render_all();
+    if std::env::var_os("REIN_BLESS").is_some() {
+        for entry in std::fs::read_dir(&dir).expect("man/") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e != "md") {
+                std::fs::remove_file(path).expect("remove stale page");
+            }
+        }
+        for (name, bytes) in &pages {
+            std::fs::write(dir.join(name), bytes).expect("write page");
+        }
+    }
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .expect("man/")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.ends_with(".md"))
+        .collect();
+    on_disk.sort();
+    let expected: Vec<String> = pages.iter().map(|(name, _)| name.clone()).collect();
+    assert_eq!(
+        on_disk, expected,
+        "man/ has stale or missing pages; run REIN_BLESS=1 cargo test --test man"
+    );
+    for (name, bytes) in &pages {
+        let current = std::fs::read(dir.join(name)).expect("read page");
+        assert!(
+            current == *bytes,
+            "man/{name} is stale; run REIN_BLESS=1 cargo test --test man"
+        );
+    }
+    assert!(expected.contains(&"rein-ask.1".to_owned()));
+    assert!(expected.contains(&"rein-goal-write.1".to_owned()));
+}

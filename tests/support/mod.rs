@@ -1,0 +1,196 @@
+//! Shared test harness: a temp data dir and config per test, the real `rein` binary, and
+//! waiting helpers with deadlines.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const REIN: &str = env!("CARGO_BIN_EXE_rein");
+
+/// One rein profile in a temp dir.
+pub struct Rein {
+    pub temp: tempfile::TempDir,
+    pub data: PathBuf,
+    pub config: PathBuf,
+    pub profile: String,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Rein {
+    pub fn new() -> Rein {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let data = temp.path().join("data");
+        let config = temp.path().join("config.toml");
+        let profile = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        Rein {
+            temp,
+            data,
+            config,
+            profile,
+            extra_env: Vec::new(),
+        }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Rein {
+        self.extra_env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(REIN);
+        command
+            .args(args)
+            .env("REIN_DATA_DIR", &self.data)
+            .env("REIN_CONFIG", &self.config)
+            .env("REIN_PROFILE", &self.profile)
+            .env("USER", "tester")
+            .env_remove("REIN_WORKER_ID")
+            .env_remove("REIN_LOG")
+            .stdin(Stdio::null());
+        for (key, value) in &self.extra_env {
+            command.env(key, value);
+        }
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run rein")
+    }
+
+    pub fn run_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rein");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("wait rein")
+    }
+
+    /// Runs and asserts exit 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "rein {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.ok(&all)).expect("valid JSON")
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rein")
+    }
+
+    /// The ids of pending asks.
+    pub fn pending_ids(&self) -> Vec<String> {
+        self.json(&["asks"])
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|a| a["id"].as_str().expect("id").to_owned())
+            .collect()
+    }
+
+    /// Waits until exactly one pending ask exists and returns its id.
+    pub fn wait_for_one_ask(&self) -> String {
+        let mut id = None;
+        wait_until(Duration::from_secs(10), "an ask to be filed", || {
+            let ids = self.pending_ids();
+            id = ids.first().cloned();
+            ids.len() == 1
+        });
+        id.expect("ask id")
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(&self.config, text).expect("write config");
+    }
+}
+
+/// Polls `condition` until true, failing the test with `what` after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(2);
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Waits for a child with a deadline; kills it and fails the test if it overruns.
+pub fn wait_child(child: Child, limit: Duration, what: &str) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => output.expect("wait child"),
+        Err(_) => {
+            // SAFETY: killing our own child that overran.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("{what} did not finish within {limit:?}");
+        }
+    }
+}
+
+/// True while the child has not exited.
+pub fn still_running(child: &mut Child) -> bool {
+    matches!(child.try_wait(), Ok(None))
+}
+
+/// Every file under `root` with its contents, to prove a command changed nothing.
+pub fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    fn walk(dir: &Path, files: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files.insert(path.clone(), Vec::new());
+                walk(&path, files);
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).unwrap_or_default());
+            }
+        }
+    }
+    walk(root, &mut files);
+    files
+}
+
+pub fn stdout_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

@@ -1,0 +1,279 @@
+//! Sensors, the world hash, wait tokens, and waking through inotify edge cases.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{stderr_of, stdout_of, still_running, wait_child, wait_until, Rein};
+
+fn token_of(value: &serde_json::Value) -> String {
+    value["token"].as_str().expect("token").to_owned()
+}
+
+#[test]
+fn wait_tokens_wake_on_new_asks_and_world_changes_only() {
+    let rein = Rein::new();
+    rein.ok(&[
+        "sensor",
+        "write",
+        "flag",
+        "cat flag.json 2>/dev/null || echo '{}'",
+    ]);
+    rein.ok(&["sense"]);
+    let first = rein.json(&["wait"]);
+    let t0 = token_of(&first);
+
+    let quiet = rein.run(&["wait", "--since", &t0, "--timeout", "300ms"]);
+    assert_eq!(quiet.status.code(), Some(3), "nothing new: times out");
+
+    let asker = rein.spawn(&["ask", "--worker", "w1", "--prompt", "p1"]);
+    let woke = rein.json(&["wait", "--since", &t0, "--timeout", "10s"]);
+    let id = woke["woke"]["new_asks"][0]
+        .as_str()
+        .expect("new ask")
+        .to_owned();
+    assert_eq!(woke["woke"]["world_changed"], false);
+    let t1 = token_of(&woke);
+
+    // The same pending ask never wakes the holder of t1 again.
+    let again = rein.run(&["wait", "--since", &t1, "--timeout", "300ms"]);
+    assert_eq!(
+        again.status.code(),
+        Some(3),
+        "a seen ask does not wake: {}",
+        stdout_of(&again)
+    );
+
+    // A world change wakes a blocked waiter; --only-asks ignores it.
+    let mut blocked = rein.spawn(&["wait", "--since", &t1, "--json"]);
+    let only_asks = rein.spawn(&["wait", "--since", &t1, "--only-asks", "--timeout", "2s"]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        still_running(&mut blocked),
+        "wait blocks while nothing is new"
+    );
+    std::fs::write(rein.data.join("flag.json"), "{\"up\": true}").expect("write");
+    rein.ok(&["sense"]);
+    let out = wait_child(blocked, Duration::from_secs(10), "blocked wait");
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(state["woke"]["world_changed"], true);
+    assert_eq!(state["woke"]["new_asks"], serde_json::json!([]));
+    assert_eq!(state["snapshots"]["flag"]["value"]["up"], true);
+    let only = wait_child(only_asks, Duration::from_secs(10), "only-asks wait");
+    assert_eq!(
+        only.status.code(),
+        Some(3),
+        "--only-asks ignores world changes"
+    );
+
+    // An unchanged world keeps its hash: sensing again wakes nobody.
+    let t2 = token_of(&state);
+    rein.ok(&["sense"]);
+    let unchanged = rein.run(&["wait", "--since", &t2, "--timeout", "300ms"]);
+    assert_eq!(unchanged.status.code(), Some(3));
+
+    rein.ok(&["answer", &id, "done"]);
+    wait_child(asker, Duration::from_secs(10), "asker");
+}
+
+#[test]
+fn ask_survives_inotify_queue_overflow() {
+    let rein = Rein::new().env("REIN_LOG", "debug");
+    let asker = rein.spawn(&["ask", "--prompt", "overflow?"]);
+    let id = rein.wait_for_one_ask();
+    let limit: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(16384);
+    // Freeze the asker so its queue fills, then flood its watched directory with temp files.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(asker.id() as i32, libc::SIGSTOP) };
+    let answers = rein.data.join("answers");
+    for n in 0..(limit / 2 + 200) {
+        let path = answers.join(format!(".flood-{n}"));
+        std::fs::write(&path, b"x").expect("flood");
+        std::fs::remove_file(&path).expect("unflood");
+    }
+    rein.ok(&["answer", &id, "still delivered"]);
+    // SAFETY: as above.
+    unsafe { libc::kill(asker.id() as i32, libc::SIGCONT) };
+    let out = wait_child(asker, Duration::from_secs(10), "asker after overflow");
+    assert_eq!(stdout_of(&out), "still delivered\n");
+    assert!(
+        stderr_of(&out).contains("overflowed"),
+        "the overflow happened and was handled: {}",
+        stderr_of(&out)
+    );
+}
+
+#[test]
+fn ask_survives_its_directory_being_recreated() {
+    let rein = Rein::new().env("REIN_LOG", "debug");
+    let asker = rein.spawn(&["ask", "--prompt", "recreated?"]);
+    let id = rein.wait_for_one_ask();
+    let answers = rein.data.join("answers");
+    std::fs::remove_dir(&answers).expect("remove answers/");
+    std::fs::create_dir(&answers).expect("re-create answers/");
+    rein.ok(&["answer", &id, "found it"]);
+    let out = wait_child(asker, Duration::from_secs(10), "asker after re-create");
+    assert_eq!(stdout_of(&out), "found it\n");
+}
+
+#[test]
+fn bad_sensors_yield_error_snapshots() {
+    let rein = Rein::new();
+    rein.write_config("[sensors]\ntimeout = \"1s\"\noutput_cap = \"4K\"\n");
+    rein.ok(&["sensor", "write", "good", "echo '{\"n\": 1}'"]);
+    rein.ok(&["sensor", "write", "prose", "echo hello world"]);
+    rein.ok(&["sensor", "write", "array", "echo '[1,2]'"]);
+    rein.ok(&["sensor", "write", "hang", "sleep 30; echo '{}'"]);
+    rein.ok(&["sensor", "write", "flood", "yes '{}'"]);
+    rein.ok(&["sensor", "write", "fails", "echo broken >&2; exit 3"]);
+    let started = std::time::Instant::now();
+    let report = rein.json(&["sense"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the hung sensor was stopped"
+    );
+    let snapshots = report["snapshots"].as_array().expect("array");
+    let by_name = |name: &str| {
+        snapshots
+            .iter()
+            .find(|s| s["sensor"] == name)
+            .expect(name)
+            .clone()
+    };
+    assert_eq!(by_name("good")["ok"], true);
+    assert_eq!(by_name("good")["value"]["n"], 1);
+    let expectations = [
+        ("prose", "non-JSON"),
+        ("array", "not an object"),
+        ("hang", "timed out"),
+        ("flood", "more than 4096 bytes"),
+        ("fails", "status 3: broken"),
+    ];
+    for (name, says) in expectations {
+        let snapshot = by_name(name);
+        assert_eq!(snapshot["ok"], false, "{name}");
+        let error = snapshot["error"].as_str().expect("error");
+        assert!(error.contains(says), "{name}: {error}");
+        assert!(rein.data.join(format!("snapshots/{name}.json")).exists());
+    }
+    let listed = rein.ok(&["sensor", "ls"]);
+    assert!(listed.contains("timed out"), "{listed}");
+    rein.ok(&["sensor", "rm", "hang"]);
+    let report = rein.json(&["sense"]);
+    assert_eq!(report["snapshots"].as_array().expect("array").len(), 5);
+    assert!(!rein.data.join("snapshots/hang.json").exists());
+    assert_eq!(
+        std::fs::read_dir(rein.data.join("archive/sensors"))
+            .expect("archive")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn claims_are_exclusive_and_dead_holders_are_reaped() {
+    let rein = Rein::new();
+    let mut holder = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep");
+    let pid = holder.id().to_string();
+    rein.ok(&["claim", "issue-7", "--pid", &pid, "--worker", "w1"]);
+    let mut other = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep");
+    let other_pid = other.id().to_string();
+    let taken = rein.run(&["claim", "issue-7", "--pid", &other_pid, "--worker", "w2"]);
+    assert_eq!(taken.status.code(), Some(5));
+    assert!(
+        stderr_of(&taken).contains("held by w1"),
+        "{}",
+        stderr_of(&taken)
+    );
+    holder.kill().expect("kill holder");
+    holder.wait().expect("reap");
+    let reaped = rein.ok(&["claim", "issue-7", "--pid", &other_pid, "--worker", "w2"]);
+    assert!(reaped.contains("reaped"), "{reaped}");
+    rein.ok(&["unclaim", "issue-7"]);
+    assert_eq!(rein.run(&["unclaim", "issue-7"]).status.code(), Some(1));
+    other.kill().expect("kill");
+    other.wait().expect("reap");
+    assert!(rein
+        .ok(&["journal"])
+        .contains("reap: claim issue-7 held by w1"));
+}
+
+#[test]
+fn goals_playbook_notes_and_state() {
+    let rein = Rein::new();
+    rein.ok(&["goal", "write", "ship-v1", "# Ship v1\nAll tests green."]);
+    let piped = rein.run_stdin(&["goal", "write", "docs", "-"], "# Write docs\n");
+    assert!(piped.status.success());
+    let goals = rein.json(&["goal", "ls"]);
+    assert_eq!(goals[1]["id"], "ship-v1");
+    assert_eq!(goals[1]["title"], "Ship v1");
+    rein.ok(&["goal", "archive", "docs"]);
+    assert_eq!(
+        rein.json(&["goal", "ls"]).as_array().expect("array").len(),
+        1
+    );
+    assert_eq!(
+        rein.run(&["goal", "archive", "docs"]).status.code(),
+        Some(1)
+    );
+    rein.ok(&["playbook", "write", "Be careful."]);
+    assert_eq!(rein.ok(&["playbook", "show"]), "Be careful.\n");
+    rein.ok(&["notify", "build is red", "--worker", "w2"]);
+    let notes: Vec<_> = std::fs::read_dir(rein.data.join("notes"))
+        .expect("notes")
+        .collect();
+    assert_eq!(notes.len(), 1);
+    let state = rein.json(&["state"]);
+    assert_eq!(state["goals"][0]["id"], "ship-v1");
+    assert!(state["journal"]
+        .as_array()
+        .expect("journal")
+        .iter()
+        .any(|l| l.as_str().unwrap_or("").contains("w2: build is red")));
+    assert!(state["token"].as_str().expect("token").starts_with("v1."));
+    assert_eq!(state["profile"], rein.profile);
+}
+
+#[test]
+fn wait_blocks_without_waking_up() {
+    let rein = Rein::new();
+    let first = rein.json(&["wait"]);
+    let waiter = rein.spawn(&["wait", "--since", &token_of(&first)]);
+    let pid = waiter.id();
+    let switches = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("status")
+            .lines()
+            .filter(|l| {
+                l.starts_with("voluntary_ctxt_switches")
+                    || l.starts_with("nonvoluntary_ctxt_switches")
+            })
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    };
+    // Let it settle into its blocking wait, then watch it for a second.
+    wait_until(Duration::from_secs(5), "the waiter to block", || {
+        std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+            .map(|w| w.contains("poll"))
+            .unwrap_or(false)
+    });
+    let before = switches();
+    std::thread::sleep(Duration::from_secs(1));
+    let after = switches();
+    assert!(
+        after - before <= 1,
+        "a blocked wait has no periodic wakeups ({before} -> {after})"
+    );
+    let mut waiter = waiter;
+    waiter.kill().expect("kill");
+    waiter.wait().expect("reap");
+}
