@@ -47,4 +47,6 @@ if [[ -x contrib/user-session.sh ]] && ! systemctl --user show-environment >/dev
     started_session="$XDG_RUNTIME_DIR"
 fi
 
-cargo test --workspace --all-targets "$@"
+cargo test --workspace "$@"
+# The benchmark program, run as a quick smoke check of itself (not a measurement).
+cargo test --workspace --bench rein

@@ -69,22 +69,26 @@ pub fn ask(
         );
         return Ok(EXIT_TIMEOUT);
     };
-    mailbox.deliver(&ask.id)?;
+    // Hand the answer over first, then archive: a crash in between only means a re-run of
+    // the same ask is given the same answer again.
     if context.json {
         output::json(&resolution)?;
     }
-    match resolution.kind {
+    let code = match resolution.kind {
         ResolutionKind::Answered => {
             if !context.json {
                 output::lines([resolution.text.clone().unwrap_or_default()])?;
             }
-            Ok(0)
+            0
         }
         ResolutionKind::Withdrawn => {
             eprintln!("rein: ask {} was {}", ask.id, resolution.describe());
-            Ok(EXIT_WITHDRAWN)
+            EXIT_WITHDRAWN
         }
-    }
+    };
+    std::io::Write::flush(&mut std::io::stdout())?;
+    mailbox.deliver(&ask.id)?;
+    Ok(code)
 }
 
 pub fn answer(

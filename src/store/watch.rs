@@ -181,12 +181,16 @@ pub fn wait_for<T>(
 ) -> Result<Option<T>> {
     // Arm before the first check, so a change between check and wait is never missed.
     let mut watcher = Watcher::new(dirs)?;
-    loop {
+    let found = loop {
         if let Some(found) = check()? {
-            return Ok(Some(found));
+            break Some(found);
         }
         if watcher.wait(deadline)? == Wake::Timeout {
-            return check();
+            break check()?;
         }
-    }
+    };
+    // Closing an inotify instance that has watches waits for an RCU grace period (about 15 ms
+    // measured here); do it off the waiter's path so the result reaches the caller first.
+    std::thread::spawn(move || drop(watcher));
+    Ok(found)
 }
