@@ -42,7 +42,14 @@ if command -v dpkg-query >/dev/null; then
     install_packages
 fi
 
-if [[ -x contrib/user-session.sh ]] && ! systemctl --user show-environment >/dev/null 2>&1; then
+# A user manager that already answers (a desktop session, or one started earlier) is used
+# and left running; otherwise one is started here and stopped at exit.
+runtime_dir=${XDG_RUNTIME_DIR:-/run/user/$(id -u)}
+if XDG_RUNTIME_DIR=$runtime_dir systemctl --user show-environment >/dev/null 2>&1; then
+    export XDG_RUNTIME_DIR=$runtime_dir
+    export DBUS_SESSION_BUS_ADDRESS=${DBUS_SESSION_BUS_ADDRESS:-unix:path=$runtime_dir/bus}
+    say "using the user manager at $runtime_dir"
+else
     eval "$(contrib/user-session.sh start)"
     started_session="$XDG_RUNTIME_DIR"
 fi

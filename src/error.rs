@@ -67,6 +67,13 @@ pub fn exit_code_of(error: &anyhow::Error) -> i32 {
         if let Some(error) = cause.downcast_ref::<Error>() {
             return error.exit_code();
         }
+        if let Some(error) = cause.downcast_ref::<crate::systemd::SystemdError>() {
+            return match error {
+                crate::systemd::SystemdError::UnitExists(_) => EXIT_CONFLICT,
+                crate::systemd::SystemdError::InvalidUnit { .. } => EXIT_USAGE,
+                _ => EXIT_FAILURE,
+            };
+        }
     }
     EXIT_FAILURE
 }

@@ -10,19 +10,28 @@ use crate::store::{self, DataDir};
 
 /// Appends an event to `journal.md` and emits it to the log (journald when available).
 pub fn record(dir: &DataDir, event: &str, message: &str) -> Result<()> {
+    tracing::info!(REIN_EVENT = event, "{message}");
+    append(dir, event, message)
+}
+
+/// Appends an event to `journal.md` only (the caller logs it with its own fields).
+pub fn append(dir: &DataDir, event: &str, message: &str) -> Result<()> {
     let line = format!(
         "- {} {event}: {}",
         Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         message.replace(['\n', '\r'], " ")
     );
-    tracing::info!(REIN_EVENT = event, "{message}");
     store::ensure_dir(dir.root())?;
     store::append_line(&dir.journal(), &line)
 }
 
-/// The last `count` complete lines of the journal.
+/// How much of the end of `journal.md` a tail reads: the journal grows by a line per beat,
+/// and a tail must not cost more as it does.
+const TAIL_WINDOW: u64 = 256 * 1024;
+
+/// The last `count` complete lines of the journal (within the last 256 KiB).
 pub fn tail(dir: &DataDir, count: usize) -> Result<Vec<String>> {
-    let Some(text) = store::read_optional(&dir.journal())? else {
+    let Some(text) = store::read_tail(&dir.journal(), TAIL_WINDOW)? else {
         return Ok(Vec::new());
     };
     let text = String::from_utf8_lossy(&text);

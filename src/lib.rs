@@ -9,7 +9,8 @@
 //! - [`state`]: the combined view (`rein state`) and the wait token (`rein wait`).
 //! - [`config`] and [`paths`]: where things live and what the user configured.
 //! - [`journal`], [`claims`], [`notes`], [`seed`]: the remaining data-dir records.
-
+//! - [`systemd`]: the user manager over D-Bus; [`fleet`]: the pulse and workers as
+//!   transient units; [`worker`]: the PTY host inside a worker unit.
 //! - [`cli`]: the clap definition (the single source of `--help`, man pages and completions)
 //!   and one file per verb group.
 
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod error;
+pub mod fleet;
 pub mod journal;
 pub mod logging;
 pub mod mailbox;
@@ -26,6 +28,8 @@ pub mod paths;
 pub mod seed;
 pub mod state;
 pub mod store;
+pub mod systemd;
+pub mod worker;
 pub mod world;
 
 pub use error::Error;

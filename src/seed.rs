@@ -51,48 +51,31 @@ pub struct InitReport {
     pub setup_ask: Option<String>,
 }
 
-/// Writes the config if missing (with `preset`), seeds the data dir, and files the setup ask
-/// the first time only.
-pub fn init(config_path: &Path, dir: &DataDir, preset: Preset) -> Result<InitReport> {
-    let mut report = InitReport {
-        config: config_path.display().to_string(),
-        data_dir: dir.root().display().to_string(),
-        ..InitReport::default()
-    };
-    // Validate before writing anything: an existing broken config stops init.
-    if config_path.exists() {
-        config::Config::load(config_path)?;
-    }
-    if let Some(parent) = config_path.parent() {
-        store::ensure_dir(parent)?;
-    }
-    let mut note = |path: &Path, created: bool| {
-        let shown = path.display().to_string();
-        if created {
-            report.created.push(shown);
-        } else {
-            report.kept.push(shown);
-        }
-    };
-    note(
-        config_path,
-        store::seed_file(config_path, config::template(preset).as_bytes(), 0o644)?,
-    );
+/// What seeding the data dir did.
+#[derive(Debug, Default)]
+pub struct Seeded {
+    pub created: Vec<String>,
+    pub kept: Vec<String>,
+    pub setup_ask: Option<String>,
+}
+
+/// Seeds the data dir: every file only if missing, the setup ask the first time only.
+pub fn seed(dir: &DataDir) -> Result<Seeded> {
+    let mut seeded = Seeded::default();
     dir.create_dirs()?;
-    note(
-        &dir.playbook(),
-        store::seed_file(&dir.playbook(), PLAYBOOK.as_bytes(), 0o644)?,
-    );
-    let goal = dir.goal("setup")?;
-    note(
-        &goal,
-        store::seed_file(&goal, SETUP_GOAL.as_bytes(), 0o644)?,
-    );
-    let sensor = dir.sensor("today")?;
-    note(
-        &sensor,
-        store::seed_file(&sensor, TODAY_SENSOR.as_bytes(), 0o755)?,
-    );
+    let files: [(std::path::PathBuf, &str, u32); 3] = [
+        (dir.playbook(), PLAYBOOK, 0o644),
+        (dir.goal("setup")?, SETUP_GOAL, 0o644),
+        (dir.sensor("today")?, TODAY_SENSOR, 0o755),
+    ];
+    for (path, text, mode) in files {
+        let shown = path.display().to_string();
+        if store::seed_file(&path, text.as_bytes(), mode)? {
+            seeded.created.push(shown);
+        } else {
+            seeded.kept.push(shown);
+        }
+    }
     if !dir.seeded_marker().exists() {
         let (ask, filing) = Mailbox::new(dir.clone()).file(&NewAsk {
             worker: "rein".into(),
@@ -107,8 +90,40 @@ pub fn init(config_path: &Path, dir: &DataDir, preset: Preset) -> Result<InitRep
                 &format!("seeded the data dir; setup ask {}", ask.id),
             )?;
         }
-        report.setup_ask = Some(ask.id);
+        seeded.setup_ask = Some(ask.id);
         store::write_atomic(&dir.seeded_marker(), b"1\n")?;
     }
+    Ok(seeded)
+}
+
+/// Seeds the data dir for `rein up`; returns the files it created.
+pub fn seed_data_dir(dir: &DataDir) -> Result<Vec<String>> {
+    Ok(seed(dir)?.created)
+}
+
+/// Writes the config if missing (with `preset`), then seeds the data dir.
+pub fn init(config_path: &Path, dir: &DataDir, preset: Preset) -> Result<InitReport> {
+    // Validate before writing anything: an existing broken config stops init.
+    if config_path.exists() {
+        config::Config::load(config_path)?;
+    }
+    if let Some(parent) = config_path.parent() {
+        store::ensure_dir(parent)?;
+    }
+    let mut report = InitReport {
+        config: config_path.display().to_string(),
+        data_dir: dir.root().display().to_string(),
+        ..InitReport::default()
+    };
+    let shown = config_path.display().to_string();
+    if store::seed_file(config_path, config::template(preset).as_bytes(), 0o644)? {
+        report.created.push(shown);
+    } else {
+        report.kept.push(shown);
+    }
+    let seeded = seed(dir)?;
+    report.created.extend(seeded.created);
+    report.kept.extend(seeded.kept);
+    report.setup_ask = seeded.setup_ask;
     Ok(report)
 }

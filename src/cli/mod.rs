@@ -2,9 +2,11 @@
 //! the completions) and the dispatch to one file per verb group.
 
 pub mod data;
+pub mod fleet;
 pub mod mailbox;
 pub mod man;
 pub mod output;
+pub mod worker;
 pub mod world;
 
 use std::io::Read;
@@ -146,10 +148,89 @@ pub enum Command {
     },
     /// Release a lease.
     Unclaim { name: String },
+    /// Create or reconcile the pulse timer (and bring back recorded workers); idempotent.
+    ///
+    /// Validates the config, seeds the data dir if needed, and creates the transient
+    /// rein-pulse.timer and rein-pulse.service (rein.PROFILE.pulse.* for a profile other than
+    /// the default). Run again, it reconciles: a changed pulse.interval is applied.
+    Up,
+    /// Stop the pulse and every worker of the profile, leaving no unit behind.
+    Down,
+    /// Run one beat now: sense, journal, worker health, judgment hook.
+    Tick,
+    /// Install and enable a static unit that runs `rein up` at login.
+    ///
+    /// Transient units vanish when the user manager restarts; this brings the fleet back. To
+    /// bring it back at boot without a login, run `loginctl enable-linger $USER` once.
+    Enable,
+    /// Disable and remove the unit `rein enable` installed.
+    Disable,
+    /// Show the pulse (last and next beat, last result), workers and pending asks.
+    Status,
+    /// Show rein's logs from journald (matched on REIN_PROFILE, so it works in containers too).
+    Logs {
+        /// Keep printing new lines.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// Workers: agents running as supervised systemd user units.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// Start a worker: write prompts/ID.md (the worker contract, then the brief) and start
+    /// rein-worker-ID.service running the configured agent in a PTY host.
+    ///
+    /// The command template's {{prompt_file}} and {{model}} are filled in shell-quoted, so an
+    /// id or brief can never inject shell. Exit 5 if the worker is already running.
+    Start {
+        id: String,
+        /// The brief; `-` reads it from stdin.
+        #[arg(value_name = "PROMPT|-")]
+        prompt: Option<String>,
+        /// The agent command template (default: the config's runner).
+        #[arg(long, value_name = "CMD")]
+        command: Option<String>,
+        /// The model, passed as {{model}}.
+        #[arg(long, value_name = "M")]
+        model: Option<String>,
+        /// MemoryMax= of the unit, e.g. 2G.
+        #[arg(long, value_name = "SIZE", value_parser = crate::duration::parse_size)]
+        memory_max: Option<u64>,
+        /// CPUQuota= of the unit, e.g. 50% or 200%.
+        #[arg(long, value_name = "PCT", value_parser = crate::duration::parse_percent)]
+        cpu_quota: Option<u32>,
+    },
+    /// Stop a worker and unload its unit; `rein up` will not bring it back.
+    Kill { id: String },
+    /// List workers: health (running, waiting-ask, restarting, failed, exited, stopped),
+    /// restarts, result, pid, since, memory and the pending ask.
+    Ls,
+    /// Show a worker's transcript and events from journald.
+    Logs {
+        id: String,
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// Connect your terminal to a worker's agent; Ctrl-] detaches and leaves it running.
+    Attach { id: String },
+    /// Run inside a worker unit: the PTY host for the agent.
+    #[command(hide = true)]
+    Host {
+        id: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
 }
 
@@ -308,6 +389,14 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<i32> {
         Command::Journal { lines } => data::journal(context, lines),
         Command::Claim { name, pid, worker } => data::claim(context, &name, pid, worker),
         Command::Unclaim { name } => data::unclaim(context, &name),
+        Command::Up => fleet::up(context),
+        Command::Down => fleet::down(context),
+        Command::Tick => fleet::tick(context),
+        Command::Enable => fleet::enable(context, true),
+        Command::Disable => fleet::enable(context, false),
+        Command::Status => fleet::status(context),
+        Command::Logs { follow, lines } => fleet::logs(context, None, follow, lines),
+        Command::Worker(command) => worker::run(context, command),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "rein", &mut std::io::stdout());

@@ -28,6 +28,8 @@ const DIRS: &[&str] = &[
     "prompts",
     "notes",
     "run",
+    "workers",
+    "archive/workers",
 ];
 
 impl DataDir {
@@ -56,6 +58,10 @@ impl DataDir {
     }
     pub fn world(&self) -> PathBuf {
         self.root.join("world.json")
+    }
+    /// The last beat: its number, time and world hash.
+    pub fn pulse(&self) -> PathBuf {
+        self.root.join("pulse.json")
     }
     pub fn seeded_marker(&self) -> PathBuf {
         self.root.join(".seeded")
@@ -139,6 +145,24 @@ impl DataDir {
     pub fn prompt(&self, worker: &str) -> Result<PathBuf> {
         validate_id("worker id", worker)?;
         Ok(self.prompts().join(format!("{worker}.md")))
+    }
+    pub fn workers(&self) -> PathBuf {
+        self.root.join("workers")
+    }
+    /// The record of a started worker: what to run, so `rein up` can bring it back.
+    pub fn worker(&self, id: &str) -> Result<PathBuf> {
+        validate_id("worker id", id)?;
+        Ok(self.workers().join(format!("{id}.json")))
+    }
+    pub fn archived_worker(&self, id: &str, stamp: &str) -> PathBuf {
+        self.root
+            .join("archive/workers")
+            .join(format!("{id}.{stamp}.json"))
+    }
+    /// The attach socket of a worker's PTY host.
+    pub fn worker_socket(&self, id: &str) -> Result<PathBuf> {
+        validate_id("worker id", id)?;
+        Ok(self.run().join(format!("{id}.sock")))
     }
     /// Runtime files (attach sockets): not records, may vanish.
     pub fn run(&self) -> PathBuf {

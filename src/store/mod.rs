@@ -166,6 +166,33 @@ pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// Reads at most the last `window` bytes of a file, starting after a newline when it had to
+/// cut; `Ok(None)` when it does not exist.
+pub fn read_tail(path: &Path, window: u64) -> Result<Option<Vec<u8>>> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("reading", path, e)),
+    };
+    let read = (|| {
+        let length = file.metadata()?.len();
+        let start = length.saturating_sub(window);
+        file.seek(SeekFrom::Start(start))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        if start > 0 {
+            let cut = bytes
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(bytes.len(), |i| i + 1);
+            bytes.drain(..cut);
+        }
+        Ok(bytes)
+    })();
+    read.map(Some).map_err(|e| Error::io("reading", path, e))
+}
+
 pub fn read_text(path: &Path) -> Result<Option<String>> {
     match read_optional(path)? {
         None => Ok(None),

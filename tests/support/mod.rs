@@ -2,6 +2,8 @@
 //! waiting helpers with deadlines.
 #![allow(dead_code)]
 
+pub mod user_manager;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -127,6 +129,15 @@ impl Rein {
 
     pub fn write_config(&self, text: &str) {
         std::fs::write(&self.config, text).expect("write config");
+    }
+}
+
+/// Runs `rein down` for the profile when dropped, so a failing test leaves no unit behind.
+pub struct Down<'a>(pub &'a Rein);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["down"]);
     }
 }
 

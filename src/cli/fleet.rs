@@ -1,0 +1,220 @@
+//! `rein up`, `down`, `tick`, `enable`, `disable`, `status`, `logs`: the profile in systemd.
+
+use std::os::unix::process::CommandExt;
+
+use crate::cli::{output, Context};
+use crate::fleet::{self, block_on, pulse, workers};
+use crate::mailbox::Mailbox;
+use crate::systemd::Manager;
+
+/// Connects to the user manager (the error says how to fix a missing one).
+pub async fn connect() -> anyhow::Result<Manager> {
+    Ok(Manager::connect().await?)
+}
+
+pub fn up(context: &Context) -> anyhow::Result<i32> {
+    let config = context.config()?;
+    let report = block_on(async {
+        let manager = connect().await?;
+        pulse::up(&manager, &context.paths, &config).await
+    })??;
+    if context.json {
+        output::json(&report)?;
+        return Ok(0);
+    }
+    let mut lines = vec![format!(
+        "pulse {} ({}, every {}) for profile {}",
+        report.pulse, report.timer, report.interval, report.profile
+    )];
+    if let Some(next) = report.next_beat {
+        lines.push(format!(
+            "next beat at {}",
+            next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+    }
+    for path in &report.seeded {
+        lines.push(format!("seeded {path}"));
+    }
+    for id in &report.workers_restarted {
+        lines.push(format!("restarted worker {id}"));
+    }
+    output::lines(lines)?;
+    Ok(0)
+}
+
+pub fn down(context: &Context) -> anyhow::Result<i32> {
+    let report = block_on(async {
+        let manager = connect().await?;
+        pulse::down(&manager, &context.paths).await
+    })??;
+    if context.json {
+        output::json(&report)?;
+    } else if report.stopped.is_empty() {
+        output::lines([format!("profile {} was already down", report.profile)])?;
+    } else {
+        output::lines(report.stopped.iter().map(|u| format!("stopped {u}")))?;
+    }
+    Ok(0)
+}
+
+pub fn tick(context: &Context) -> anyhow::Result<i32> {
+    let config = context.config()?;
+    let report = block_on(async {
+        let manager = Manager::connect().await.ok();
+        pulse::beat(&context.paths, &config, manager.as_ref()).await
+    })??;
+    if context.json {
+        output::json(&report)?;
+    } else {
+        let mut lines = vec![format!(
+            "beat {}: world {} ({})",
+            report.record.beat,
+            report.record.world,
+            if report.record.changed {
+                "changed"
+            } else {
+                "unchanged"
+            }
+        )];
+        for sensor in &report.record.failed_sensors {
+            lines.push(format!("sensor {sensor} failed; `rein sensor ls` says why"));
+        }
+        for worker in &report.failed_workers {
+            lines.push(format!(
+                "worker {worker} failed; `rein worker logs {worker}`"
+            ));
+        }
+        if let Some(note) = &report.systemd {
+            lines.push(note.clone());
+        }
+        output::lines(lines)?;
+    }
+    Ok(0)
+}
+
+pub fn status(context: &Context) -> anyhow::Result<i32> {
+    let (pulse, workers) = block_on(async {
+        let manager = connect().await?;
+        let pulse = pulse::status(&manager, &context.paths).await?;
+        let workers = workers::list(&manager, &context.paths).await?;
+        anyhow::Ok((pulse, workers))
+    })??;
+    let asks = Mailbox::new(context.data()).pending()?;
+    if context.json {
+        output::json(&serde_json::json!({
+            "profile": context.paths.profile,
+            "pulse": pulse,
+            "workers": workers,
+            "asks": asks.records.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+        }))?;
+        return Ok(0);
+    }
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut lines = vec![format!("profile  {}", context.paths.profile)];
+    if pulse.active {
+        lines.push(format!(
+            "pulse    up ({}), every {}, last {}, next {}, last result {}",
+            pulse.timer,
+            pulse.interval.as_deref().unwrap_or("?"),
+            time(pulse.last_elapse),
+            time(pulse.next_elapse),
+            pulse.last_result.as_deref().unwrap_or("-")
+        ));
+    } else {
+        lines.push("pulse    down (`rein up` starts it)".to_owned());
+    }
+    if let Some(beat) = &pulse.last_beat {
+        lines.push(format!(
+            "beat     {} at {}: world {}",
+            beat.beat,
+            time(Some(beat.at)),
+            beat.world
+        ));
+    }
+    lines.push(format!("workers  {}", workers.len()));
+    lines.extend(worker_table(&workers).into_iter().map(|l| format!("  {l}")));
+    lines.push(format!("asks     {} pending", asks.records.len()));
+    output::lines(lines)?;
+    Ok(0)
+}
+
+pub fn worker_table(workers: &[workers::WorkerView]) -> Vec<String> {
+    let rows = workers
+        .iter()
+        .map(|w| {
+            vec![
+                w.id.clone(),
+                w.health.clone(),
+                w.restarts.to_string(),
+                w.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                w.since.map(output::age).unwrap_or_else(|| "-".into()),
+                w.memory
+                    .map(|m| format!("{:.1}M", m as f64 / 1048576.0))
+                    .unwrap_or_else(|| "-".into()),
+                w.ask
+                    .as_ref()
+                    .map(|a| {
+                        format!(
+                            "{}: {}",
+                            a["id"].as_str().unwrap_or(""),
+                            output::short(a["prompt"].as_str().unwrap_or(""), 40)
+                        )
+                    })
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    output::table(
+        &["ID", "HEALTH", "RESTARTS", "PID", "SINCE", "MEMORY", "ASK"],
+        rows,
+    )
+}
+
+/// `journalctl` matched on rein's own fields, so it works where `-u` does not (containers).
+pub fn logs(
+    context: &Context,
+    worker: Option<&str>,
+    follow: bool,
+    lines: usize,
+) -> anyhow::Result<i32> {
+    let mut command = std::process::Command::new("journalctl");
+    command
+        .arg("--no-pager")
+        .arg("--output=short-iso")
+        .arg(format!("--lines={lines}"))
+        .arg(format!("REIN_PROFILE={}", context.paths.profile));
+    if let Some(worker) = worker {
+        crate::store::validate_id("worker id", worker)?;
+        command.arg(format!("REIN_WORKER={worker}"));
+    }
+    if follow {
+        command.arg("--follow");
+    }
+    if context.json {
+        command.arg("--output=json");
+    }
+    let error = command.exec();
+    Err(anyhow::anyhow!(
+        "could not run journalctl to read the logs: {error}; install systemd's journalctl"
+    ))
+}
+
+pub fn enable(context: &Context, enable: bool) -> anyhow::Result<i32> {
+    let report = block_on(async {
+        let manager = connect().await?;
+        if enable {
+            fleet::enable::enable(&manager, &context.paths).await
+        } else {
+            fleet::enable::disable(&manager, &context.paths).await
+        }
+    })??;
+    if context.json {
+        output::json(&report)?;
+    } else {
+        output::lines(report.lines())?;
+    }
+    Ok(0)
+}

@@ -1,0 +1,129 @@
+//! `rein worker start|kill|ls|logs|attach` and the hidden `rein worker host`.
+
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
+
+use crate::cli::fleet::{connect, worker_table};
+use crate::cli::{output, read_body, Context, WorkerCommand};
+use crate::fleet::{block_on, workers};
+use crate::worker::pty::{self, AttachOptions, AttachOutcome, RawModeGuard};
+
+pub fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
+    match command {
+        WorkerCommand::Start {
+            id,
+            prompt,
+            command,
+            model,
+            memory_max,
+            cpu_quota,
+        } => {
+            let brief = match prompt {
+                Some(prompt) => read_body(&prompt, "brief")?,
+                None => String::new(),
+            };
+            let request = workers::StartRequest {
+                id,
+                brief,
+                command,
+                model,
+                memory_max,
+                cpu_quota,
+            };
+            let config = context.config()?;
+            // Everything the user typed is checked before systemd is even asked.
+            workers::prepare(&context.paths, &config, &request)?;
+            let record = block_on(async {
+                let manager = connect().await?;
+                workers::start(&manager, &context.paths, &config, &request).await
+            })??;
+            if context.json {
+                output::json(&record)?;
+            } else {
+                output::lines([
+                    format!(
+                        "started worker {} ({})",
+                        record.id,
+                        crate::fleet::UnitNames::new(&context.paths).worker(&record.id)
+                    ),
+                    format!(
+                        "attach with `rein worker attach {}`; logs with `rein worker logs {}`",
+                        record.id, record.id
+                    ),
+                ])?;
+            }
+            Ok(0)
+        }
+        WorkerCommand::Kill { id } => {
+            block_on(async {
+                let manager = connect().await?;
+                workers::kill(&manager, &context.paths, &id).await
+            })??;
+            output::lines([format!("killed worker {id}")])?;
+            Ok(0)
+        }
+        WorkerCommand::Ls => {
+            let views = block_on(async {
+                let manager = connect().await?;
+                workers::list(&manager, &context.paths).await
+            })??;
+            if context.json {
+                output::json(&views)?;
+            } else if views.is_empty() {
+                output::lines(["no workers (`rein worker start ID BRIEF` starts one)".to_owned()])?;
+            } else {
+                output::lines(worker_table(&views))?;
+            }
+            Ok(0)
+        }
+        WorkerCommand::Logs { id, follow, lines } => {
+            crate::cli::fleet::logs(context, Some(&id), follow, lines)
+        }
+        WorkerCommand::Attach { id } => attach(context, &id),
+        WorkerCommand::Host { id, command } => {
+            let socket = context.data().worker_socket(&id)?;
+            Ok(crate::worker::host::run(socket, command)?)
+        }
+    }
+}
+
+fn attach(context: &Context, id: &str) -> anyhow::Result<i32> {
+    let socket = context.data().worker_socket(id)?;
+    if !socket.exists() {
+        return Err(crate::Error::NotFound(format!(
+            "worker {id} is not running in profile {} (no socket {}); `rein worker ls` lists workers",
+            context.paths.profile,
+            socket.display()
+        ))
+        .into());
+    }
+    let stdin = std::io::stdin();
+    let _raw = if stdin.is_terminal() {
+        Some(RawModeGuard::new(stdin.as_fd())?)
+    } else {
+        None
+    };
+    if stdin.is_terminal() {
+        eprint!("rein: attached to worker {id}; press Ctrl-] to detach\r\n");
+    }
+    let outcome = pty::attach(&AttachOptions::new(socket), stdin, std::io::stdout())?;
+    drop(_raw);
+    match outcome {
+        AttachOutcome::Detached => {
+            eprintln!("\nrein: detached; worker {id} keeps running");
+            Ok(0)
+        }
+        AttachOutcome::AgentExited(code) => {
+            eprintln!("\nrein: the agent of worker {id} exited with {code}");
+            Ok(0)
+        }
+        AttachOutcome::Replaced => {
+            eprintln!("\nrein: another terminal attached to worker {id}; this one is detached");
+            Ok(0)
+        }
+        AttachOutcome::ConnectionClosed => {
+            eprintln!("\nrein: the connection to worker {id} closed");
+            Ok(1)
+        }
+    }
+}

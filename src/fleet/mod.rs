@@ -1,0 +1,111 @@
+//! The fleet of one profile inside systemd: the pulse timer, the workers, and the unit names
+//! that keep profiles apart.
+//!
+//! Names: the default profile uses `rein-pulse.timer` / `rein-pulse.service` and
+//! `rein-worker-ID.service`; any other profile P uses `rein.P.pulse.timer` and
+//! `rein.P.worker-ID.service`. Profile names have no dots, so the two schemes never collide
+//! and a profile's units match one glob.
+
+pub mod enable;
+pub mod pulse;
+pub mod workers;
+
+use std::future::Future;
+
+use crate::paths::Paths;
+
+/// Runs async systemd work from the synchronous CLI.
+pub fn block_on<F: Future>(future: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(future))
+}
+
+/// The unit names of one profile.
+#[derive(Debug, Clone)]
+pub struct UnitNames {
+    prefix: String,
+}
+
+impl UnitNames {
+    pub fn new(paths: &Paths) -> UnitNames {
+        UnitNames::for_profile(&paths.profile, paths.is_default_profile())
+    }
+
+    pub fn for_profile(profile: &str, is_default: bool) -> UnitNames {
+        let prefix = if is_default {
+            "rein-".to_owned()
+        } else {
+            format!("rein.{profile}.")
+        };
+        UnitNames { prefix }
+    }
+
+    pub fn pulse_timer(&self) -> String {
+        format!("{}pulse.timer", self.prefix)
+    }
+    pub fn pulse_service(&self) -> String {
+        format!("{}pulse.service", self.prefix)
+    }
+    pub fn worker(&self, id: &str) -> String {
+        format!("{}worker-{id}.service", self.prefix)
+    }
+    /// The glob matching every worker unit of the profile.
+    pub fn worker_pattern(&self) -> String {
+        format!("{}worker-*.service", self.prefix)
+    }
+    /// The worker id of a unit name of this profile.
+    pub fn worker_id<'a>(&self, unit: &'a str) -> Option<&'a str> {
+        unit.strip_prefix(&self.prefix)?
+            .strip_prefix("worker-")?
+            .strip_suffix(".service")
+    }
+    /// The static unit `rein enable` installs.
+    pub fn fleet_unit(&self) -> String {
+        format!("{}fleet.service", self.prefix)
+    }
+}
+
+/// The environment every rein unit of a profile gets, so the rein inside finds the same
+/// data dir, config and profile, and the agent finds its tools.
+pub fn unit_environment(paths: &Paths) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "REIN_DATA_DIR".to_owned(),
+            paths.data_dir.display().to_string(),
+        ),
+        ("REIN_CONFIG".to_owned(), paths.config.display().to_string()),
+        ("REIN_PROFILE".to_owned(), paths.profile.clone()),
+    ];
+    for key in ["PATH", "HOME", "USER", "LANG"] {
+        if let Ok(value) = std::env::var(key) {
+            env.push((key.to_owned(), value));
+        }
+    }
+    env
+}
+
+/// The rein binary the units run: this very executable.
+pub fn rein_bin() -> anyhow::Result<String> {
+    let exe = std::env::current_exe()?;
+    Ok(exe.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_keep_profiles_apart() {
+        let default = UnitNames::for_profile("default", true);
+        let other = UnitNames::for_profile("work", false);
+        assert_eq!(default.pulse_timer(), "rein-pulse.timer");
+        assert_eq!(default.worker("w1"), "rein-worker-w1.service");
+        assert_eq!(other.pulse_timer(), "rein.work.pulse.timer");
+        assert_eq!(other.worker("w1"), "rein.work.worker-w1.service");
+        assert_eq!(other.worker_id("rein.work.worker-a.b.service"), Some("a.b"));
+        assert_eq!(other.worker_id("rein-worker-a.service"), None);
+        assert_eq!(default.worker_id("rein.work.worker-a.service"), None);
+    }
+}

@@ -1,0 +1,690 @@
+//! The connection to the systemd user manager and every call rein makes on it.
+//!
+//! Signals are received through match rules of our own rather than proxy signal streams, so
+//! the same code works on a bus (where the rule names systemd's unique name as sender) and on
+//! the manager's private peer-to-peer socket (where messages carry no sender). A stream is
+//! always created before the call whose outcome it reports. zbus applies back-pressure when
+//! a stream's queue is full, so every stream gets a large queue and is drained while waiting.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use tokio::time::Instant;
+use zbus::fdo::PropertiesChanged;
+use zbus::message::{Sequence, Type as MessageType};
+use zbus::names::{BusName, OwnedUniqueName};
+use zbus::proxy::CacheProperties;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+use zbus::{Connection, MatchRule, Message, MessageStream};
+
+use super::proxies::{
+    JobRemoved, ManagerProxy, PropertyArg, UnitRemoved, MANAGER_INTERFACE, MANAGER_PATH,
+    SYSTEMD_SERVICE,
+};
+use super::state::{ServiceState, TimerState, UnitListEntry};
+use super::units::{Property, TransientUnit};
+use super::SystemdError;
+
+const PROPERTIES_INTERFACE: &str = "org.freedesktop.DBus.Properties";
+const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit/";
+/// How long one endpoint may take to connect and answer `Subscribe()`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages a signal stream may hold before zbus stops reading the socket.
+const SIGNAL_QUEUE: usize = 4096;
+/// `si_code` of a main process that exited (as opposed to being killed).
+const CLD_EXITED: i32 = 1;
+
+/// Where a systemd user manager may answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A D-Bus bus address, e.g. `unix:path=/run/user/1000/bus`.
+    Bus(String),
+    /// The manager's own peer-to-peer socket, `$XDG_RUNTIME_DIR/systemd/private`.
+    PrivateSocket(PathBuf),
+}
+
+impl Endpoint {
+    /// The endpoints to try, in order: `DBUS_SESSION_BUS_ADDRESS`, the bus in the runtime
+    /// dir, the private socket in the runtime dir. The runtime dir is `XDG_RUNTIME_DIR`, else
+    /// `/run/user/UID`.
+    pub fn from_environment() -> Vec<Endpoint> {
+        let mut endpoints = Vec::new();
+        if let Some(address) = std::env::var("DBUS_SESSION_BUS_ADDRESS")
+            .ok()
+            .filter(|a| !a.is_empty())
+        {
+            endpoints.push(Endpoint::Bus(address));
+        }
+        let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                // SAFETY: getuid has no preconditions and cannot fail.
+                let uid = unsafe { libc::getuid() };
+                PathBuf::from(format!("/run/user/{uid}"))
+            });
+        let bus = Endpoint::Bus(format!("unix:path={}", runtime_dir.join("bus").display()));
+        if !endpoints.contains(&bus) {
+            endpoints.push(bus);
+        }
+        endpoints.push(Endpoint::PrivateSocket(runtime_dir.join("systemd/private")));
+        endpoints
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Bus(address) => write!(f, "bus {address}"),
+            Endpoint::PrivateSocket(path) => write!(f, "private socket {}", path.display()),
+        }
+    }
+}
+
+/// Which processes of a unit `Manager::kill` signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillTarget {
+    /// The main process only.
+    Main,
+    /// Every process of the unit.
+    All,
+}
+
+impl KillTarget {
+    fn as_systemd(self) -> &'static str {
+        match self {
+            KillTarget::Main => "main",
+            KillTarget::All => "all",
+        }
+    }
+}
+
+/// A connection to the systemd user manager. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Manager {
+    connection: Connection,
+    proxy: ManagerProxy<'static>,
+    /// systemd's unique name on a bus; `None` on the peer-to-peer socket.
+    systemd_sender: Option<OwnedUniqueName>,
+    endpoint: Endpoint,
+}
+
+impl fmt::Debug for Manager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Manager {
+    /// Connect to the user manager found through the environment (see
+    /// [`Endpoint::from_environment`]).
+    pub async fn connect() -> Result<Manager, SystemdError> {
+        Manager::connect_to(&Endpoint::from_environment()).await
+    }
+
+    /// Connect through the first of `endpoints` where systemd answers.
+    pub async fn connect_to(endpoints: &[Endpoint]) -> Result<Manager, SystemdError> {
+        let mut failures = Vec::new();
+        for endpoint in endpoints {
+            match tokio::time::timeout(CONNECT_TIMEOUT, Manager::connect_one(endpoint)).await {
+                Ok(Ok(manager)) => return Ok(manager),
+                Ok(Err(error)) => failures.push(format!("{endpoint}: {error}")),
+                Err(_) => failures.push(format!(
+                    "{endpoint}: no answer within {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                )),
+            }
+        }
+        let detail = if failures.is_empty() {
+            "no endpoint to try".to_owned()
+        } else {
+            failures.join("; ")
+        };
+        Err(SystemdError::Unreachable { detail })
+    }
+
+    async fn connect_one(endpoint: &Endpoint) -> Result<Manager, zbus::Error> {
+        let connection = match endpoint {
+            Endpoint::Bus(address) => {
+                zbus::connection::Builder::address(address.as_str())?
+                    .build()
+                    .await?
+            }
+            Endpoint::PrivateSocket(path) => super::private_socket::connect(path).await?,
+        };
+        let proxy = ManagerProxy::builder(&connection)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        // Proves systemd answers here, and makes it send signals.
+        proxy.subscribe().await?;
+        let systemd_sender = match endpoint {
+            Endpoint::Bus(_) => Some(
+                zbus::fdo::DBusProxy::new(&connection)
+                    .await?
+                    .get_name_owner(BusName::try_from(SYSTEMD_SERVICE)?)
+                    .await?,
+            ),
+            Endpoint::PrivateSocket(_) => None,
+        };
+        Ok(Manager {
+            connection,
+            proxy,
+            systemd_sender,
+            endpoint: endpoint.clone(),
+        })
+    }
+
+    /// Where this connection goes.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Create the unit (and its aux units) and wait for the start job to finish. `Ok` means
+    /// the job ended `done`; any other result is [`SystemdError::JobFailed`] with the
+    /// service's last signalled result and exit status. A name that is still loaded is
+    /// [`SystemdError::UnitExists`]. The wait is bounded by the unit's own start timeout.
+    pub async fn start_transient(&self, unit: &TransientUnit) -> Result<(), SystemdError> {
+        let name = unit.name();
+        let mut jobs = self
+            .signals(MANAGER_PATH, MANAGER_INTERFACE, "JobRemoved", None)
+            .await?;
+        let unit_path = unit_object_path(name);
+        let mut changes = self
+            .signals(&unit_path, PROPERTIES_INTERFACE, "PropertiesChanged", None)
+            .await?;
+
+        let properties = property_args(unit.properties());
+        let aux: Vec<(&str, Vec<PropertyArg<'_>>)> = unit
+            .aux_units()
+            .iter()
+            .map(|(aux_name, aux_properties)| (aux_name.as_str(), property_args(aux_properties)))
+            .collect();
+        let job = self
+            .proxy
+            .start_transient_unit(name, "fail", &properties, &aux)
+            .await
+            .map_err(|error| method_error(error, name))?;
+
+        let mut last = ServiceState::new(name);
+        let result = loop {
+            tokio::select! {
+                message = next_message(&mut jobs) => {
+                    if let Some(result) = job_result(&message?, &job) {
+                        break result;
+                    }
+                }
+                message = next_message(&mut changes) => {
+                    apply_changes(&mut last, &message?);
+                }
+            }
+        };
+        // Changes signalled before the job ended may still be queued.
+        while let Some(Some(Ok(message))) = changes.next().now_or_never() {
+            apply_changes(&mut last, &message);
+        }
+
+        if result == "done" {
+            return Ok(());
+        }
+        let exited = last.exec_main_code == CLD_EXITED;
+        Err(SystemdError::JobFailed {
+            unit: name.to_owned(),
+            operation: "start",
+            result,
+            service_result: Some(last.result).filter(|r| !r.is_empty()),
+            exit_status: exited.then_some(last.exec_main_status),
+        })
+    }
+
+    /// Stop a unit and wait for the stop job. A unit that is not loaded is `Ok`.
+    pub async fn stop(&self, unit_name: &str) -> Result<(), SystemdError> {
+        let mut jobs = self
+            .signals(MANAGER_PATH, MANAGER_INTERFACE, "JobRemoved", None)
+            .await?;
+        let job = match self.proxy.stop_unit(unit_name, "replace").await {
+            Ok(job) => job,
+            Err(error) => {
+                return match method_error(error, unit_name) {
+                    SystemdError::NoSuchUnit(_) => Ok(()),
+                    other => Err(other),
+                }
+            }
+        };
+        let result = loop {
+            if let Some(result) = job_result(&next_message(&mut jobs).await?, &job) {
+                break result;
+            }
+        };
+        if result == "done" {
+            Ok(())
+        } else {
+            Err(SystemdError::JobFailed {
+                unit: unit_name.to_owned(),
+                operation: "stop",
+                result,
+                service_result: None,
+                exit_status: None,
+            })
+        }
+    }
+
+    /// Wait until the unit is unloaded (garbage-collected), so its name can be used again.
+    /// `Ok` at once when it is not loaded.
+    pub async fn wait_unloaded(
+        &self,
+        unit_name: &str,
+        timeout: Duration,
+    ) -> Result<(), SystemdError> {
+        let mut removed = self
+            .signals(
+                MANAGER_PATH,
+                MANAGER_INTERFACE,
+                "UnitRemoved",
+                Some(unit_name),
+            )
+            .await?;
+        match self.proxy.get_unit(unit_name).await {
+            Ok(_) => {}
+            Err(error) => {
+                return match method_error(error, unit_name) {
+                    SystemdError::NoSuchUnit(_) => Ok(()),
+                    other => Err(other),
+                }
+            }
+        }
+        loop {
+            match tokio::time::timeout(timeout, next_message(&mut removed)).await {
+                Ok(message) => {
+                    if UnitRemoved::from_message(message?).is_some() {
+                        return Ok(());
+                    }
+                }
+                Err(_) => {
+                    let last = self
+                        .service_state(unit_name)
+                        .await?
+                        .unwrap_or_else(|| ServiceState::new(unit_name));
+                    return Err(SystemdError::Timeout {
+                        unit: unit_name.to_owned(),
+                        waited: timeout,
+                        last: Box::new(last),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Forget a failed unit's failure (and unload it if nothing else keeps it). A unit that
+    /// is not loaded is `Ok`.
+    pub async fn reset_failed(&self, unit_name: &str) -> Result<(), SystemdError> {
+        match self.proxy.reset_failed_unit(unit_name).await {
+            Ok(()) => Ok(()),
+            Err(error) => match method_error(error, unit_name) {
+                SystemdError::NoSuchUnit(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Re-read unit files (`Reload`), e.g. after installing one.
+    pub async fn reload(&self) -> Result<(), SystemdError> {
+        Ok(self.proxy.reload().await?)
+    }
+
+    /// Enable installed unit files by name (`EnableUnitFiles`, persistent, replacing links).
+    pub async fn enable_unit_files(&self, names: &[&str]) -> Result<(), SystemdError> {
+        self.proxy
+            .enable_unit_files(names, false, true)
+            .await
+            .map_err(|error| method_error(error, names.first().copied().unwrap_or_default()))?;
+        Ok(())
+    }
+
+    /// Disable unit files by name (`DisableUnitFiles`).
+    pub async fn disable_unit_files(&self, names: &[&str]) -> Result<(), SystemdError> {
+        self.proxy
+            .disable_unit_files(names, false)
+            .await
+            .map_err(|error| method_error(error, names.first().copied().unwrap_or_default()))?;
+        Ok(())
+    }
+
+    /// Send `signal` (e.g. `libc::SIGTERM`) to the unit's main process or all its processes.
+    /// A unit that is not loaded is [`SystemdError::NoSuchUnit`]; `KillTarget::Main` on a
+    /// unit without a main process is [`SystemdError::Rejected`].
+    pub async fn kill(
+        &self,
+        unit_name: &str,
+        target: KillTarget,
+        signal: i32,
+    ) -> Result<(), SystemdError> {
+        self.proxy
+            .kill_unit(unit_name, target.as_systemd(), signal)
+            .await
+            .map_err(|error| method_error(error, unit_name))
+    }
+
+    /// Loaded units whose names match any of the glob `patterns`, in every state: one
+    /// `ListUnitsByPatterns` call. Names systemd merely looked up and found nothing for
+    /// (`LoadState=not-found`, e.g. after a state query of a unit that is gone) are left out.
+    pub async fn list(&self, patterns: &[&str]) -> Result<Vec<UnitListEntry>, SystemdError> {
+        let rows = self.proxy.list_units_by_patterns(&[], patterns).await?;
+        Ok(rows
+            .into_iter()
+            .filter(|row| is_loaded(&row.2))
+            .map(
+                |(name, description, load_state, active_state, sub_state, _, path, ..)| {
+                    UnitListEntry {
+                        name,
+                        description,
+                        load_state,
+                        active_state: super::ActiveState::parse(&active_state),
+                        sub_state,
+                        object_path: path.as_str().to_owned(),
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// A service's state in one `GetAll` call, or `None` when no such unit is loaded.
+    pub async fn service_state(
+        &self,
+        unit_name: &str,
+    ) -> Result<Option<ServiceState>, SystemdError> {
+        let Some((properties, _)) = self.read_unit(unit_name).await? else {
+            return Ok(None);
+        };
+        let state = ServiceState::from_properties(unit_name, &properties);
+        Ok(is_loaded(&state.load_state).then_some(state))
+    }
+
+    /// A timer's state in one `GetAll` call, or `None` when no such unit is loaded.
+    pub async fn timer_state(&self, unit_name: &str) -> Result<Option<TimerState>, SystemdError> {
+        let Some((properties, _)) = self.read_unit(unit_name).await? else {
+            return Ok(None);
+        };
+        let state = TimerState::from_properties(unit_name, &properties);
+        Ok(is_loaded(&state.load_state).then_some(state))
+    }
+
+    /// Wait until the service's state satisfies `predicate`, and return that state. Subscribes
+    /// to the unit's `PropertiesChanged` first, reads the state once, then follows the
+    /// signals. A unit that is not loaded is [`SystemdError::NoSuchUnit`]; one unloaded
+    /// while waiting is [`SystemdError::Gone`]; past `timeout`, [`SystemdError::Timeout`].
+    pub async fn wait_for_state(
+        &self,
+        unit_name: &str,
+        predicate: impl Fn(&ServiceState) -> bool,
+        timeout: Duration,
+    ) -> Result<ServiceState, SystemdError> {
+        let deadline = Instant::now() + timeout;
+        let unit_path = unit_object_path(unit_name);
+        let mut changes = self
+            .signals(&unit_path, PROPERTIES_INTERFACE, "PropertiesChanged", None)
+            .await?;
+        let mut removed = self
+            .signals(
+                MANAGER_PATH,
+                MANAGER_INTERFACE,
+                "UnitRemoved",
+                Some(unit_name),
+            )
+            .await?;
+
+        let (mut state, mut read_at) = self.read_service(unit_name).await?;
+        if predicate(&state) {
+            return Ok(state);
+        }
+        let sleep = tokio::time::sleep_until(deadline);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                message = next_message(&mut changes) => {
+                    let message = message?;
+                    // Signals sent before our read are already reflected in it.
+                    if message.recv_position() <= read_at {
+                        continue;
+                    }
+                    if apply_changes(&mut state, &message) == Applied::NeedsRead {
+                        (state, read_at) = self.read_service(unit_name).await?;
+                    }
+                    if predicate(&state) {
+                        return Ok(state);
+                    }
+                }
+                message = next_message(&mut removed) => {
+                    let removed_at = message?.recv_position();
+                    // The last changes may still be queued behind the removal.
+                    while let Some(Some(Ok(message))) = changes.next().now_or_never() {
+                        if message.recv_position() > read_at && message.recv_position() < removed_at {
+                            apply_changes(&mut state, &message);
+                            if predicate(&state) {
+                                return Ok(state);
+                            }
+                        }
+                    }
+                    return Err(SystemdError::Gone { unit: unit_name.to_owned(), last: Box::new(state) });
+                }
+                () = &mut sleep => {
+                    return Err(SystemdError::Timeout {
+                        unit: unit_name.to_owned(),
+                        waited: timeout,
+                        last: Box::new(state),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The service's state and where its read sits among received messages.
+    async fn read_service(
+        &self,
+        unit_name: &str,
+    ) -> Result<(ServiceState, Sequence), SystemdError> {
+        let Some((properties, read_at)) = self.read_unit(unit_name).await? else {
+            return Err(SystemdError::NoSuchUnit(unit_name.to_owned()));
+        };
+        let state = ServiceState::from_properties(unit_name, &properties);
+        if !is_loaded(&state.load_state) {
+            return Err(SystemdError::NoSuchUnit(unit_name.to_owned()));
+        }
+        Ok((state, read_at))
+    }
+
+    /// All properties of every interface of a unit object, in one call. Addressing a unit
+    /// by path makes systemd load it if it can; a name with no unit behind it comes back
+    /// with `LoadState=not-found`.
+    async fn read_unit(
+        &self,
+        unit_name: &str,
+    ) -> Result<Option<(HashMap<String, OwnedValue>, Sequence)>, SystemdError> {
+        let reply = self
+            .connection
+            .call_method(
+                Some(SYSTEMD_SERVICE),
+                unit_object_path(unit_name).as_str(),
+                Some(PROPERTIES_INTERFACE),
+                "GetAll",
+                // The empty interface name asks sd-bus for the properties of all interfaces.
+                &"",
+            )
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(error) => {
+                return match method_error(error, unit_name) {
+                    SystemdError::NoSuchUnit(_) => Ok(None),
+                    other => Err(other),
+                }
+            }
+        };
+        let properties: HashMap<String, OwnedValue> = reply.body().deserialize()?;
+        Ok(Some((properties, reply.recv_position())))
+    }
+
+    /// A stream of one signal from systemd, subscribed before this returns.
+    async fn signals(
+        &self,
+        path: &str,
+        interface: &str,
+        member: &str,
+        arg0: Option<&str>,
+    ) -> Result<MessageStream, SystemdError> {
+        let mut rule = MatchRule::builder()
+            .msg_type(MessageType::Signal)
+            .path(path)?
+            .interface(interface)?
+            .member(member)?;
+        if let Some(sender) = &self.systemd_sender {
+            rule = rule.sender(sender.as_str())?;
+        }
+        if let Some(arg0) = arg0 {
+            rule = rule.arg(0, arg0)?;
+        }
+        Ok(
+            MessageStream::for_match_rule(rule.build(), &self.connection, Some(SIGNAL_QUEUE))
+                .await?,
+        )
+    }
+}
+
+/// The D-Bus object path of a unit: its name with every byte that is not an ASCII letter or
+/// digit (and a leading digit) written as `_xx` in hex, as systemd does.
+pub fn unit_object_path(unit_name: &str) -> String {
+    let mut path = String::with_capacity(UNIT_PATH_PREFIX.len() + unit_name.len() * 3);
+    path.push_str(UNIT_PATH_PREFIX);
+    if unit_name.is_empty() {
+        path.push('_');
+    }
+    for (index, byte) in unit_name.bytes().enumerate() {
+        if byte.is_ascii_alphabetic() || (byte.is_ascii_digit() && index > 0) {
+            path.push(char::from(byte));
+        } else {
+            path.push_str(&format!("_{byte:02x}"));
+        }
+    }
+    path
+}
+
+fn is_loaded(load_state: &str) -> bool {
+    !load_state.is_empty() && load_state != "not-found"
+}
+
+fn property_args(properties: &[Property]) -> Vec<PropertyArg<'static>> {
+    properties
+        .iter()
+        .map(|property| (property.name, property.value.to_value()))
+        .collect()
+}
+
+/// The result of `job` if `message` is its `JobRemoved` signal.
+fn job_result(message: &Message, job: &OwnedObjectPath) -> Option<String> {
+    let signal = JobRemoved::from_message(message.clone())?;
+    let args = signal.args().ok()?;
+    (args.job().as_str() == job.as_str()).then(|| args.result().to_string())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Applied {
+    Done,
+    /// A tracked property was invalidated without its value: read the state again.
+    NeedsRead,
+}
+
+fn apply_changes(state: &mut ServiceState, message: &Message) -> Applied {
+    let Some(signal) = PropertiesChanged::from_message(message.clone()) else {
+        return Applied::Done;
+    };
+    let Ok(args) = signal.args() else {
+        return Applied::Done;
+    };
+    for (name, value) in args.changed_properties() {
+        let value: &Value<'_> = value;
+        state.apply(name, value);
+    }
+    if args
+        .invalidated_properties()
+        .iter()
+        .any(|name| ServiceState::tracks(name))
+    {
+        Applied::NeedsRead
+    } else {
+        Applied::Done
+    }
+}
+
+async fn next_message(stream: &mut MessageStream) -> Result<Message, SystemdError> {
+    match stream.next().await {
+        Some(Ok(message)) => Ok(message),
+        Some(Err(error)) => Err(error.into()),
+        None => Err(SystemdError::Disconnected),
+    }
+}
+
+/// Turn systemd's D-Bus errors about `unit` into typed errors.
+fn method_error(error: zbus::Error, unit: &str) -> SystemdError {
+    if let zbus::Error::MethodError(name, message, _) = &error {
+        let message = message.clone().unwrap_or_default();
+        match name.as_str() {
+            "org.freedesktop.systemd1.UnitExists" => {
+                return SystemdError::UnitExists(unit.to_owned())
+            }
+            "org.freedesktop.systemd1.NoSuchUnit" | "org.freedesktop.DBus.Error.UnknownObject" => {
+                return SystemdError::NoSuchUnit(unit.to_owned())
+            }
+            "org.freedesktop.DBus.Error.InvalidArgs"
+            | "org.freedesktop.DBus.Error.PropertyReadOnly"
+            | "org.freedesktop.systemd1.UnitMasked"
+            | "org.freedesktop.systemd1.NoSuchProcess" => {
+                return SystemdError::Rejected {
+                    unit: unit.to_owned(),
+                    message,
+                }
+            }
+            _ => {}
+        }
+    }
+    SystemdError::Dbus(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_paths_are_escaped_like_systemd_does() {
+        let cases = [
+            ("probe-svc.service", "probe_2dsvc_2eservice"),
+            ("rein_w1.timer", "rein_5fw1_2etimer"),
+            ("1abc.service", "_31abc_2eservice"),
+            ("a1.service", "a1_2eservice"),
+            ("", "_"),
+        ];
+        for (name, escaped) in cases {
+            assert_eq!(
+                unit_object_path(name),
+                format!("{UNIT_PATH_PREFIX}{escaped}"),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn endpoints_come_from_the_environment_in_order() {
+        // Only reads the environment of this test process; nothing is changed.
+        let endpoints = Endpoint::from_environment();
+        assert!(
+            matches!(endpoints.last(), Some(Endpoint::PrivateSocket(p)) if p.ends_with("systemd/private"))
+        );
+        assert!(endpoints
+            .iter()
+            .any(|e| matches!(e, Endpoint::Bus(a) if a.ends_with("/bus"))));
+    }
+}

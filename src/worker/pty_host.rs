@@ -1,0 +1,818 @@
+//! [`run_host`]: the main process of a worker unit. One thread, one poll(2) loop without a
+//! timeout, over: the signal pipe, the agent's pidfd, the PTY master, the listening
+//! socket, the attached client, and connections that have not said Hello yet.
+//!
+//! Invariants: nothing a client sends can end the loop (bad input only closes that
+//! connection); output is never held back for a client (a client that stops reading is
+//! dropped once [`CLIENT_BACKLOG_LIMIT`] bytes wait for it); the loop returns only when the
+//! agent has exited and been reaped.
+
+use std::collections::VecDeque;
+use std::fs::{self, DirBuilder, File};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use sd_notify::NotifyState;
+
+use super::protocol::{encode_data, Frame, FrameDecoder, WindowSize, PROTOCOL_VERSION};
+use super::sys::{self, SignalPipe};
+use super::transcript::Transcript;
+
+/// How much recent raw output is kept and replayed to a client when it attaches.
+pub const SCROLLBACK_BYTES: usize = 64 * 1024;
+/// Unsent output a client may fall behind by before it is disconnected.
+const CLIENT_BACKLOG_LIMIT: usize = 4 * 1024 * 1024;
+/// Keystrokes waiting for the agent beyond which the client is not read (backpressure).
+const AGENT_INPUT_LIMIT: usize = 64 * 1024;
+/// Connections that have not sent Hello yet; the oldest is closed to admit a new one.
+const MAX_PENDING_CONNECTIONS: usize = 8;
+const READ_CHUNK: usize = 16 * 1024;
+/// How long a departing client (replaced, or the agent exited) gets to take its last frames.
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
+/// Reads of leftover output after the agent exited, in case something else still writes.
+const MAX_DRAIN_READS: usize = 64;
+const DEFAULT_SIZE: WindowSize = WindowSize { cols: 80, rows: 24 };
+
+/// What the host runs and where it listens.
+pub struct HostOptions {
+    /// The agent's argv, exec'd directly (no shell unless it is `["sh", "-c", ...]`).
+    pub command: Vec<String>,
+    /// Unix socket for attach clients. Parent directories are created 0700, the socket is
+    /// 0600, a stale socket is replaced and a live one refused.
+    pub socket: PathBuf,
+    /// Extra environment for the agent (`TERM` defaults to `xterm-256color` if unset).
+    pub env: Vec<(String, String)>,
+    pub cols: u16,
+    pub rows: u16,
+    /// Receives the agent's output as sanitised text lines (in a unit: stdout → journald).
+    pub transcript: Box<dyn Write + Send>,
+}
+
+/// Runs the agent on a new PTY until it exits, serving attach clients meanwhile. Returns
+/// the agent's exit code, or 128+N if a signal N killed it. SIGTERM and SIGHUP sent to
+/// the host are forwarded to the agent's process group. Tells systemd READY=1 once the
+/// agent runs and keeps STATUS= saying whether someone is attached.
+pub fn run_host(options: HostOptions) -> anyhow::Result<i32> {
+    let HostOptions {
+        command,
+        socket,
+        env,
+        cols,
+        rows,
+        transcript,
+    } = options;
+    let Some(program) = command.first() else {
+        bail!("cannot start a worker: the agent command is empty");
+    };
+    let size = WindowSize {
+        cols: if cols == 0 { DEFAULT_SIZE.cols } else { cols },
+        rows: if rows == 0 { DEFAULT_SIZE.rows } else { rows },
+    };
+    // Before the agent exists, so a SIGTERM that races its start is not lost.
+    let signals = SignalPipe::new(&[libc::SIGTERM, libc::SIGHUP])
+        .context("cannot install the PTY host's signal handlers")?;
+    let listener = ListeningSocket::bind(&socket)?;
+    let pty = sys::open_pty(size).context("cannot open a pseudo-terminal for the agent")?;
+    let agent = Agent::spawn(&command, &env, &pty.slave)
+        .with_context(|| format!("cannot start the agent `{program}`"))?;
+    drop(pty.slave);
+    sys::set_nonblocking(pty.master.as_raw_fd()).context("cannot configure the PTY master")?;
+    tracing::info!(
+        pid = agent.pid(),
+        terminal = %pty.slave_path.display(),
+        socket = %socket.display(),
+        "agent started"
+    );
+    notify(&[NotifyState::Ready, attached_status(false)]);
+
+    let mut host = Host {
+        agent,
+        master: pty.master,
+        master_open: true,
+        size,
+        listener,
+        accept_paused: false,
+        signals,
+        transcript: Transcript::new(transcript),
+        scrollback: Scrollback::default(),
+        to_agent: Vec::new(),
+        client: None,
+        pending: Vec::new(),
+        next_connection: 1,
+    };
+    host.run()
+}
+
+struct Host {
+    agent: Agent,
+    master: File,
+    /// False once reading the master fails with EIO: no process has the terminal open.
+    master_open: bool,
+    size: WindowSize,
+    listener: ListeningSocket,
+    /// Set when accept(2) fails for lack of resources, so a readable listener does not
+    /// spin the loop; cleared when a connection closes.
+    accept_paused: bool,
+    signals: SignalPipe,
+    transcript: Transcript,
+    scrollback: Scrollback,
+    to_agent: Vec<u8>,
+    client: Option<Connection>,
+    pending: Vec<Connection>,
+    next_connection: u64,
+}
+
+const SIGNALS: usize = 0;
+const AGENT_EXIT: usize = 1;
+const MASTER: usize = 2;
+const LISTENER: usize = 3;
+const CLIENT: usize = 4;
+const FIRST_PENDING: usize = 5;
+
+impl Host {
+    fn run(&mut self) -> anyhow::Result<i32> {
+        let mut fds = Vec::new();
+        loop {
+            fds.clear();
+            fds.push(sys::pollfd(self.signals.fd(), libc::POLLIN));
+            fds.push(sys::pollfd(self.agent.pidfd.as_raw_fd(), libc::POLLIN));
+            fds.push(self.master_interest());
+            fds.push(sys::pollfd(
+                if self.accept_paused {
+                    -1
+                } else {
+                    self.listener.fd()
+                },
+                libc::POLLIN,
+            ));
+            fds.push(self.client_interest());
+            for connection in &self.pending {
+                fds.push(sys::pollfd(connection.stream.as_raw_fd(), libc::POLLIN));
+            }
+            sys::poll_forever(&mut fds).context("the PTY host cannot wait for events")?;
+
+            if fds[SIGNALS].revents != 0 {
+                self.forward_signals();
+            }
+            let master = fds[MASTER].revents;
+            if master & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                self.read_agent_output();
+            }
+            if master & libc::POLLOUT != 0 {
+                self.write_agent_input();
+            }
+            if fds[CLIENT].revents != 0 {
+                self.service_client(fds[CLIENT].revents);
+            }
+            // Downwards, so swap_remove only moves connections already looked at.
+            for index in (0..self.pending.len()).rev() {
+                if fds
+                    .get(FIRST_PENDING + index)
+                    .is_some_and(|fd| fd.revents != 0)
+                {
+                    self.service_pending(index);
+                }
+            }
+            if fds[LISTENER].revents != 0 {
+                self.accept_connections();
+            }
+            if fds[AGENT_EXIT].revents != 0 {
+                return self.finish();
+            }
+        }
+    }
+
+    fn master_interest(&self) -> libc::pollfd {
+        if !self.master_open {
+            return sys::pollfd(-1, 0);
+        }
+        let mut events = libc::POLLIN;
+        if !self.to_agent.is_empty() {
+            events |= libc::POLLOUT;
+        }
+        sys::pollfd(self.master.as_raw_fd(), events)
+    }
+
+    fn client_interest(&self) -> libc::pollfd {
+        let Some(client) = &self.client else {
+            return sys::pollfd(-1, 0);
+        };
+        let mut events = 0;
+        if self.to_agent.len() < AGENT_INPUT_LIMIT {
+            events |= libc::POLLIN;
+        }
+        if !client.outbox.is_empty() {
+            events |= libc::POLLOUT;
+        }
+        // POLLHUP/POLLERR are reported even with no events requested; service_client
+        // reads then, so a hung-up client cannot make poll return in a loop.
+        sys::pollfd(client.stream.as_raw_fd(), events)
+    }
+
+    fn forward_signals(&mut self) {
+        for signal in self.signals.drain() {
+            tracing::info!(signal, "forwarding signal to the agent's process group");
+            self.agent.signal_group(signal);
+        }
+    }
+
+    fn read_agent_output(&mut self) {
+        let mut buffer = [0u8; READ_CHUNK];
+        match (&self.master).read(&mut buffer) {
+            Ok(0) => self.close_master(),
+            Ok(n) => self.relay_output(&buffer[..n]),
+            Err(error) if is_transient(&error) => {}
+            Err(error) => {
+                // EIO is the normal hangup: every process closed the terminal.
+                if error.raw_os_error() != Some(libc::EIO) {
+                    tracing::warn!(%error, "cannot read the agent's terminal");
+                }
+                self.close_master();
+            }
+        }
+    }
+
+    fn close_master(&mut self) {
+        self.master_open = false;
+        self.to_agent.clear();
+    }
+
+    fn relay_output(&mut self, bytes: &[u8]) {
+        self.transcript.feed(bytes);
+        self.scrollback.push(bytes);
+        if let Some(client) = &mut self.client {
+            encode_data(bytes, &mut client.outbox);
+            if client.outbox.len() > CLIENT_BACKLOG_LIMIT {
+                tracing::warn!(
+                    connection = client.id,
+                    "attached client is not reading the agent's output; disconnecting it"
+                );
+                self.disconnect_client();
+            }
+        }
+    }
+
+    fn write_agent_input(&mut self) {
+        if !self.master_open || self.to_agent.is_empty() {
+            return;
+        }
+        match (&self.master).write(&self.to_agent) {
+            Ok(n) => {
+                self.to_agent.drain(..n);
+            }
+            Err(error) if is_transient(&error) => {}
+            Err(error) => {
+                if error.raw_os_error() != Some(libc::EIO) {
+                    tracing::warn!(%error, "cannot write to the agent's terminal");
+                }
+                self.close_master();
+            }
+        }
+    }
+
+    fn service_client(&mut self, revents: libc::c_short) {
+        let Some(client) = &mut self.client else {
+            return;
+        };
+        if revents & libc::POLLOUT != 0 && client.flush().is_err() {
+            tracing::info!(connection = client.id, "attached client went away");
+            self.disconnect_client();
+            return;
+        }
+        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            if let Received::Closed = client.receive() {
+                tracing::info!(connection = client.id, "attached client disconnected");
+                self.disconnect_client();
+                return;
+            }
+            self.handle_client_frames();
+        }
+    }
+
+    /// Acts on every complete frame the attached client has sent.
+    fn handle_client_frames(&mut self) {
+        while let Some(client) = &mut self.client {
+            let frame = match client.decoder.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(connection = client.id, %error, "dropping attached client");
+                    self.disconnect_client();
+                    return;
+                }
+            };
+            match frame {
+                Frame::Data(bytes) => {
+                    if self.master_open {
+                        self.to_agent.extend_from_slice(&bytes);
+                    }
+                }
+                Frame::Resize(size) => {
+                    let first = !std::mem::replace(&mut client.resized, true);
+                    self.resize(size, first);
+                }
+                Frame::Detach => {
+                    tracing::info!(connection = client.id, "client detached");
+                    self.disconnect_client();
+                    return;
+                }
+                other => {
+                    tracing::warn!(
+                        connection = client.id,
+                        frame = ?other,
+                        "unexpected frame from attached client; dropping it"
+                    );
+                    self.disconnect_client();
+                    return;
+                }
+            }
+        }
+        self.write_agent_input();
+    }
+
+    fn resize(&mut self, size: WindowSize, first_since_attach: bool) {
+        if size.cols == 0 || size.rows == 0 || !self.master_open {
+            return;
+        }
+        let fd = self.master.as_raw_fd();
+        if size != self.size {
+            // The kernel sends SIGWINCH to the terminal's foreground process group.
+            match sys::set_window_size(fd, size) {
+                Ok(()) => self.size = size,
+                Err(error) => tracing::warn!(%error, "cannot resize the agent's terminal"),
+            }
+        } else if first_since_attach {
+            // Same size, but the newcomer's screen is blank: ask full-screen agents to redraw.
+            sys::signal_foreground_group(fd, libc::SIGWINCH);
+        }
+    }
+
+    fn disconnect_client(&mut self) {
+        if self.client.take().is_some() {
+            self.accept_paused = false;
+            notify(&[attached_status(false)]);
+        }
+    }
+
+    fn service_pending(&mut self, index: usize) {
+        let Some(connection) = self.pending.get_mut(index) else {
+            return;
+        };
+        if let Received::Closed = connection.receive() {
+            self.drop_pending(index);
+            return;
+        }
+        match connection.decoder.next_frame() {
+            Ok(None) => {}
+            Ok(Some(Frame::Hello { version })) if version == PROTOCOL_VERSION => {
+                let connection = self.pending.swap_remove(index);
+                self.attach_client(connection);
+            }
+            Ok(Some(Frame::Hello { version })) => {
+                tracing::warn!(
+                    connection = connection.id,
+                    version,
+                    supported = PROTOCOL_VERSION,
+                    "client speaks another protocol version; closing it"
+                );
+                self.drop_pending(index);
+            }
+            Ok(Some(other)) => {
+                tracing::warn!(
+                    connection = connection.id,
+                    frame = ?other,
+                    "client did not start with Hello; closing it"
+                );
+                self.drop_pending(index);
+            }
+            Err(error) => {
+                tracing::warn!(connection = connection.id, %error, "closing connection");
+                self.drop_pending(index);
+            }
+        }
+    }
+
+    fn drop_pending(&mut self, index: usize) {
+        self.pending.swap_remove(index);
+        self.accept_paused = false;
+    }
+
+    fn attach_client(&mut self, mut connection: Connection) {
+        if let Some(previous) = self.client.take() {
+            tracing::info!(
+                previous = previous.id,
+                connection = connection.id,
+                "new client takes over; disconnecting the previous one"
+            );
+            previous.close_with(Some(Frame::Replaced));
+        } else {
+            tracing::info!(connection = connection.id, "client attached");
+        }
+        encode_data(&self.scrollback.replay(), &mut connection.outbox);
+        self.client = Some(connection);
+        notify(&[attached_status(true)]);
+        // Frames sent right behind Hello (a Resize, keystrokes) are already buffered.
+        self.handle_client_frames();
+    }
+
+    fn accept_connections(&mut self) {
+        loop {
+            let stream = match self.listener.socket.accept() {
+                Ok((stream, _)) => stream,
+                Err(error) if is_transient(&error) => return,
+                Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot accept attach connections for now");
+                    self.accept_paused = true;
+                    return;
+                }
+            };
+            let id = self.next_connection;
+            self.next_connection += 1;
+            match sys::peer_uid(stream.as_fd()) {
+                Ok(uid) if uid == sys::effective_uid() || uid == 0 => {}
+                Ok(uid) => {
+                    tracing::warn!(connection = id, uid, "refusing attach from another user");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(connection = id, %error, "cannot identify the peer; closing");
+                    continue;
+                }
+            }
+            if let Err(error) = stream.set_nonblocking(true) {
+                tracing::warn!(connection = id, %error, "cannot configure connection; closing");
+                continue;
+            }
+            if self.pending.len() >= MAX_PENDING_CONNECTIONS {
+                // Oldest first: a silent connection must not lock real clients out.
+                self.pending.remove(0);
+            }
+            self.pending.push(Connection::new(stream, id));
+        }
+    }
+
+    fn finish(&mut self) -> anyhow::Result<i32> {
+        let code = self
+            .agent
+            .reap()
+            .context("cannot collect the agent's exit status")?;
+        // Output the agent wrote just before exiting may still sit in the terminal.
+        for _ in 0..MAX_DRAIN_READS {
+            if !self.master_open {
+                break;
+            }
+            let mut buffer = [0u8; READ_CHUNK];
+            match (&self.master).read(&mut buffer) {
+                Ok(n @ 1..) => self.relay_output(&buffer[..n]),
+                _ => break,
+            }
+        }
+        self.transcript.finish();
+        tracing::info!(code, "agent exited");
+        notify(&[
+            NotifyState::Stopping,
+            NotifyState::Status(&format!("agent exited with code {code}")),
+        ]);
+        if let Some(client) = self.client.take() {
+            client.close_with(Some(Frame::Exited { code }));
+        }
+        Ok(code)
+    }
+}
+
+fn is_transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+fn attached_status(attached: bool) -> NotifyState<'static> {
+    NotifyState::Status(if attached {
+        "agent running, attached: yes"
+    } else {
+        "agent running, attached: no"
+    })
+}
+
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(false, states) {
+        tracing::debug!(%error, "cannot notify systemd");
+    }
+}
+
+/// The agent process, started as the leader of a new session on the PTY. Dropped without
+/// having been reaped (the host failed), it kills the agent's process group.
+struct Agent {
+    child: Child,
+    pidfd: OwnedFd,
+    reaped: bool,
+}
+
+impl Agent {
+    fn spawn(command: &[String], env: &[(String, String)], terminal: &File) -> io::Result<Self> {
+        let (program, args) = command
+            .split_first()
+            .ok_or_else(|| io::Error::other("empty command"))?;
+        let mut builder = Command::new(program);
+        builder
+            .args(args)
+            // The agent is not the unit's main process; it must not talk to systemd as if.
+            .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().map(|(key, value)| (key, value)))
+            .stdin(Stdio::from(terminal.try_clone()?))
+            .stdout(Stdio::from(terminal.try_clone()?))
+            .stderr(Stdio::from(terminal.try_clone()?));
+        if std::env::var_os("TERM").is_none() && !env.iter().any(|(key, _)| key == "TERM") {
+            builder.env("TERM", "xterm-256color");
+        }
+        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+        // calls. std has already placed the terminal on fds 0-2.
+        unsafe {
+            builder.pre_exec(|| {
+                // A new session has no controlling terminal; TIOCSCTTY makes the PTY it, so
+                // the agent gets job control, /dev/tty and SIGWINCH.
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = builder.spawn()?;
+        match sys::pidfd_open(child.id()) {
+            Ok(pidfd) => Ok(Self {
+                child,
+                pidfd,
+                reaped: false,
+            }),
+            Err(error) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(error)
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The agent leads its own session, so its pid is also its process group id.
+    fn signal_group(&self, signal: libc::c_int) {
+        if self.reaped {
+            return;
+        }
+        if let Ok(group) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: sending a signal has no memory-safety preconditions.
+            unsafe { libc::killpg(group, signal) };
+        }
+    }
+
+    fn reap(&mut self) -> io::Result<i32> {
+        let status = self.child.wait()?;
+        self.reaped = true;
+        Ok(exit_code(status))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if !self.reaped {
+            self.signal_group(libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn exit_code(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => 255,
+    }
+}
+
+/// The attach socket; removed when the host ends, if it is still the one we created.
+struct ListeningSocket {
+    socket: UnixListener,
+    path: PathBuf,
+    identity: (u64, u64),
+}
+
+impl ListeningSocket {
+    fn bind(path: &Path) -> anyhow::Result<Self> {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .with_context(|| {
+                    format!("cannot create the socket directory {}", parent.display())
+                })?;
+        }
+        match fs::symlink_metadata(path) {
+            Ok(metadata) if metadata.file_type().is_socket() => {
+                if UnixStream::connect(path).is_ok() {
+                    bail!(
+                        "{} is in use by another running PTY host; stop that worker first",
+                        path.display()
+                    );
+                }
+                fs::remove_file(path).with_context(|| {
+                    format!("cannot remove the stale socket {}", path.display())
+                })?;
+            }
+            Ok(_) => bail!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            ),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot inspect {}", path.display()))
+            }
+        }
+        let socket = UnixListener::bind(path)
+            .with_context(|| format!("cannot listen on {}", path.display()))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict permissions of {}", path.display()))?;
+        socket
+            .set_nonblocking(true)
+            .with_context(|| format!("cannot configure {}", path.display()))?;
+        let metadata = fs::symlink_metadata(path)
+            .with_context(|| format!("cannot inspect {}", path.display()))?;
+        Ok(Self {
+            socket,
+            path: path.to_path_buf(),
+            identity: (metadata.dev(), metadata.ino()),
+        })
+    }
+
+    fn fd(&self) -> i32 {
+        self.socket.as_raw_fd()
+    }
+}
+
+impl Drop for ListeningSocket {
+    fn drop(&mut self) {
+        let ours = fs::symlink_metadata(&self.path)
+            .is_ok_and(|metadata| (metadata.dev(), metadata.ino()) == self.identity);
+        if ours {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+enum Received {
+    Bytes,
+    Nothing,
+    Closed,
+}
+
+/// One client connection, attached or still waiting to say Hello.
+struct Connection {
+    stream: UnixStream,
+    decoder: FrameDecoder,
+    /// Encoded frames not yet accepted by the socket.
+    outbox: Vec<u8>,
+    id: u64,
+    /// Whether this client has sent a Resize since it attached.
+    resized: bool,
+}
+
+impl Connection {
+    fn new(stream: UnixStream, id: u64) -> Self {
+        Self {
+            stream,
+            decoder: FrameDecoder::new(),
+            outbox: Vec::new(),
+            id,
+            resized: false,
+        }
+    }
+
+    fn receive(&mut self) -> Received {
+        let mut buffer = [0u8; READ_CHUNK];
+        match self.stream.read(&mut buffer) {
+            Ok(0) => Received::Closed,
+            Ok(n) => {
+                self.decoder.push(&buffer[..n]);
+                Received::Bytes
+            }
+            Err(error) if is_transient(&error) => Received::Nothing,
+            Err(_) => Received::Closed,
+        }
+    }
+
+    /// Writes what the socket accepts without blocking.
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.outbox.is_empty() {
+            match self.stream.write(&self.outbox) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.outbox.drain(..n);
+                }
+                Err(error) if is_transient(&error) => return Ok(()),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what is queued plus `last`, waiting at most [`FINAL_FLUSH`], then closes.
+    fn close_with(mut self, last: Option<Frame>) {
+        if let Some(frame) = last {
+            frame.encode(&mut self.outbox);
+        }
+        let deadline = Instant::now() + FINAL_FLUSH;
+        if self.stream.set_nonblocking(false).is_err() {
+            return;
+        }
+        let mut written = 0;
+        while written < self.outbox.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_write_timeout(Some(left)).is_err() {
+                break;
+            }
+            match self.stream.write(&self.outbox[written..]) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// The last [`SCROLLBACK_BYTES`] of raw output.
+#[derive(Default)]
+struct Scrollback {
+    bytes: VecDeque<u8>,
+    truncated: bool,
+}
+
+impl Scrollback {
+    fn push(&mut self, data: &[u8]) {
+        self.bytes.extend(data);
+        if self.bytes.len() > SCROLLBACK_BYTES {
+            self.bytes.drain(..self.bytes.len() - SCROLLBACK_BYTES);
+            self.truncated = true;
+        }
+    }
+
+    /// What a newly attached client is shown. After truncation the replay starts at a
+    /// line boundary, so it does not begin inside an escape sequence or a UTF-8 character.
+    fn replay(&self) -> Vec<u8> {
+        let bytes: Vec<u8> = self.bytes.iter().copied().collect();
+        if !self.truncated {
+            return bytes;
+        }
+        match bytes[..bytes.len() / 2]
+            .iter()
+            .position(|&byte| byte == b'\n')
+        {
+            Some(newline) => bytes[newline + 1..].to_vec(),
+            None => bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrollback_keeps_the_tail_and_starts_at_a_line() {
+        let mut scrollback = Scrollback::default();
+        scrollback.push(b"short\n");
+        assert_eq!(scrollback.replay(), b"short\n");
+
+        let line = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n";
+        for _ in 0..(SCROLLBACK_BYTES / line.len() + 10) {
+            scrollback.push(line);
+        }
+        scrollback.push(b"tail");
+        let replay = scrollback.replay();
+        assert!(replay.len() <= SCROLLBACK_BYTES);
+        assert!(replay.starts_with(line), "replay starts mid-line");
+        assert!(replay.ends_with(b"tail"));
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention() {
+        assert_eq!(exit_code(ExitStatus::from_raw(7 << 8)), 7);
+        assert_eq!(exit_code(ExitStatus::from_raw(libc::SIGKILL)), 137);
+        assert_eq!(exit_code(ExitStatus::from_raw(libc::SIGTERM)), 143);
+    }
+}

@@ -1,0 +1,429 @@
+//! The pulse and workers as transient units of a real systemd user manager, and their logs
+//! in the real journald. Every test has its own profile, so tests never share a unit.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::{stderr_of, stdout_of, tree, user_manager, wait_child, wait_until, Down, Rein};
+
+fn fleet(config: &str) -> Rein {
+    user_manager::ensure();
+    let rein = Rein::new();
+    rein.write_config(config);
+    rein
+}
+
+fn units_of(rein: &Rein) -> Vec<String> {
+    let output = std::process::Command::new("systemctl")
+        .args([
+            "--user",
+            "list-units",
+            "--all",
+            "--plain",
+            "--no-legend",
+            &format!("rein.{}.*", rein.profile),
+        ])
+        .output()
+        .expect("systemctl");
+    stdout_of(&output)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+fn worker(rein: &Rein, id: &str) -> serde_json::Value {
+    rein.json(&["worker", "ls"])
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|w| w["id"] == id)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn up_down_up_is_idempotent_and_reconciles() {
+    let rein = fleet("[pulse]\ninterval = \"1h\"\n");
+    let _down = Down(&rein);
+    let first = rein.json(&["up"]);
+    assert_eq!(first["pulse"], "created");
+    assert!(first["next_beat"].is_string(), "{first}");
+    let second = rein.json(&["up"]);
+    assert_eq!(second["pulse"], "unchanged");
+    let timer = format!("rein.{}.pulse.timer", rein.profile);
+    assert!(units_of(&rein).contains(&timer));
+    rein.write_config("[pulse]\ninterval = \"30m\"\n");
+    let third = rein.json(&["up"]);
+    assert_eq!(third["pulse"], "recreated");
+    assert!(rein.ok(&["status"]).contains("every 30m"));
+    let down = rein.json(&["down"]);
+    assert!(down["stopped"]
+        .as_array()
+        .expect("stopped")
+        .iter()
+        .any(|u| u == timer.as_str()));
+    assert!(
+        units_of(&rein).is_empty(),
+        "down leaves no unit: {:?}",
+        units_of(&rein)
+    );
+    assert!(rein.json(&["down"])["stopped"]
+        .as_array()
+        .expect("stopped")
+        .is_empty());
+    assert_eq!(rein.json(&["up"])["pulse"], "created");
+}
+
+#[test]
+fn the_pulse_beats_runs_sensors_and_wakes_wait() {
+    let rein = fleet("[pulse]\ninterval = \"1s\"\n");
+    let _down = Down(&rein);
+    rein.ok(&[
+        "sensor",
+        "write",
+        "flag",
+        "cat flag.json 2>/dev/null || echo '{}'",
+    ]);
+    rein.ok(&["up"]);
+    wait_until(Duration::from_secs(20), "the first beat", || {
+        rein.json(&["status"])["pulse"]["last_beat"]["beat"].as_u64() >= Some(1)
+    });
+    let token = rein.json(&["state"])["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let waiter = rein.spawn(&["wait", "--since", &token, "--only-asks", "--timeout", "30s"]);
+    std::fs::create_dir_all(&rein.data).expect("data");
+    std::fs::write(rein.data.join("flag.json"), "{\"raised\": true}").expect("flag");
+    let woke = rein.spawn(&["wait", "--since", &token, "--json", "--timeout", "30s"]);
+    let out = wait_child(woke, Duration::from_secs(40), "wait for a beat");
+    assert!(
+        out.status.success(),
+        "a beat changed the world and woke wait: {}",
+        stderr_of(&out)
+    );
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        state["snapshots"]["flag"]["value"]["raised"], true,
+        "the beat ran the sensor"
+    );
+    assert!(state["journal"]
+        .as_array()
+        .expect("journal")
+        .iter()
+        .any(|l| l.as_str().unwrap_or("").contains("beat: beat")));
+    let mut waiter = waiter;
+    assert!(
+        support::still_running(&mut waiter),
+        "--only-asks is not woken by beats"
+    );
+    waiter.kill().expect("kill");
+    waiter.wait().expect("reap");
+    let status = rein.json(&["status"]);
+    assert_eq!(status["pulse"]["active"], true);
+    assert!(status["pulse"]["last_beat"]["beat"].as_u64().expect("beat") >= 1);
+}
+
+#[test]
+fn worker_start_ls_kill_and_refusals() {
+    let rein = fleet("[runner]\npreset = \"custom\"\ncommand = \"echo brief at {{prompt_file}}; exec sleep 600\"\n");
+    let _down = Down(&rein);
+    let before = tree(rein.temp.path());
+    for (args, says) in [
+        (&["worker", "start", "w 1", "x"][..], "invalid worker id"),
+        (
+            &["worker", "start", "w1", "x", "--memory-max", "lots"][..],
+            "invalid size",
+        ),
+        (
+            &["worker", "start", "w1", "x", "--cpu-quota", "0%"][..],
+            "invalid CPU quota",
+        ),
+        (
+            &["worker", "start", "w1", "x", "--command", "run {{nope}}"][..],
+            "unknown placeholder",
+        ),
+    ] {
+        let output = rein.run(args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr_of(&output)
+        );
+        assert!(
+            stderr_of(&output).contains(says),
+            "{args:?}: {}",
+            stderr_of(&output)
+        );
+    }
+    assert_eq!(
+        tree(rein.temp.path()),
+        before,
+        "refused starts write nothing"
+    );
+    assert!(units_of(&rein).is_empty(), "refused starts start nothing");
+
+    rein.ok(&[
+        "worker",
+        "start",
+        "w1",
+        "fix the; $(bug)",
+        "--memory-max",
+        "512M",
+        "--cpu-quota",
+        "50%",
+    ]);
+    let view = worker(&rein, "w1");
+    assert_eq!(view["health"], "running", "{view}");
+    let pid = view["pid"].as_u64().expect("pid");
+    let contract = std::fs::read_to_string(rein.data.join("prompts/w1.md")).expect("prompt");
+    assert!(
+        contract.contains("rein ask") && contract.ends_with("fix the; $(bug)\n"),
+        "{contract}"
+    );
+    let unit = format!("rein.{}.worker-w1.service", rein.profile);
+    let props = std::process::Command::new("systemctl")
+        .args([
+            "--user",
+            "show",
+            &unit,
+            "-p",
+            "MemoryMax",
+            "-p",
+            "CPUQuotaPerSecUSec",
+            "-p",
+            "Environment",
+        ])
+        .output()
+        .expect("systemctl show");
+    let props = stdout_of(&props);
+    assert!(props.contains("MemoryMax=536870912"), "{props}");
+    assert!(props.contains("CPUQuotaPerSecUSec=500ms"), "{props}");
+    assert!(props.contains("REIN_WORKER_ID=w1"), "{props}");
+
+    let again = rein.run(&["worker", "start", "w1", "other"]);
+    assert_eq!(again.status.code(), Some(5), "{}", stderr_of(&again));
+    assert!(stderr_of(&again).contains("already running"));
+    assert_eq!(
+        worker(&rein, "w1")["pid"].as_u64(),
+        Some(pid),
+        "the running worker is untouched"
+    );
+
+    rein.ok(&["worker", "kill", "w1"]);
+    assert!(units_of(&rein).is_empty());
+    assert!(worker(&rein, "w1").is_null());
+    assert_eq!(rein.run(&["worker", "kill", "w1"]).status.code(), Some(1));
+}
+
+#[test]
+fn a_killed_worker_restarts_and_one_that_keeps_failing_is_failed() {
+    let rein = fleet(
+        "[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n\
+         [workers]\nrestart = \"always\"\nrestart_sec = \"200ms\"\nstart_limit_burst = 4\nstart_limit_interval = \"1m\"\n",
+    );
+    let _down = Down(&rein);
+    rein.ok(&["worker", "start", "steady", "stay up"]);
+    let pid = worker(&rein, "steady")["pid"].as_u64().expect("pid");
+    // SAFETY: killing the worker's main process, as a crash would.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_until(Duration::from_secs(20), "the worker to restart", || {
+        let view = worker(&rein, "steady");
+        view["health"] == "running"
+            && view["restarts"].as_u64() >= Some(1)
+            && view["pid"].as_u64() != Some(pid)
+    });
+
+    rein.ok(&["worker", "start", "flaky", "--command", "exit 1"]);
+    wait_until(Duration::from_secs(30), "the flaky worker to fail", || {
+        worker(&rein, "flaky")["health"] == "failed"
+    });
+    let view = worker(&rein, "flaky");
+    // systemd 252 keeps the last exit's result; the restarts show the start limit was spent.
+    assert!(view["restarts"].as_u64() >= Some(3), "{view}");
+    assert_eq!(view["sub_state"], "failed", "{view}");
+    let tick = rein.json(&["tick"]);
+    assert_eq!(tick["failed_workers"], serde_json::json!(["flaky"]));
+    assert!(rein
+        .ok(&["journal"])
+        .contains("worker-failed: worker flaky failed"));
+    let notes = std::fs::read_dir(rein.data.join("notes"))
+        .expect("notes")
+        .count();
+    assert_eq!(notes, 1, "one note for the human");
+    assert_eq!(
+        rein.json(&["tick"])["failed_workers"],
+        serde_json::json!([]),
+        "reported once"
+    );
+    assert!(rein.ok(&["status"]).contains("flaky"));
+}
+
+#[test]
+fn attach_and_detach_round_trip_through_the_pty() {
+    let rein = fleet("[runner]\npreset = \"custom\"\ncommand = \"tty; while read line; do echo got:$line; done\"\n");
+    let _down = Down(&rein);
+    rein.ok(&["worker", "start", "talk", "echo back"]);
+    let mut attach = rein
+        .command(&["worker", "attach", "talk"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("attach");
+    let mut stdin = attach.stdin.take().expect("stdin");
+    stdin.write_all(b"hello\n").expect("type");
+    let mut stdout = attach.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buffer[..n]);
+            let _ = tx.send(String::from_utf8_lossy(&seen).into_owned());
+        }
+    });
+    let mut screen = String::new();
+    while !screen.contains("got:hello") {
+        screen = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the agent echoed through the PTY");
+    }
+    assert!(
+        screen.contains("/dev/pts/"),
+        "the agent has a terminal: {screen}"
+    );
+    stdin.write_all(&[0x1d]).expect("detach key");
+    let out = wait_child(attach, Duration::from_secs(10), "attach");
+    assert!(out.status.success());
+    assert!(stderr_of(&out).contains("detached"), "{}", stderr_of(&out));
+    assert_eq!(
+        worker(&rein, "talk")["health"],
+        "running",
+        "detaching leaves the agent running"
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the transcript in journald",
+        || rein.ok(&["worker", "logs", "talk"]).contains("got:hello"),
+    );
+}
+
+#[test]
+fn two_profiles_side_by_side() {
+    let config =
+        "[pulse]\ninterval = \"1h\"\n[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n";
+    let a = fleet(config);
+    let b = fleet(config);
+    let _down_a = Down(&a);
+    let _down_b = Down(&b);
+    a.ok(&["up"]);
+    b.ok(&["up"]);
+    a.ok(&["worker", "start", "w1", "a's"]);
+    b.ok(&["worker", "start", "w1", "b's"]);
+    b.ok(&["worker", "start", "w2", "b's too"]);
+    assert_eq!(a.json(&["worker", "ls"]).as_array().expect("a").len(), 1);
+    assert_eq!(b.json(&["worker", "ls"]).as_array().expect("b").len(), 2);
+    a.ok(&["down"]);
+    assert!(units_of(&a).is_empty());
+    assert_eq!(
+        units_of(&b).len(),
+        4,
+        "b's pulse timer and service and two workers stay: {:?}",
+        units_of(&b)
+    );
+    assert_eq!(worker(&b, "w1")["health"], "running");
+}
+
+#[test]
+fn logs_are_found_by_rein_fields() {
+    let marker = format!("marker-{}", uuid::Uuid::new_v4().simple());
+    let rein = fleet(&format!(
+        "[runner]\npreset = \"custom\"\ncommand = \"echo {marker}; exec sleep 600\"\n"
+    ));
+    let _down = Down(&rein);
+    rein.ok(&["worker", "start", "speaker", "talk"]);
+    wait_until(Duration::from_secs(15), "the marker in journald", || {
+        rein.ok(&["worker", "logs", "speaker"]).contains(&marker)
+    });
+    let by_field = std::process::Command::new("journalctl")
+        .args([
+            "--no-pager",
+            "-o",
+            "cat",
+            &format!("REIN_PROFILE={}", rein.profile),
+            "REIN_WORKER=speaker",
+        ])
+        .output()
+        .expect("journalctl");
+    assert!(stdout_of(&by_field).contains(&marker));
+    assert!(
+        rein.ok(&["logs"]).contains(&marker),
+        "rein logs covers the whole profile"
+    );
+}
+
+#[test]
+fn enable_writes_a_unit_systemd_accepts() {
+    let rein = fleet("");
+    let enabled = rein.json(&["enable"]);
+    let path = enabled["path"].as_str().expect("path").to_owned();
+    assert_eq!(enabled["action"], "installed");
+    let verify = std::process::Command::new("systemd-analyze")
+        .args(["--user", "verify", &path])
+        .output()
+        .expect("systemd-analyze");
+    assert!(verify.status.success(), "{}", stderr_of(&verify));
+    let text = std::fs::read_to_string(&path).expect("unit");
+    assert!(
+        text.contains(&format!("REIN_PROFILE={}", rein.profile)) && text.contains(" up\n"),
+        "{text}"
+    );
+    let is_enabled = std::process::Command::new("systemctl")
+        .args([
+            "--user",
+            "is-enabled",
+            enabled["unit"].as_str().expect("unit"),
+        ])
+        .output()
+        .expect("systemctl");
+    assert_eq!(stdout_of(&is_enabled).trim(), "enabled");
+    assert_eq!(rein.json(&["enable"])["action"], "unchanged");
+    assert_eq!(rein.json(&["disable"])["action"], "removed");
+    assert!(!std::path::Path::new(&path).exists());
+}
+
+#[test]
+fn no_user_manager_is_one_clear_error() {
+    let rein = Rein::new()
+        .env("XDG_RUNTIME_DIR", "/nonexistent-runtime")
+        .env(
+            "DBUS_SESSION_BUS_ADDRESS",
+            "unix:path=/nonexistent-runtime/bus",
+        );
+    for args in [
+        &["up"][..],
+        &["worker", "start", "w1", "x", "--command", "true"][..],
+        &["status"][..],
+    ] {
+        let output = rein.run(args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = stderr_of(&output);
+        assert!(
+            stderr.contains("no systemd user manager is reachable"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("loginctl enable-linger") && stderr.contains("contrib/user-session.sh"),
+            "{stderr}"
+        );
+    }
+    assert!(!rein.data.exists(), "nothing was created");
+}
