@@ -11,9 +11,11 @@
 //! - [`journal`], [`claims`], [`notes`], [`seed`]: the remaining data-dir records.
 //! - [`systemd`]: the user manager over D-Bus; [`fleet`]: the pulse and workers as
 //!   transient units; [`worker`]: the PTY host inside a worker unit.
+//! - [`bridge`]: what every bridge shares: the delivery engine, ledger, allowlist, secrets.
 //! - [`cli`]: the clap definition (the single source of `--help`, man pages and completions)
 //!   and one file per verb group.
 
+pub mod bridge;
 pub mod claims;
 pub mod cli;
 pub mod config;

@@ -2,7 +2,7 @@
 
 use std::os::unix::process::CommandExt;
 
-use crate::cli::{output, Context};
+use crate::cli::{output, BridgeCommand, Context};
 use crate::fleet::{self, block_on, pulse, workers};
 use crate::mailbox::Mailbox;
 use crate::systemd::Manager;
@@ -217,4 +217,80 @@ pub fn enable(context: &Context, enable: bool) -> anyhow::Result<i32> {
         output::lines(report.lines())?;
     }
     Ok(0)
+}
+
+pub fn bridge(context: &Context, command: BridgeCommand) -> anyhow::Result<i32> {
+    use crate::fleet::bridges;
+    let config = context.config()?;
+    match command {
+        BridgeCommand::Start { name } => {
+            bridges::check(&config, &name)?;
+            bridges::binary(&name)?;
+            let unit = block_on(async {
+                let manager = connect().await?;
+                bridges::start(&manager, &context.paths, &config, &name).await
+            })??;
+            output::lines([format!(
+                "started the {name} bridge ({unit}); `rein bridge ls` shows it"
+            )])?;
+            Ok(0)
+        }
+        BridgeCommand::Stop { name } => {
+            let stopped = block_on(async {
+                let manager = connect().await?;
+                bridges::stop(&manager, &context.paths, &name).await
+            })??;
+            output::lines([if stopped {
+                format!("stopped the {name} bridge")
+            } else {
+                format!("the {name} bridge was not running")
+            }])?;
+            Ok(0)
+        }
+        BridgeCommand::Ls => {
+            let views = block_on(async {
+                let manager = connect().await?;
+                bridges::list(&manager, &context.paths, &config).await
+            })??;
+            if context.json {
+                output::json(&views)?;
+            } else if views.is_empty() {
+                output::lines([
+                    "no bridges configured (add a [bridges.NAME] section; see rein-bridge(1))"
+                        .to_owned(),
+                ])?;
+            } else {
+                let rows = views
+                    .into_iter()
+                    .map(|v| {
+                        vec![
+                            v.name,
+                            v.health,
+                            v.sent.to_string(),
+                            v.pending.to_string(),
+                            v.failed.to_string(),
+                            v.unit,
+                        ]
+                    })
+                    .collect();
+                output::lines(output::table(
+                    &["NAME", "HEALTH", "SENT", "PENDING", "FAILED", "UNIT"],
+                    rows,
+                ))?;
+            }
+            Ok(0)
+        }
+        BridgeCommand::Test { name } => {
+            bridges::check(&config, &name)?;
+            let binary = bridges::binary(&name)?;
+            let status = std::process::Command::new(&binary)
+                .arg("--test")
+                .env("REIN_DATA_DIR", &context.paths.data_dir)
+                .env("REIN_CONFIG", &context.paths.config)
+                .env("REIN_PROFILE", &context.paths.profile)
+                .status()
+                .map_err(|e| anyhow::anyhow!("could not run {}: {e}", binary.display()))?;
+            Ok(status.code().unwrap_or(1))
+        }
+    }
 }

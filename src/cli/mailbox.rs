@@ -101,10 +101,97 @@ pub fn answer(
         return Err(Error::invalid(format!("no answer given: run `rein answer {id} TEXT`, or `rein answer {id} -` to read it from stdin")).into());
     };
     let text = read_body(&text, "answer")?;
-    let by = identity.unwrap_or_else(mailbox::default_identity);
+    let by = answering_identity(identity);
     let mailbox = Mailbox::new(context.data());
     let outcome = mailbox.answer(id, &text, &by)?;
     report_outcome(context, &mailbox, id, outcome, "answer")
+}
+
+/// The identity an answer is recorded under: the flag, else `$REIN_ANSWER_IDENTITY` (set by
+/// the Konsole bridge in the tabs it opens), else `cli:$USER`.
+fn answering_identity(flag: Option<String>) -> String {
+    flag.or_else(|| {
+        std::env::var("REIN_ANSWER_IDENTITY")
+            .ok()
+            .filter(|s| !s.is_empty())
+    })
+    .unwrap_or_else(mailbox::default_identity)
+}
+
+/// `rein answer --interactive ID`: shows the ask and reads answers from the terminal until
+/// one is accepted — or until someone answers it elsewhere, which ends the prompt too.
+pub fn answer_interactive(
+    context: &Context,
+    id: &str,
+    identity: Option<String>,
+) -> anyhow::Result<i32> {
+    let by = answering_identity(identity);
+    let mailbox = Mailbox::new(context.data());
+    let record = mailbox.get(id)?;
+    if let Some(resolution) = &record.resolution {
+        eprintln!("rein: ask {id} was already {}", resolution.describe());
+        return Ok(EXIT_CONFLICT);
+    }
+    let ask = &record.ask;
+    let mut lines = vec![
+        format!("Ask {} from worker {}:", ask.id, ask.worker),
+        String::new(),
+    ];
+    lines.extend(ask.prompt.lines().map(|l| format!("  {l}")));
+    lines.push(String::new());
+    if let Some(reference) = &ask.reference {
+        lines.push(format!("About: {reference}"));
+    }
+    if ask.options.is_empty() {
+        lines.push("Type your answer and press Enter.".to_owned());
+    } else {
+        lines.push(format!("Answer one of: {}", ask.options.join(", ")));
+    }
+    output::lines(lines)?;
+    let reader_mailbox = Mailbox::new(context.data());
+    let reader_id = id.to_owned();
+    let reader_by = by.clone();
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        loop {
+            eprint!("> ");
+            let mut line = String::new();
+            match stdin.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if line.trim().is_empty() {
+                continue;
+            }
+            match reader_mailbox.answer(&reader_id, line.trim(), &reader_by) {
+                Ok(AnswerOutcome::NotAnOption(options)) => {
+                    eprintln!("not an option; answer one of: {}", options.join(", "))
+                }
+                Ok(_) => return,
+                Err(error) => {
+                    eprintln!("rein: {error}");
+                    return;
+                }
+            }
+        }
+    });
+    let resolution = mailbox
+        .wait(id, None)?
+        .ok_or_else(|| anyhow::anyhow!("stopped waiting for ask {id}"))?;
+    if resolution.by == by {
+        journal::record(
+            mailbox.data_dir(),
+            "answer",
+            &format!("ask {id} {}", resolution.describe()),
+        )?;
+        output::lines([format!("\nThanks: ask {id} {}", resolution.describe())])?;
+    } else {
+        output::lines([format!(
+            "\nAsk {id} was {} — nothing more to do here.",
+            resolution.describe()
+        )])?;
+    }
+    Ok(0)
 }
 
 pub fn withdraw(context: &Context, id: &str, identity: Option<String>) -> anyhow::Result<i32> {

@@ -78,11 +78,14 @@ pub enum Command {
         /// The ask's id (see `rein asks`).
         id: String,
         /// The answer; `-` reads it from stdin.
-        #[arg(value_name = "TEXT|-")]
+        #[arg(value_name = "TEXT|-", conflicts_with = "interactive")]
         text: Option<String>,
-        /// Who is answering (default cli:$USER).
+        /// Who is answering (default $REIN_ANSWER_IDENTITY, else cli:$USER).
         #[arg(long = "as", value_name = "IDENTITY")]
         identity: Option<String>,
+        /// Show the ask and prompt for the answer; ends when it is answered here or elsewhere.
+        #[arg(long, short = 'i')]
+        interactive: bool,
     },
     /// List pending asks (with --all, answered, withdrawn and archived ones too).
     Asks {
@@ -178,6 +181,9 @@ pub enum Command {
     /// Workers: agents running as supervised systemd user units.
     #[command(subcommand)]
     Worker(WorkerCommand),
+    /// Bridges: relay asks to Slack, SMS, email and Konsole tabs, and answers back.
+    #[command(subcommand)]
+    Bridge(BridgeCommand),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -232,6 +238,18 @@ pub enum WorkerCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BridgeCommand {
+    /// Start a bridge as a user unit (rein-bridge-NAME.service): slack, sms, email or konsole.
+    Start { name: String },
+    /// Stop a bridge's unit.
+    Stop { name: String },
+    /// List bridges: unit health and delivery counts from each ledger.
+    Ls,
+    /// Send a test message to every route of a bridge and report what happened.
+    Test { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -372,7 +390,18 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<i32> {
             timeout,
             worker,
         } => mailbox::ask(context, prompt, reference, options, timeout, worker),
-        Command::Answer { id, text, identity } => mailbox::answer(context, &id, text, identity),
+        Command::Answer {
+            id,
+            text,
+            identity,
+            interactive,
+        } => {
+            if interactive {
+                mailbox::answer_interactive(context, &id, identity)
+            } else {
+                mailbox::answer(context, &id, text, identity)
+            }
+        }
         Command::Asks { all } => mailbox::asks(context, all),
         Command::Withdraw { id, identity } => mailbox::withdraw(context, &id, identity),
         Command::Wait {
@@ -397,6 +426,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<i32> {
         Command::Status => fleet::status(context),
         Command::Logs { follow, lines } => fleet::logs(context, None, follow, lines),
         Command::Worker(command) => worker::run(context, command),
+        Command::Bridge(command) => fleet::bridge(context, command),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "rein", &mut std::io::stdout());

@@ -6,6 +6,7 @@
 //! `rein.P.worker-ID.service`. Profile names have no dots, so the two schemes never collide
 //! and a profile's units match one glob.
 
+pub mod bridges;
 pub mod enable;
 pub mod pulse;
 pub mod workers;
@@ -60,6 +61,9 @@ impl UnitNames {
         unit.strip_prefix(&self.prefix)?
             .strip_prefix("worker-")?
             .strip_suffix(".service")
+    }
+    pub fn bridge(&self, name: &str) -> String {
+        format!("{}bridge-{name}.service", self.prefix)
     }
     /// The static unit `rein enable` installs.
     pub fn fleet_unit(&self) -> String {

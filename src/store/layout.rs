@@ -164,6 +164,11 @@ impl DataDir {
         validate_id("worker id", id)?;
         Ok(self.run().join(format!("{id}.sock")))
     }
+    /// A bridge's own records: its delivery ledger and the inbound messages it has handled.
+    pub fn bridge(&self, name: &str) -> Result<PathBuf> {
+        validate_id("bridge name", name)?;
+        Ok(self.root.join("bridges").join(name))
+    }
     /// Runtime files (attach sockets): not records, may vanish.
     pub fn run(&self) -> PathBuf {
         self.root.join("run")

@@ -1,0 +1,572 @@
+//! The engine every bridge runs: deliver asks and notes once per route, post resolutions,
+//! and turn what people send into answers — from allowlisted identities only.
+//!
+//! It wakes on inotify events in `asks/`, `answers/` and `notes/` (a blocking watcher thread
+//! feeds a channel), on inbound messages from the channel, and when a retry falls due; then
+//! it reconciles the mailbox with the [`Ledger`] ([`Engine::sync`]), which is level-triggered
+//! and so safe to run at any time, any number of times. Sends are rate-limited per channel
+//! and retried with exponential backoff, honouring the channel's Retry-After.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use crate::bridge::config::{self, BridgeSettings};
+use crate::bridge::ledger::{Entry, Kind, Ledger, SeenLedger, Stage};
+use crate::bridge::secrets::{self, Secrets};
+use crate::bridge::{Channel, Inbound, PostRef, SendError, Target};
+
+use crate::mailbox::{AnswerOutcome, Ask, Mailbox};
+use crate::notes::{self, Note};
+use crate::paths::Paths;
+use crate::store::{self, DataDir};
+use crate::{journal, Error as ReinError};
+
+/// What a bridge's `build` function gets to construct its channel.
+pub struct BridgeContext {
+    pub settings: BridgeSettings,
+    pub secrets: Secrets,
+    /// Where the channel sends what people write.
+    pub inbound: mpsc::Sender<Inbound>,
+    pub data: DataDir,
+    /// Inbound message ids already handled (for channels that re-read, like SMS polling).
+    pub seen: SeenLedger,
+}
+
+/// The longest wait between retries of one send.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+fn backoff(attempts: u32) -> Duration {
+    let exponent = attempts.saturating_sub(1).min(16);
+    Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF)
+}
+
+/// At most `per_minute` sends in any 60 s window.
+struct RateLimit {
+    per_minute: usize,
+    sent: VecDeque<tokio::time::Instant>,
+}
+
+impl RateLimit {
+    async fn acquire(&mut self) {
+        let window = Duration::from_secs(60);
+        loop {
+            let now = tokio::time::Instant::now();
+            while self
+                .sent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= window)
+            {
+                self.sent.pop_front();
+            }
+            if self.sent.len() < self.per_minute {
+                self.sent.push_back(now);
+                return;
+            }
+            let oldest = *self.sent.front().unwrap_or(&now);
+            tracing::info!(
+                "rate limit of {} per minute reached; holding sends",
+                self.per_minute
+            );
+            tokio::time::sleep_until(oldest + window).await;
+        }
+    }
+}
+
+pub struct Engine<C: Channel> {
+    channel: C,
+    settings: BridgeSettings,
+    data: DataDir,
+    mailbox: Mailbox,
+    ledger: Ledger,
+    seen: SeenLedger,
+    rate: RateLimit,
+    /// Notes older than the bridge's first start are history, not news.
+    since: DateTime<Utc>,
+    pub delivered: u64,
+    pub last_delivery: Option<DateTime<Utc>>,
+}
+
+impl<C: Channel> Engine<C> {
+    pub fn new(
+        channel: C,
+        settings: BridgeSettings,
+        data: DataDir,
+    ) -> crate::error::Result<Engine<C>> {
+        data.create_dirs()?;
+        let ledger = Ledger::open(&data, &settings.name)?;
+        let seen = SeenLedger::open(&data, &settings.name)?;
+        let since_path = data.bridge(&settings.name)?.join("since");
+        store::seed_file(&since_path, Utc::now().to_rfc3339().as_bytes(), 0o644)?;
+        let since = store::read_text(&since_path)?
+            .and_then(|t| DateTime::parse_from_rfc3339(t.trim()).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(Utc::now);
+        Ok(Engine {
+            channel,
+            rate: RateLimit {
+                per_minute: settings.rate_per_minute as usize,
+                sent: VecDeque::new(),
+            },
+            mailbox: Mailbox::new(data.clone()),
+            settings,
+            data,
+            ledger,
+            seen,
+            since,
+            delivered: 0,
+            last_delivery: None,
+        })
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Where this entry stands before a send; None when there is nothing to send now.
+    fn next_attempt(
+        &self,
+        kind: Kind,
+        item: &str,
+        route: &str,
+    ) -> crate::error::Result<Option<Entry>> {
+        let Some(mut entry) = self.ledger.get(kind, item, route)? else {
+            return Ok(Some(Entry::new(kind, item, route)));
+        };
+        match entry.stage {
+            Stage::Sent | Stage::Closed | Stage::Failed => Ok(None),
+            Stage::Retrying if entry.retry_at.is_some_and(|at| at > Utc::now()) => Ok(None),
+            Stage::Retrying => Ok(Some(entry)),
+            Stage::Sending => {
+                // We died between calling the channel and recording the outcome.
+                entry.resent = true;
+                Ok(Some(entry))
+            }
+        }
+    }
+
+    async fn begin(&mut self, entry: &mut Entry) -> crate::error::Result<()> {
+        self.rate.acquire().await;
+        entry.stage = Stage::Sending;
+        entry.attempts += 1;
+        self.ledger.put(entry)
+    }
+
+    fn record(
+        &mut self,
+        mut entry: Entry,
+        outcome: Result<PostRef, SendError>,
+    ) -> crate::error::Result<()> {
+        match outcome {
+            Ok(post) => {
+                entry.stage = Stage::Sent;
+                entry.post = Some(post);
+                entry.error = None;
+                entry.retry_at = None;
+                self.delivered += 1;
+                self.last_delivery = Some(Utc::now());
+                tracing::info!(
+                    REIN_EVENT = "bridge-sent",
+                    "{} delivered {:?} {} to {}",
+                    self.settings.name,
+                    entry.kind,
+                    entry.item,
+                    entry.route
+                );
+            }
+            Err(SendError::Retry { after, reason }) => {
+                let wait = after
+                    .unwrap_or_else(|| backoff(entry.attempts))
+                    .min(MAX_BACKOFF);
+                entry.stage = Stage::Retrying;
+                entry.retry_at =
+                    Some(Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default());
+                tracing::warn!(
+                    "{} could not deliver {} to {} ({reason}); retrying in {wait:?}",
+                    self.settings.name,
+                    entry.item,
+                    entry.route
+                );
+                entry.error = Some(reason);
+            }
+            Err(SendError::Fatal(reason)) => {
+                entry.stage = Stage::Failed;
+                journal::record(
+                    &self.data,
+                    "bridge-failed",
+                    &format!(
+                        "{} could not deliver {} to {}: {reason}",
+                        self.settings.name, entry.item, entry.route
+                    ),
+                )?;
+                entry.error = Some(reason);
+            }
+        }
+        self.ledger.put(&entry)
+    }
+
+    async fn deliver_ask(&mut self, ask: &Ask, route: &str) -> crate::error::Result<()> {
+        let Some(mut entry) = self.next_attempt(Kind::Ask, &ask.id, route)? else {
+            return Ok(());
+        };
+        self.begin(&mut entry).await?;
+        let outcome = self.channel.post_ask(ask, route, entry.resent).await;
+        self.record(entry, outcome)
+    }
+
+    async fn deliver_note(&mut self, note: &Note, route: &str) -> crate::error::Result<()> {
+        let Some(mut entry) = self.next_attempt(Kind::Note, &note.id, route)? else {
+            return Ok(());
+        };
+        self.begin(&mut entry).await?;
+        let outcome = self.channel.post_note(note, route, entry.resent).await;
+        self.record(entry, outcome)
+    }
+
+    /// Brings the channel up to date with the mailbox. Returns when the next retry is due.
+    pub async fn sync(&mut self) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let listing = self.mailbox.list(false)?;
+        for problem in &listing.problems {
+            tracing::warn!("{problem}");
+        }
+        for record in listing.records.iter().filter(|r| r.is_pending()) {
+            for route in self.settings.routes_for(&record.ask.worker).to_vec() {
+                self.deliver_ask(&record.ask, &route).await?;
+            }
+        }
+        for mut entry in self.ledger.entries()? {
+            if entry.kind != Kind::Ask || entry.stage != Stage::Sent {
+                continue;
+            }
+            let (Some(resolution), Some(post)) =
+                (self.mailbox.resolution(&entry.item)?, entry.post.clone())
+            else {
+                continue;
+            };
+            let ask = self.mailbox.get(&entry.item)?.ask;
+            match self.channel.resolved(&ask, &resolution, &post).await {
+                Ok(()) => entry.stage = Stage::Closed,
+                Err(SendError::Retry { reason, .. }) => {
+                    tracing::warn!(
+                        "{} could not post the resolution of {}: {reason}",
+                        self.settings.name,
+                        entry.item
+                    );
+                    continue;
+                }
+                Err(SendError::Fatal(reason)) => {
+                    entry.stage = Stage::Closed;
+                    entry.error = Some(reason);
+                }
+            }
+            self.ledger.put(&entry)?;
+        }
+        if self.settings.notes {
+            for note in notes::list(&self.data)? {
+                if note.at < self.since {
+                    continue;
+                }
+                for route in self.settings.routes_for(&note.worker).to_vec() {
+                    self.deliver_note(&note, &route).await?;
+                }
+            }
+        }
+        Ok(self
+            .ledger
+            .entries()?
+            .into_iter()
+            .filter(|e| e.stage == Stage::Retrying)
+            .filter_map(|e| e.retry_at)
+            .min())
+    }
+
+    async fn reply(&mut self, to: &Inbound, text: &str) {
+        if let Err(error) = self.channel.reply(to, text).await {
+            tracing::warn!(
+                "{} could not reply to {}: {error}",
+                self.settings.name,
+                to.identity
+            );
+        }
+    }
+
+    /// Which ask an inbound message answers; None after telling the person why not.
+    async fn target(&mut self, inbound: &Inbound) -> anyhow::Result<Option<String>> {
+        match &inbound.target {
+            Target::Ask(id) => Ok(Some(id.clone())),
+            Target::Post(post) => match self.ledger.ask_for_post(post)? {
+                Some(id) => Ok(Some(id)),
+                None => {
+                    self.reply(inbound, "That message is not an ask I know; reply to an ask, or start your reply with its code.").await;
+                    Ok(None)
+                }
+            },
+            Target::Unspecified => {
+                let route = inbound.reply_to.route.clone();
+                let mine: Vec<Ask> = self
+                    .mailbox
+                    .pending()?
+                    .records
+                    .into_iter()
+                    .map(|r| r.ask)
+                    .filter(|ask| self.settings.routes_for(&ask.worker).contains(&route))
+                    .collect();
+                match mine.as_slice() {
+                    [only] => Ok(Some(only.id.clone())),
+                    [] => {
+                        self.reply(inbound, "There is no pending ask for you right now.")
+                            .await;
+                        Ok(None)
+                    }
+                    several => {
+                        let list: Vec<String> = several
+                            .iter()
+                            .map(|a| {
+                                format!("[{}] {}", a.id, a.prompt.lines().next().unwrap_or(""))
+                            })
+                            .collect();
+                        let text = format!(
+                            "Several asks are pending; start your reply with the code:\n{}",
+                            list.join("\n")
+                        );
+                        self.reply(inbound, &text).await;
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Turns a person's message into an answer, if they may give one.
+    pub async fn handle(&mut self, inbound: Inbound) -> anyhow::Result<()> {
+        if self.seen.seen(&inbound.message_id) {
+            tracing::info!(
+                "{} ignored message {} it has already handled",
+                self.settings.name,
+                inbound.message_id
+            );
+            return Ok(());
+        }
+        if !self.settings.allows(&inbound.identity) {
+            journal::record(
+                &self.data,
+                "bridge-refused",
+                &format!(
+                    "{} refused an answer from {} (not in the allowlist)",
+                    self.settings.name, inbound.identity
+                ),
+            )?;
+            self.reply(&inbound, "Sorry, you are not on this fleet's list of people who may answer asks; nothing was answered.").await;
+            self.seen.mark(&inbound.message_id)?;
+            return Ok(());
+        }
+        if let Some(id) = self.target(&inbound).await? {
+            let text = match self.mailbox.answer(&id, &inbound.text, &inbound.identity) {
+                Ok(AnswerOutcome::Accepted(resolution)) => {
+                    journal::record(
+                        &self.data,
+                        "answer",
+                        &format!(
+                            "ask {id} {} (via {})",
+                            resolution.describe(),
+                            self.settings.name
+                        ),
+                    )?;
+                    format!(
+                        "Got it: [{id}] answered {}.",
+                        resolution.text.unwrap_or_default()
+                    )
+                }
+                Ok(AnswerOutcome::AlreadyResolved(resolution)) => {
+                    format!(
+                        "[{id}] was already {}; your answer was not recorded.",
+                        resolution.describe()
+                    )
+                }
+                Ok(AnswerOutcome::NotAnOption(options)) => {
+                    format!(
+                        "That is not an option for [{id}]; reply one of: {}.",
+                        options.join(", ")
+                    )
+                }
+                Err(ReinError::NotFound(_) | ReinError::Invalid(_)) => {
+                    format!("There is no ask [{id}].")
+                }
+                Err(other) => return Err(other.into()),
+            };
+            self.reply(&inbound, &text).await;
+        }
+        self.seen.mark(&inbound.message_id)?;
+        Ok(())
+    }
+
+    /// The STATUS= line systemd shows.
+    pub fn status(&self) -> String {
+        let pending = self
+            .ledger
+            .entries()
+            .map(|e| {
+                e.iter()
+                    .filter(|e| matches!(e.stage, Stage::Retrying | Stage::Sending))
+                    .count()
+            })
+            .unwrap_or(0);
+        let last = self
+            .last_delivery
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| "none yet".into());
+        format!(
+            "delivered {} since start, last delivery {last}, {pending} pending",
+            self.delivered
+        )
+    }
+}
+
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    let _ = sd_notify::notify(false, state);
+}
+
+/// Runs the engine until `shutdown` completes.
+pub async fn run<C: Channel>(
+    mut engine: Engine<C>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
+    let dirs = vec![
+        engine.data.asks(),
+        engine.data.answers(),
+        engine.data.notes(),
+    ];
+    let mut watcher = store::watch::Watcher::new(&dirs)?;
+    std::thread::spawn(move || loop {
+        match watcher.wait(None) {
+            Ok(_) => {
+                if wake_tx.is_closed() {
+                    return;
+                }
+                let _ = wake_tx.try_send(());
+            }
+            Err(error) => {
+                tracing::error!("watching the mailbox failed: {error}");
+                return;
+            }
+        }
+    });
+    let mut watchdog_usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+    let mut watchdog_tick =
+        tokio::time::interval(Duration::from_micros(watchdog_usec.max(2_000_000) / 2));
+    let mut next_retry = sync_logged(&mut engine).await;
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&engine.status()),
+    ]);
+    tokio::pin!(shutdown);
+    loop {
+        let retry_in = next_retry
+            .map(|at| (at - Utc::now()).to_std().unwrap_or_default())
+            .unwrap_or(Duration::from_secs(86_400 * 365));
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(()) = wake_rx.recv() => next_retry = sync_logged(&mut engine).await,
+            Some(message) = inbound.recv() => {
+                if let Err(error) = engine.handle(message).await {
+                    tracing::error!("handling an inbound message failed: {error:#}");
+                }
+            }
+            () = tokio::time::sleep(retry_in), if next_retry.is_some() => next_retry = sync_logged(&mut engine).await,
+            _ = watchdog_tick.tick(), if watchdog => notify(&[sd_notify::NotifyState::Watchdog]),
+        }
+        notify(&[sd_notify::NotifyState::Status(&engine.status())]);
+    }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    Ok(())
+}
+
+async fn sync_logged<C: Channel>(engine: &mut Engine<C>) -> Option<DateTime<Utc>> {
+    match engine.sync().await {
+        Ok(next) => next,
+        Err(error) => {
+            tracing::error!("bringing the channel up to date failed: {error:#}");
+            Some(Utc::now() + chrono::Duration::seconds(5))
+        }
+    }
+}
+
+/// The whole `main` of a bridge binary. `--test` sends a test message to every route and
+/// reports; otherwise the engine runs until SIGTERM or SIGINT.
+pub async fn serve<C, F, B>(name: &str, build: B) -> ExitCode
+where
+    C: Channel,
+    F: Future<Output = anyhow::Result<C>>,
+    B: FnOnce(BridgeContext) -> F,
+{
+    match serve_inner(name, build).await {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("rein-bridge-{name}: {error:#}");
+            ExitCode::from(crate::error::exit_code_of(&error) as u8)
+        }
+    }
+}
+
+async fn serve_inner<C, F, B>(name: &str, build: B) -> anyhow::Result<u8>
+where
+    C: Channel,
+    F: Future<Output = anyhow::Result<C>>,
+    B: FnOnce(BridgeContext) -> F,
+{
+    let paths = Paths::from_env()?;
+    crate::logging::init(&paths.profile, None);
+    let config = crate::config::Config::load(&paths.config)?;
+    let settings = config::load(&config, name)?;
+    let secrets = secrets::load(&settings)?;
+    let data = paths.data();
+    data.create_dirs()?;
+    let seen = SeenLedger::open(&data, name)?;
+    let (sender, receiver) = mpsc::channel(256);
+    let context = BridgeContext {
+        settings: settings.clone(),
+        secrets,
+        inbound: sender,
+        data: data.clone(),
+        seen,
+    };
+    let mut channel = build(context).await?;
+    if std::env::args().any(|a| a == "--test") {
+        let mut failed = false;
+        for route in settings.all_routes() {
+            match channel.test(&route).await {
+                Ok(what) => println!("{route}: sent: {what}"),
+                Err(error) => {
+                    println!("{route}: failed: {error}");
+                    failed = true;
+                }
+            }
+        }
+        return Ok(u8::from(failed));
+    }
+    let engine = Engine::new(channel, settings, data)?;
+    let shutdown = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    };
+    run(engine, receiver, shutdown).await?;
+    Ok(0)
+}

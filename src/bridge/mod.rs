@@ -1,0 +1,136 @@
+//! Bridges: separate processes that relay asks (and notes) to people on a channel — Slack,
+//! SMS, email, a Konsole tab — and their answers back through the mailbox.
+//!
+//! Each bridge crate (`bridges/NAME`) implements [`Channel`] (how to post, update and reply
+//! on its channel) and feeds what people send into an [`Inbound`] queue. Everything else is
+//! shared and lives here, so no bridge re-implements it: the engine ([`engine::run`]) that
+//! watches `asks/`, `answers/` and `notes/` with inotify and delivers each item exactly once
+//! per route across restarts (the [`ledger`]), the allowlist, routing, rate limits, retries
+//! with backoff honouring Retry-After, secrets ([`secrets`]) and answering through the
+//! mailbox with the person's identity.
+
+pub mod config;
+pub mod engine;
+pub mod ledger;
+pub mod secrets;
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::mailbox::{Ask, Resolution};
+use crate::notes::Note;
+
+/// A channel's handle on something it posted: enough to update it or to recognise a reply
+/// to it (Slack channel + ts, Twilio message SID, email Message-ID, Konsole session).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostRef {
+    /// Where it went: a Slack channel id, a phone number, an address, a desktop.
+    pub route: String,
+    /// The channel's id of the message.
+    pub id: String,
+}
+
+/// Which ask a person's message answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The message named the ask (a button carrying the id, an `[ask:ID]` token, a code).
+    Ask(String),
+    /// The message replied to something the bridge posted (a thread, In-Reply-To).
+    Post(PostRef),
+    /// Nothing says which: the engine picks the sender's only pending ask, or lists them.
+    Unspecified,
+}
+
+/// What a person sent on the channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    /// `slack:U…`, `sms:+1…`, `email:addr`, `konsole:USER`: checked against the allowlist.
+    pub identity: String,
+    pub target: Target,
+    pub text: String,
+    /// Where a response to this person goes (a channel + thread, a phone number, an address).
+    pub reply_to: PostRef,
+    /// The channel's id for this inbound message, so a redelivered one is recognised.
+    pub message_id: String,
+}
+
+/// Why a send did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Worth retrying (network trouble, 5xx, 429); `after` is the channel's Retry-After.
+    #[error("temporary failure: {reason}")]
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    /// Retrying will not help (bad credentials, unknown recipient, 4xx).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// One channel. Implementations only talk to their service; the engine decides what to send,
+/// when, to whom, and keeps the ledger.
+pub trait Channel: Send {
+    /// Posts a new ask to `route`. `resent` is true when an earlier attempt may already have
+    /// reached the person (the bridge died between sending and recording): the message must
+    /// say it is a repeat, so the person recognises the duplicate.
+    fn post_ask(
+        &mut self,
+        ask: &Ask,
+        route: &str,
+        resent: bool,
+    ) -> impl Future<Output = Result<PostRef, SendError>> + Send;
+
+    /// Posts a note from `rein notify` to `route`.
+    fn post_note(
+        &mut self,
+        note: &Note,
+        route: &str,
+        resent: bool,
+    ) -> impl Future<Output = Result<PostRef, SendError>> + Send;
+
+    /// Updates a posted ask once it is resolved anywhere, e.g. "answered: yes — by
+    /// cli:ana via cli". [`describe_resolution`] gives the wording.
+    fn resolved(
+        &mut self,
+        ask: &Ask,
+        resolution: &Resolution,
+        post: &PostRef,
+    ) -> impl Future<Output = Result<(), SendError>> + Send;
+
+    /// Sends `text` to the person behind `to` (a refusal, a confirmation, a list of asks).
+    fn reply(
+        &mut self,
+        to: &Inbound,
+        text: &str,
+    ) -> impl Future<Output = Result<(), SendError>> + Send;
+
+    /// Sends a test message to `route`; returns what happened, for `rein bridge test`.
+    fn test(&mut self, route: &str) -> impl Future<Output = Result<String, SendError>> + Send;
+}
+
+/// "answered: yes — by slack:U123 via slack" / "withdrawn — by cli:ana via cli".
+pub fn describe_resolution(resolution: &Resolution) -> String {
+    let via = resolution.by.split(':').next().unwrap_or("cli");
+    match (&resolution.kind, &resolution.text) {
+        (crate::mailbox::ResolutionKind::Answered, Some(text)) => {
+            format!("answered: {text} — by {} via {via}", resolution.by)
+        }
+        _ => format!("withdrawn — by {} via {via}", resolution.by),
+    }
+}
+
+/// The text of an ask as a person reads it on a channel, with how to answer.
+pub fn ask_text(ask: &Ask) -> String {
+    let mut text = format!("{} asks: {}", ask.worker, ask.prompt);
+    if let Some(reference) = &ask.reference {
+        text.push_str(&format!("\n(re: {reference})"));
+    }
+    if !ask.options.is_empty() {
+        text.push_str(&format!("\nOptions: {}", ask.options.join(", ")));
+    }
+    text.push_str(&format!("\n[ask:{}]", ask.id));
+    text
+}

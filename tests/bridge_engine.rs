@@ -1,0 +1,465 @@
+//! The shared bridge engine against a real data dir, with a recording channel in place of a
+//! service: delivery once per route across restarts, the crash window, allowlists, first
+//! answer wins across bridges and the CLI, retries honouring Retry-After.
+
+mod support;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rein::bridge::config::BridgeSettings;
+use rein::bridge::engine::Engine;
+use rein::bridge::ledger::{Entry, Kind, Ledger, Stage};
+use rein::bridge::{Channel, Inbound, PostRef, SendError, Target};
+use rein::mailbox::{Ask, Mailbox, NewAsk, Resolution};
+use rein::notes::Note;
+use rein::store::DataDir;
+
+#[derive(Default)]
+struct Log {
+    posts: Vec<(String, String, bool)>,
+    resolved: Vec<(String, String)>,
+    replies: Vec<(String, String)>,
+    /// Outcomes to return for the next posts, before succeeding.
+    failures: VecDeque<SendError>,
+}
+
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Log>>);
+
+impl Recorder {
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.0.lock().expect("log")
+    }
+}
+
+impl Channel for Recorder {
+    async fn post_ask(
+        &mut self,
+        ask: &Ask,
+        route: &str,
+        resent: bool,
+    ) -> Result<PostRef, SendError> {
+        let mut log = self.log();
+        if let Some(failure) = log.failures.pop_front() {
+            return Err(failure);
+        }
+        log.posts.push((ask.id.clone(), route.to_owned(), resent));
+        Ok(PostRef {
+            route: route.to_owned(),
+            id: format!("msg-{}-{route}", ask.id),
+        })
+    }
+    async fn post_note(
+        &mut self,
+        note: &Note,
+        route: &str,
+        resent: bool,
+    ) -> Result<PostRef, SendError> {
+        self.log()
+            .posts
+            .push((note.id.clone(), route.to_owned(), resent));
+        Ok(PostRef {
+            route: route.to_owned(),
+            id: format!("note-{}", note.id),
+        })
+    }
+    async fn resolved(
+        &mut self,
+        ask: &Ask,
+        resolution: &Resolution,
+        _post: &PostRef,
+    ) -> Result<(), SendError> {
+        self.log().resolved.push((
+            ask.id.clone(),
+            rein::bridge::describe_resolution(resolution),
+        ));
+        Ok(())
+    }
+    async fn reply(&mut self, to: &Inbound, text: &str) -> Result<(), SendError> {
+        self.log()
+            .replies
+            .push((to.identity.clone(), text.to_owned()));
+        Ok(())
+    }
+    async fn test(&mut self, route: &str) -> Result<String, SendError> {
+        Ok(format!("test to {route}"))
+    }
+}
+
+fn settings(name: &str, allow: &[&str], routes: &[&str]) -> BridgeSettings {
+    BridgeSettings {
+        name: name.to_owned(),
+        allow: allow.iter().map(|s| s.to_string()).collect(),
+        routes: routes.iter().map(|s| s.to_string()).collect(),
+        worker_routes: Default::default(),
+        rate_per_minute: 100,
+        notes: true,
+        secret_file: None,
+        credential: None,
+        channel: Default::default(),
+    }
+}
+
+fn file_ask(data: &DataDir, prompt: &str, options: &[&str]) -> Ask {
+    Mailbox::new(data.clone())
+        .file(&NewAsk {
+            worker: "w1".into(),
+            prompt: prompt.into(),
+            reference: None,
+            options: options.iter().map(|s| s.to_string()).collect(),
+        })
+        .expect("file")
+        .0
+}
+
+fn inbound(identity: &str, target: Target, text: &str, message_id: &str) -> Inbound {
+    Inbound {
+        identity: identity.into(),
+        target,
+        text: text.into(),
+        reply_to: PostRef {
+            route: "C1".into(),
+            id: "thread".into(),
+        },
+        message_id: message_id.into(),
+    }
+}
+
+#[tokio::test]
+async fn delivers_once_per_route_across_restarts() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(temp.path());
+    let ask = file_ask(&data, "merge?", &["yes", "no"]);
+    let recorder = Recorder::default();
+    let mut engine = Engine::new(
+        recorder.clone(),
+        settings("slack", &["slack:U1"], &["C1", "C2"]),
+        data.clone(),
+    )
+    .expect("engine");
+    engine.sync().await.expect("sync");
+    engine.sync().await.expect("sync again");
+    drop(engine);
+    let mut restarted = Engine::new(
+        recorder.clone(),
+        settings("slack", &["slack:U1"], &["C1", "C2"]),
+        data.clone(),
+    )
+    .expect("engine");
+    restarted.sync().await.expect("sync after restart");
+    let posts = recorder.log().posts.clone();
+    assert_eq!(
+        posts,
+        vec![
+            (ask.id.clone(), "C1".into(), false),
+            (ask.id.clone(), "C2".into(), false)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_crash_between_send_and_ledger_write_resends_once_marked_as_a_repeat() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(temp.path());
+    let ask = file_ask(&data, "deploy?", &[]);
+    // What a bridge killed inside the channel call leaves behind: `sending`, no post.
+    let ledger = Ledger::open(&data, "slack").expect("ledger");
+    let mut entry = Entry::new(Kind::Ask, &ask.id, "C1");
+    entry.attempts = 1;
+    ledger.put(&entry).expect("put");
+    let recorder = Recorder::default();
+    let mut engine = Engine::new(
+        recorder.clone(),
+        settings("slack", &["slack:U1"], &["C1"]),
+        data.clone(),
+    )
+    .expect("engine");
+    engine.sync().await.expect("sync");
+    engine.sync().await.expect("sync");
+    assert_eq!(
+        recorder.log().posts,
+        vec![(ask.id.clone(), "C1".into(), true)],
+        "one resend, marked"
+    );
+    let entry = ledger
+        .get(Kind::Ask, &ask.id, "C1")
+        .expect("get")
+        .expect("entry");
+    assert_eq!((entry.stage, entry.attempts), (Stage::Sent, 2));
+}
+
+#[tokio::test]
+async fn only_allowlisted_people_answer() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(temp.path());
+    let ask = file_ask(&data, "pay the invoice?", &["yes", "no"]);
+    let recorder = Recorder::default();
+    let mut engine = Engine::new(
+        recorder.clone(),
+        settings("slack", &["slack:U1"], &["C1"]),
+        data.clone(),
+    )
+    .expect("engine");
+    engine.sync().await.expect("sync");
+    engine
+        .handle(inbound(
+            "slack:U666",
+            Target::Ask(ask.id.clone()),
+            "yes",
+            "m1",
+        ))
+        .await
+        .expect("handle");
+    assert!(
+        Mailbox::new(data.clone())
+            .get(&ask.id)
+            .expect("get")
+            .is_pending(),
+        "nothing answered"
+    );
+    assert!(recorder.log().replies[0]
+        .1
+        .contains("not on this fleet's list"));
+    assert!(std::fs::read_to_string(data.journal())
+        .expect("journal")
+        .contains("refused an answer from slack:U666"));
+    engine
+        .handle(inbound(
+            "slack:U1",
+            Target::Post(PostRef {
+                route: "C1".into(),
+                id: format!("msg-{}-C1", ask.id),
+            }),
+            "maybe",
+            "m2",
+        ))
+        .await
+        .expect("handle");
+    assert!(recorder.log().replies[1]
+        .1
+        .contains("reply one of: yes, no"));
+    engine
+        .handle(inbound(
+            "slack:U1",
+            Target::Post(PostRef {
+                route: "C1".into(),
+                id: format!("msg-{}-C1", ask.id),
+            }),
+            "yes",
+            "m3",
+        ))
+        .await
+        .expect("handle");
+    let resolution = Mailbox::new(data.clone())
+        .resolution(&ask.id)
+        .expect("read")
+        .expect("answered");
+    assert_eq!(
+        (resolution.text.as_deref(), resolution.by.as_str()),
+        (Some("yes"), "slack:U1")
+    );
+    // The same message delivered again answers nothing twice.
+    engine
+        .handle(inbound("slack:U1", Target::Ask(ask.id.clone()), "no", "m3"))
+        .await
+        .expect("handle");
+    assert_eq!(recorder.log().replies.len(), 3);
+    engine.sync().await.expect("sync");
+    assert_eq!(
+        recorder.log().resolved,
+        vec![(
+            ask.id.clone(),
+            "answered: yes — by slack:U1 via slack".to_owned()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn first_answer_wins_across_two_bridges_and_the_cli() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(temp.path());
+    let ask = file_ask(&data, "ship it?", &[]);
+    let slack = Recorder::default();
+    let sms = Recorder::default();
+    let mut slack_engine = Engine::new(
+        slack.clone(),
+        settings("slack", &["slack:U1"], &["C1"]),
+        data.clone(),
+    )
+    .expect("engine");
+    let mut sms_engine = Engine::new(
+        sms.clone(),
+        settings("sms", &["sms:+15550001"], &["+15550001"]),
+        data.clone(),
+    )
+    .expect("engine");
+    slack_engine.sync().await.expect("sync");
+    sms_engine.sync().await.expect("sync");
+    let cli = Mailbox::new(data.clone())
+        .answer(&ask.id, "from the cli", "cli:ana")
+        .expect("answer");
+    assert!(matches!(cli, rein::mailbox::AnswerOutcome::Accepted(_)));
+    slack_engine
+        .handle(inbound(
+            "slack:U1",
+            Target::Ask(ask.id.clone()),
+            "from slack",
+            "s1",
+        ))
+        .await
+        .expect("handle");
+    sms_engine
+        .handle(inbound(
+            "sms:+15550001",
+            Target::Unspecified,
+            "from sms",
+            "t1",
+        ))
+        .await
+        .expect("handle");
+    let resolution = Mailbox::new(data.clone())
+        .resolution(&ask.id)
+        .expect("read")
+        .expect("answered");
+    assert_eq!(resolution.by, "cli:ana");
+    assert!(
+        slack.log().replies[0]
+            .1
+            .contains("already answered \"from the cli\" by cli:ana"),
+        "{:?}",
+        slack.log().replies
+    );
+    // The SMS sender named no ask and has none pending any more.
+    assert!(
+        sms.log().replies[0].1.contains("no pending ask"),
+        "{:?}",
+        sms.log().replies
+    );
+    slack_engine.sync().await.expect("sync");
+    sms_engine.sync().await.expect("sync");
+    let expected = "answered: from the cli — by cli:ana via cli".to_owned();
+    assert_eq!(
+        slack.log().resolved,
+        vec![(ask.id.clone(), expected.clone())]
+    );
+    assert_eq!(sms.log().resolved, vec![(ask.id.clone(), expected)]);
+}
+
+#[tokio::test]
+async fn unspecified_replies_pick_the_only_ask_or_list_them() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(temp.path());
+    let first = file_ask(&data, "first?", &[]);
+    let recorder = Recorder::default();
+    let mut engine = Engine::new(
+        recorder.clone(),
+        settings("sms", &["sms:+1555"], &["C1"]),
+        data.clone(),
+    )
+    .expect("engine");
+    let second = file_ask(&data, "second?", &[]);
+    engine
+        .handle(inbound("sms:+1555", Target::Unspecified, "hm", "a"))
+        .await
+        .expect("handle");
+    let listed = recorder.log().replies[0].1.clone();
+    assert!(
+        listed.contains(&format!("[{}] first?", first.id))
+            && listed.contains(&format!("[{}] second?", second.id)),
+        "{listed}"
+    );
+    Mailbox::new(data.clone())
+        .withdraw(&first.id, "cli:ana")
+        .expect("withdraw");
+    engine
+        .handle(inbound("sms:+1555", Target::Unspecified, "ok", "b"))
+        .await
+        .expect("handle");
+    let resolution = Mailbox::new(data.clone())
+        .resolution(&second.id)
+        .expect("read")
+        .expect("answered");
+    assert_eq!(resolution.text.as_deref(), Some("ok"));
+}
+
+#[tokio::test]
+async fn retries_honour_retry_after_and_fatal_errors_are_journaled() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(temp.path());
+    let ask = file_ask(&data, "rate limited?", &[]);
+    let recorder = Recorder::default();
+    recorder.log().failures.push_back(SendError::Retry {
+        after: Some(Duration::from_secs(30)),
+        reason: "429".into(),
+    });
+    let mut engine = Engine::new(
+        recorder.clone(),
+        settings("slack", &["slack:U1"], &["C1"]),
+        data.clone(),
+    )
+    .expect("engine");
+    let next = engine
+        .sync()
+        .await
+        .expect("sync")
+        .expect("a retry is scheduled");
+    let wait = (next - chrono::Utc::now()).num_seconds();
+    assert!(
+        (28..=30).contains(&wait),
+        "Retry-After 30s honoured: {wait}"
+    );
+    assert!(recorder.log().posts.is_empty());
+    assert!(
+        engine.sync().await.expect("sync").is_some(),
+        "not before its time"
+    );
+    assert!(recorder.log().posts.is_empty());
+    // Make the retry due now, as the clock would.
+    let ledger = Ledger::open(&data, "slack").expect("ledger");
+    let mut entry = ledger
+        .get(Kind::Ask, &ask.id, "C1")
+        .expect("get")
+        .expect("entry");
+    entry.retry_at = Some(chrono::Utc::now());
+    ledger.put(&entry).expect("put");
+    assert!(engine.sync().await.expect("sync").is_none());
+    assert_eq!(
+        recorder.log().posts,
+        vec![(ask.id.clone(), "C1".into(), false)],
+        "a known failure is not a repeat"
+    );
+
+    let other = file_ask(&data, "bad channel?", &[]);
+    recorder
+        .log()
+        .failures
+        .push_back(SendError::Fatal("channel_not_found".into()));
+    engine.sync().await.expect("sync");
+    let entry = ledger
+        .get(Kind::Ask, &other.id, "C1")
+        .expect("get")
+        .expect("entry");
+    assert_eq!(entry.stage, Stage::Failed);
+    assert!(std::fs::read_to_string(data.journal())
+        .expect("journal")
+        .contains("channel_not_found"));
+}
+
+#[tokio::test]
+async fn notes_are_relayed_once() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(temp.path());
+    let recorder = Recorder::default();
+    let mut engine = Engine::new(
+        recorder.clone(),
+        settings("email", &["email:a@b.c"], &["a@b.c"]),
+        data.clone(),
+    )
+    .expect("engine");
+    let note = rein::notes::notify(&data, "w1", "build is red").expect("notify");
+    engine.sync().await.expect("sync");
+    engine.sync().await.expect("sync");
+    assert_eq!(recorder.log().posts, vec![(note.id, "a@b.c".into(), false)]);
+}
