@@ -1,11 +1,17 @@
 //! rein's benchmark program. Not a test: it measures and prints figures for README.
 //!
-//! `cargo bench --bench rein -- [SECTION...] [--rounds N]`; sections: `mailbox` (default).
+//! `cargo bench --bench rein -- [SECTION...] [--rounds N]`; sections: `mailbox` (default),
+//! `systemd`, `bridges`.
 //! - ask → answer wake: a blocked `rein ask` process, the answer written by this process;
 //!   time from the start of the answer write to the asker printing the answer.
 //! - wait wake: a blocked `rein wait --since` process; time from writing a changed
 //!   `world.json` to the waiter printing the state.
 //! - idle wakeups: context switches of a blocked `rein ask` / `rein wait` over 5 s.
+//! - systemd (needs a user manager; started with contrib/user-session.sh if none answers):
+//!   `rein worker start` from command to unit active over 50 starts, `rein worker ls --json`
+//!   with 100 live workers, and rein processes alive half-way between beats.
+//! - bridges: from an ask file landing to the bridge engine calling the channel's send, with
+//!   the real engine and inotify and a channel that only records the time.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -195,6 +201,241 @@ fn mailbox_section(rounds: usize, window: Duration) {
     println!();
 }
 
+/// Makes a systemd user manager reachable for the systemd section: the caller's, or one
+/// started with contrib/user-session.sh (as the tests do).
+fn ensure_user_manager() {
+    let reachable = Command::new("systemctl")
+        .args(["--user", "show-environment"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if reachable {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/user-session.sh");
+    let output = Command::new("bash")
+        .arg(script)
+        .arg("start")
+        .output()
+        .expect("user-session.sh");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        if let Some((key, value)) = line.trim_start_matches("export ").split_once('=') {
+            std::env::set_var(key, value.trim_matches(['\'', '"']));
+        }
+    }
+}
+
+fn timed(profile: &Profile, args: &[&str]) -> Duration {
+    let started = Instant::now();
+    let output = Command::new(REIN)
+        .args(args)
+        .env("REIN_DATA_DIR", &profile.data)
+        .env("REIN_CONFIG", &profile.config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rein");
+    let took = started.elapsed();
+    assert!(
+        output.status.success(),
+        "rein {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    took
+}
+
+/// Pids of running processes whose executable is the rein binary.
+fn rein_processes() -> Vec<u32> {
+    let target = std::fs::canonicalize(REIN).expect("rein path");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == target))
+        .collect()
+}
+
+fn systemd_section(starts: usize, listed: usize) {
+    ensure_user_manager();
+    let profile = Profile::new();
+    std::fs::write(
+        &profile.config,
+        "[pulse]\ninterval = \"2s\"\n[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n",
+    )
+    .expect("config");
+    println!("## systemd\n");
+    println!("| measurement | rounds | p50 | p99 | max |");
+    println!("|---|---|---|---|---|");
+    let mut start_times = Vec::new();
+    for n in 0..starts {
+        start_times.push(timed(
+            &profile,
+            &["worker", "start", &format!("s{n}"), "bench"],
+        ));
+    }
+    report("`rein worker start` (command to unit active)", start_times);
+    for n in starts..listed.max(starts) {
+        timed(&profile, &["worker", "start", &format!("s{n}"), "bench"]);
+    }
+    let mut list_times = Vec::new();
+    for _ in 0..20 {
+        list_times.push(timed(&profile, &["worker", "ls", "--json"]));
+    }
+    report(
+        &format!(
+            "`rein worker ls --json` with {} live workers",
+            listed.max(starts)
+        ),
+        list_times,
+    );
+    for n in 0..listed.max(starts) {
+        timed(&profile, &["worker", "kill", &format!("s{n}")]);
+    }
+    // Between beats nothing of rein runs: look half-way between beats, several times.
+    timed(&profile, &["up"]);
+    let pulse = profile.data.join("pulse.json");
+    let beat_of = || -> u64 {
+        std::fs::read_to_string(&pulse)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["beat"].as_u64())
+            .unwrap_or(0)
+    };
+    let mut looks = 0;
+    let mut alive = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = beat_of();
+    while looks < 10 && Instant::now() < deadline {
+        let beat = beat_of();
+        if beat != last {
+            last = beat;
+            std::thread::sleep(Duration::from_secs(1));
+            looks += 1;
+            alive += rein_processes().len();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    timed(&profile, &["down"]);
+    println!();
+    println!("| between beats (2s pulse), looked {looks} times half-way | rein processes alive |");
+    println!("|---|---|");
+    println!("| total over all looks | {alive} |");
+    println!();
+}
+
+/// A channel that only reports when the engine calls it: the network is excluded.
+struct Stopwatch(std::sync::mpsc::Sender<Instant>);
+
+impl rein::bridge::Channel for Stopwatch {
+    async fn post_ask(
+        &mut self,
+        ask: &rein::mailbox::Ask,
+        route: &str,
+        _resent: bool,
+    ) -> Result<rein::bridge::PostRef, rein::bridge::SendError> {
+        let _ = self.0.send(Instant::now());
+        Ok(rein::bridge::PostRef {
+            route: route.to_owned(),
+            id: ask.id.clone(),
+        })
+    }
+    async fn post_note(
+        &mut self,
+        note: &rein::notes::Note,
+        route: &str,
+        _resent: bool,
+    ) -> Result<rein::bridge::PostRef, rein::bridge::SendError> {
+        Ok(rein::bridge::PostRef {
+            route: route.to_owned(),
+            id: note.id.clone(),
+        })
+    }
+    async fn resolved(
+        &mut self,
+        _: &rein::mailbox::Ask,
+        _: &rein::mailbox::Resolution,
+        _: &rein::bridge::PostRef,
+    ) -> Result<(), rein::bridge::SendError> {
+        Ok(())
+    }
+    async fn reply(
+        &mut self,
+        _: &rein::bridge::Inbound,
+        _: &str,
+    ) -> Result<(), rein::bridge::SendError> {
+        Ok(())
+    }
+    async fn test(&mut self, _: &str) -> Result<String, rein::bridge::SendError> {
+        Ok(String::new())
+    }
+}
+
+fn bridges_section(rounds: usize) {
+    let profile = Profile::new();
+    let data = DataDir::new(&profile.data);
+    data.create_dirs().expect("data dir");
+    let settings = rein::bridge::config::BridgeSettings {
+        name: "bench".into(),
+        allow: vec!["bench:me".into()],
+        routes: vec!["room".into()],
+        worker_routes: Default::default(),
+        rate_per_minute: 10_000,
+        notes: false,
+        secret_file: None,
+        credential: None,
+        channel: Default::default(),
+    };
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let engine = rein::bridge::engine::Engine::new(Stopwatch(sent_tx), settings, data.clone())
+        .expect("engine");
+    let (_inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let bridge = std::thread::spawn(move || {
+        runtime.block_on(rein::bridge::engine::run(engine, inbound_rx, async {
+            let _ = stop_rx.await;
+        }))
+    });
+    let mailbox = Mailbox::new(data);
+    let mut samples = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let started = Instant::now();
+        let (ask, _) = mailbox
+            .file(&rein::mailbox::NewAsk {
+                worker: "w1".into(),
+                prompt: format!("q{round}"),
+                reference: None,
+                options: vec![],
+            })
+            .expect("file");
+        let sent = sent_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the bridge sent");
+        samples.push(sent.duration_since(started));
+        // Steady state: the ask is answered and delivered, so the mailbox stays small.
+        mailbox.answer(&ask.id, "ok", "bench:me").expect("answer");
+        mailbox.deliver(&ask.id).expect("deliver");
+    }
+    let _ = stop_tx.send(());
+    bridge.join().expect("bridge thread").expect("engine");
+    println!("## bridges\n");
+    println!("| measurement | rounds | p50 | p99 | max |");
+    println!("|---|---|---|---|---|");
+    report(
+        "ask file landing → the bridge's send call (network excluded)",
+        samples,
+    );
+    println!();
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` does not, and then this program
     // runs as a quick smoke check of itself.
@@ -221,8 +462,13 @@ fn main() {
     for section in sections {
         match section.as_str() {
             "mailbox" => mailbox_section(rounds, window),
+            "bridges" => bridges_section(rounds),
+            "systemd" => systemd_section(
+                if benching { 50 } else { 3 },
+                if benching { 100 } else { 3 },
+            ),
             other => {
-                eprintln!("unknown section {other:?}; known: mailbox");
+                eprintln!("unknown section {other:?}; known: mailbox, systemd, bridges");
                 std::process::exit(2);
             }
         }
