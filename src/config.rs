@@ -111,11 +111,34 @@ pub enum JudgeMode {
     Llm,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JudgeConfig {
     #[serde(default)]
     pub mode: JudgeMode,
+    /// `llm` mode: at most this many judge calls per UTC day.
+    #[serde(default = "default_max_ticks")]
+    pub max_ticks_per_day: u32,
+    /// `llm` mode: a judge call running longer is killed and counts as a failure.
+    #[serde(default = "default_judge_timeout")]
+    pub timeout: Span,
+}
+
+fn default_max_ticks() -> u32 {
+    200
+}
+fn default_judge_timeout() -> Span {
+    Span(std::time::Duration::from_secs(300))
+}
+
+impl Default for JudgeConfig {
+    fn default() -> Self {
+        JudgeConfig {
+            mode: JudgeMode::default(),
+            max_ticks_per_day: default_max_ticks(),
+            timeout: default_judge_timeout(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -425,8 +448,10 @@ preset = "{preset}"
 
 [judge]
 # agent: rein calls no LLM; an agent session loops on `rein wait --json`.
-# llm: each changed world runs the runner's one-shot judge command.
+# llm: each changed world runs the runner's one-shot judge command and executes its move.
 mode = "agent"
+max_ticks_per_day = 200
+timeout = "5m"
 
 [pulse]
 interval = "60s"

@@ -8,6 +8,7 @@
 //! - [`world`]: sensors, snapshots and the world hash.
 //! - [`state`]: the combined view (`rein state`) and the wait token (`rein wait`).
 //! - [`config`] and [`paths`]: where things live and what the user configured.
+//! - [`judge`]: the `llm` judgment mode: one typed move per changed world.
 //! - [`journal`], [`claims`], [`notes`], [`seed`]: the remaining data-dir records.
 //! - [`systemd`]: the user manager over D-Bus; [`fleet`]: the pulse and workers as
 //!   transient units; [`worker`]: the PTY host inside a worker unit.
@@ -23,6 +24,7 @@ pub mod duration;
 pub mod error;
 pub mod fleet;
 pub mod journal;
+pub mod judge;
 pub mod logging;
 pub mod mailbox;
 pub mod notes;

@@ -169,7 +169,11 @@ pub fn playbook(context: &Context, command: PlaybookCommand) -> anyhow::Result<i
                     data.playbook().display()
                 ))
             })?;
-            print!("{text}");
+            if context.json {
+                output::json(&serde_json::json!({"path": data.playbook(), "text": text}))?;
+            } else {
+                print!("{text}");
+            }
         }
     }
     Ok(0)

@@ -87,6 +87,10 @@ pub fn tick(context: &Context) -> anyhow::Result<i32> {
         if let Some(note) = &report.systemd {
             lines.push(note.clone());
         }
+        match &report.judgment {
+            None | Some(crate::judge::Judgment::Unchanged) => {}
+            Some(judgment) => lines.push(format!("judge: {}", serde_json::to_string(judgment)?)),
+        }
         output::lines(lines)?;
     }
     Ok(0)

@@ -46,9 +46,28 @@ pub fn sense(context: &Context) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Adds the workers to a state, from systemd when a user manager answers; otherwise the
+/// state says why they are missing instead of failing.
+fn with_workers(context: &Context, mut state: State) -> State {
+    let listed = crate::fleet::block_on(async {
+        let manager = crate::systemd::Manager::connect().await?;
+        crate::fleet::workers::list(&manager, &context.paths).await
+    });
+    match listed {
+        Ok(Ok(workers)) => {
+            state.workers = workers
+                .iter()
+                .filter_map(|w| serde_json::to_value(w).ok())
+                .collect();
+        }
+        Ok(Err(error)) | Err(error) => state.problems.push(format!("workers unknown: {error}")),
+    }
+    state
+}
+
 pub fn state(context: &Context) -> anyhow::Result<i32> {
     let state = state::state(&context.data(), &context.paths.profile)?;
-    print_state(context, &state)?;
+    print_state(context, &with_workers(context, state))?;
     Ok(0)
 }
 
@@ -68,7 +87,7 @@ pub fn wait(
         deadline,
     )? {
         Some(state) => {
-            print_state(context, &state)?;
+            print_state(context, &with_workers(context, state))?;
             Ok(0)
         }
         None => {

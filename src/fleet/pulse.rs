@@ -41,6 +41,9 @@ pub struct BeatReport {
     /// Set when systemd could not be asked about the workers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub systemd: Option<String>,
+    /// What the judge did (`llm` mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judgment: Option<crate::judge::Judgment>,
 }
 
 pub fn last_beat(paths: &Paths) -> Result<Option<BeatRecord>> {
@@ -97,10 +100,22 @@ pub async fn beat(
     };
     // The judgment hook. In agent mode rein calls no LLM: the judge is an agent looping on
     // `rein wait`, which this beat has just woken if the world changed.
+    let judgment = match config.judge.mode {
+        crate::config::JudgeMode::Agent => None,
+        crate::config::JudgeMode::Llm => {
+            let state = crate::state::state(&dir, &paths.profile)?;
+            let state_json = serde_json::to_string_pretty(&state)?;
+            Some(
+                crate::judge::judge(paths, config, number, record.changed, &state_json, manager)
+                    .await?,
+            )
+        }
+    };
     Ok(BeatReport {
         record,
         failed_workers,
         systemd,
+        judgment,
     })
 }
 

@@ -1,0 +1,141 @@
+//! `judge.mode = "llm"`: a beat on a changed world runs the one-shot judge command, executes
+//! its one move, and journals it; a daily budget and failure backoff hold. The judge command
+//! here is a script standing in for a model's CLI: it records its calls and prints a move.
+
+mod support;
+
+use support::Rein;
+
+/// A judge that logs each call and prints the contents of `move.json` (or fails if absent).
+fn judged(extra: &str) -> Rein {
+    let rein = Rein::new();
+    let script = rein.temp.path().join("judge.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"$1\" >> \"$REIN_DATA_DIR/../calls\"\ntest -f \"$REIN_DATA_DIR/../move.json\" || { echo 'model unavailable' >&2; exit 1; }\necho 'Let me think.'\ncat \"$REIN_DATA_DIR/../move.json\"\n",
+    )
+    .expect("script");
+    rein.write_config(&format!(
+        "[runner]\npreset = \"custom\"\ncommand = \"true\"\ntick = \"sh {} {{{{prompt_file}}}}\"\n[judge]\nmode = \"llm\"\n{extra}",
+        script.display()
+    ));
+    rein
+}
+
+fn set_move(rein: &Rein, json: &str) {
+    std::fs::write(rein.temp.path().join("move.json"), json).expect("move");
+}
+
+fn calls(rein: &Rein) -> usize {
+    std::fs::read_to_string(rein.temp.path().join("calls"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+fn change_world(rein: &Rein, value: u32) {
+    rein.ok(&[
+        "sensor",
+        "write",
+        "n",
+        &format!("echo '{{\"n\": {value}}}'"),
+    ]);
+}
+
+#[test]
+fn a_changed_world_gets_one_move_executed_and_journaled() {
+    let rein = judged("");
+    set_move(
+        &rein,
+        r#"{"move": "notify", "message": "the build needs you"}"#,
+    );
+    change_world(&rein, 1);
+    let beat = rein.json(&["tick"]);
+    assert_eq!(beat["judgment"]["judged"], "moved", "{beat}");
+    assert_eq!(calls(&rein), 1);
+    let prompt = std::fs::read_to_string(rein.data.join("prompts/judge.md")).expect("prompt");
+    assert!(
+        prompt.contains("## State") && prompt.contains("\"world\""),
+        "{prompt}"
+    );
+    let notes: Vec<_> = std::fs::read_dir(rein.data.join("notes"))
+        .expect("notes")
+        .collect();
+    assert_eq!(notes.len(), 1, "the move was carried out");
+    assert!(rein
+        .ok(&["journal"])
+        .contains("judge: beat 1: notify \"the build needs you\""));
+
+    // An unchanged world costs nothing.
+    let beat = rein.json(&["tick"]);
+    assert_eq!(beat["judgment"]["judged"], "unchanged");
+    assert_eq!(calls(&rein), 1);
+
+    set_move(
+        &rein,
+        r#"{"move": "ask", "prompt": "Ship v2?", "options": ["yes", "no"]}"#,
+    );
+    change_world(&rein, 2);
+    rein.ok(&["tick"]);
+    let asks = rein.json(&["asks"]);
+    assert_eq!(asks[0]["worker"], "judge");
+    assert_eq!(asks[0]["options"], serde_json::json!(["yes", "no"]));
+
+    set_move(
+        &rein,
+        r#"{"move": "write_goal", "id": "ship-v2", "body": "Ship v2 when asked."}"#,
+    );
+    change_world(&rein, 3);
+    rein.ok(&["tick"]);
+    assert!(rein.data.join("goals/ship-v2.md").exists());
+}
+
+#[test]
+fn bad_moves_and_failures_back_off() {
+    let rein = judged("");
+    // No move file: the judge command fails.
+    change_world(&rein, 1);
+    let beat = rein.json(&["tick"]);
+    assert_eq!(beat["judgment"]["judged"], "failed", "{beat}");
+    assert!(beat["judgment"]["error"]
+        .as_str()
+        .expect("error")
+        .contains("model unavailable"));
+    let retry = beat["judgment"]["retry_at_beat"].as_u64().expect("retry");
+    assert_eq!(retry, 3, "one failure skips two beats");
+    change_world(&rein, 2);
+    assert_eq!(rein.json(&["tick"])["judgment"]["judged"], "backing_off");
+    assert_eq!(calls(&rein), 1);
+    // A move outside rein's vocabulary, or with a bad id, is refused and counted as a failure.
+    set_move(&rein, r#"{"move": "merge", "pr": 12}"#);
+    change_world(&rein, 3);
+    let beat = rein.json(&["tick"]);
+    assert_eq!(beat["judgment"]["judged"], "failed", "{beat}");
+    assert!(beat["judgment"]["error"]
+        .as_str()
+        .expect("error")
+        .contains("does not accept"));
+    assert_eq!(
+        beat["judgment"]["retry_at_beat"],
+        3 + 4,
+        "two failures in a row skip four beats"
+    );
+    assert!(rein.ok(&["journal"]).contains("judge-failed"));
+    assert!(
+        rein.json(&["asks"]).as_array().expect("asks").is_empty(),
+        "nothing was done"
+    );
+}
+
+#[test]
+fn the_daily_budget_holds() {
+    let rein = judged("max_ticks_per_day = 2\n");
+    set_move(&rein, r#"{"move": "none", "reason": "all good"}"#);
+    for n in 1..=3 {
+        change_world(&rein, n);
+        rein.ok(&["tick"]);
+    }
+    assert_eq!(calls(&rein), 2);
+    assert!(rein
+        .ok(&["journal"])
+        .contains("budget of 2 ticks per day is spent"));
+}
