@@ -204,3 +204,66 @@ fn corrupt_files_are_reported_by_name() {
     asker.kill().expect("kill");
     asker.wait().expect("reap");
 }
+
+#[test]
+fn interactive_answer_prompts_until_valid_and_ends_when_answered_elsewhere() {
+    use std::io::Write;
+    let rein = Rein::new().env("REIN_ANSWER_IDENTITY", "konsole:tester");
+    let asker = rein.spawn(&[
+        "ask",
+        "--prompt",
+        "deploy now?",
+        "--options",
+        "yes,no",
+        "--ref",
+        "pr-7",
+    ]);
+    let id = rein.wait_for_one_ask();
+    let mut prompt = rein
+        .command(&["answer", "--interactive", &id])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("interactive");
+    let mut input = prompt.stdin.take().expect("stdin");
+    input.write_all(b"maybe\nyes\n").expect("type");
+    let out = wait_child(prompt, Duration::from_secs(10), "interactive answer");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let shown = stdout_of(&out);
+    assert!(
+        shown.contains("deploy now?") && shown.contains("About: pr-7") && shown.contains("yes, no"),
+        "{shown}"
+    );
+    assert!(
+        stderr_of(&out).contains("not an option"),
+        "{}",
+        stderr_of(&out)
+    );
+    let asked = wait_child(asker, Duration::from_secs(10), "asker");
+    assert_eq!(stdout_of(&asked), "yes\n");
+    assert_eq!(
+        rein.json(&["asks", "--all"])[0]["answered_by"],
+        "konsole:tester"
+    );
+
+    // Answered elsewhere: the prompt ends by itself and says so.
+    let mut second = rein.spawn(&["ask", "--prompt", "another?"]);
+    let id = rein.wait_for_one_ask();
+    let prompt = rein
+        .command(&["answer", "--interactive", &id])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("interactive");
+    rein.ok(&["answer", &id, "from elsewhere", "--as", "slack:U1"]);
+    let out = wait_child(prompt, Duration::from_secs(10), "interactive answer");
+    assert!(
+        stdout_of(&out).contains("answered \"from elsewhere\" by slack:U1"),
+        "{}",
+        stdout_of(&out)
+    );
+    second.kill().expect("kill");
+    second.wait().expect("reap");
+}

@@ -261,10 +261,15 @@ fn wait_blocks_without_waking_up() {
             .sum()
     };
     // Let it settle into its blocking wait, then watch it for a second.
+    // Blocked means: in poll(2) (not the epoll of its D-Bus connect) with no switches for 50 ms.
     wait_until(Duration::from_secs(5), "the waiter to block", || {
-        std::fs::read_to_string(format!("/proc/{pid}/wchan"))
-            .map(|w| w.contains("poll"))
-            .unwrap_or(false)
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        if !(wchan.starts_with("poll_schedule_timeout") || wchan.starts_with("do_sys_poll")) {
+            return false;
+        }
+        let before = switches();
+        std::thread::sleep(Duration::from_millis(50));
+        switches() == before
     });
     let before = switches();
     std::thread::sleep(Duration::from_secs(1));

@@ -47,27 +47,49 @@ pub fn sense(context: &Context) -> anyhow::Result<i32> {
 }
 
 /// Adds the workers to a state, from systemd when a user manager answers; otherwise the
-/// state says why they are missing instead of failing.
-fn with_workers(context: &Context, mut state: State) -> State {
-    let listed = crate::fleet::block_on(async {
-        let manager = crate::systemd::Manager::connect().await?;
-        crate::fleet::workers::list(&manager, &context.paths).await
-    });
-    match listed {
-        Ok(Ok(workers)) => {
-            state.workers = workers
-                .iter()
-                .filter_map(|w| serde_json::to_value(w).ok())
-                .collect();
-        }
-        Ok(Err(error)) | Err(error) => state.problems.push(format!("workers unknown: {error}")),
+/// state says why they are missing instead of failing. It connects up front, so a waiter
+/// pays for the connection before it blocks, not after it wakes.
+struct Workers {
+    runtime: tokio::runtime::Runtime,
+    manager: Option<crate::systemd::Manager>,
+}
+
+impl Workers {
+    fn connect() -> anyhow::Result<Workers> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let manager = runtime.block_on(crate::systemd::Manager::connect()).ok();
+        Ok(Workers { runtime, manager })
     }
-    state
+
+    fn fill(&mut self, context: &Context, mut state: State) -> State {
+        let listed = self.runtime.block_on(async {
+            if let Some(manager) = &self.manager {
+                if let Ok(workers) = crate::fleet::workers::list(manager, &context.paths).await {
+                    return Ok(workers);
+                }
+            }
+            // No connection yet, or it went stale during a long wait: connect again.
+            let manager = crate::systemd::Manager::connect().await?;
+            crate::fleet::workers::list(&manager, &context.paths).await
+        });
+        match listed {
+            Ok(workers) => {
+                state.workers = workers
+                    .iter()
+                    .filter_map(|w| serde_json::to_value(w).ok())
+                    .collect()
+            }
+            Err(error) => state.problems.push(format!("workers unknown: {error}")),
+        }
+        state
+    }
 }
 
 pub fn state(context: &Context) -> anyhow::Result<i32> {
     let state = state::state(&context.data(), &context.paths.profile)?;
-    print_state(context, &with_workers(context, state))?;
+    print_state(context, &Workers::connect()?.fill(context, state))?;
     Ok(0)
 }
 
@@ -79,6 +101,7 @@ pub fn wait(
 ) -> anyhow::Result<i32> {
     let since: Option<Token> = since.as_deref().map(str::parse).transpose()?;
     let deadline = timeout.map(|t| Instant::now() + t.0);
+    let mut workers = Workers::connect()?;
     match state::wait(
         &context.data(),
         &context.paths.profile,
@@ -87,7 +110,7 @@ pub fn wait(
         deadline,
     )? {
         Some(state) => {
-            print_state(context, &with_workers(context, state))?;
+            print_state(context, &workers.fill(context, state))?;
             Ok(0)
         }
         None => {

@@ -54,13 +54,19 @@ impl Profile {
     }
 }
 
-/// Waits (bounded) until `pid` sleeps in poll(2), i.e. it is blocked on inotify.
+/// Waits (bounded) until `pid` sleeps in poll(2) on inotify and stays there: its wait channel
+/// is poll(2)'s (not epoll's, which the D-Bus connect before it uses) and its context switches
+/// do not move for 50 ms.
 fn wait_blocked(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-        if wchan.contains("poll") {
-            return;
+        if wchan.starts_with("poll_schedule_timeout") || wchan.starts_with("do_sys_poll") {
+            let before = context_switches(pid);
+            std::thread::sleep(Duration::from_millis(50));
+            if context_switches(pid) == before {
+                return;
+            }
         }
         assert!(
             Instant::now() < deadline,
