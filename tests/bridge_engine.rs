@@ -260,12 +260,34 @@ async fn only_allowlisted_people_answer() {
         (resolution.text.as_deref(), resolution.by.as_str()),
         (Some("yes"), "slack:U1")
     );
+    // A bare code is not an answer.
+    let other = file_ask(&data, "second question?", &[]);
+    engine
+        .handle(inbound(
+            "slack:U1",
+            Target::Ask(other.id.clone()),
+            "  ",
+            "m2b",
+        ))
+        .await
+        .expect("handle");
+    assert!(recorder
+        .log()
+        .replies
+        .last()
+        .expect("reply")
+        .1
+        .contains("Put your answer after the code"));
+    assert!(Mailbox::new(data.clone())
+        .get(&other.id)
+        .expect("get")
+        .is_pending());
     // The same message delivered again answers nothing twice.
     engine
         .handle(inbound("slack:U1", Target::Ask(ask.id.clone()), "no", "m3"))
         .await
         .expect("handle");
-    assert_eq!(recorder.log().replies.len(), 3);
+    assert_eq!(recorder.log().replies.len(), 4);
     engine.sync().await.expect("sync");
     assert_eq!(
         recorder.log().resolved,

@@ -5,7 +5,11 @@ use std::path::Path;
 #[test]
 fn man_pages_are_current() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
-    let pages = rein::cli::man::render_all();
+    let mut pages = rein::cli::man::render_all();
+    pages.extend(rein::cli::man::render_bridges(Path::new(env!(
+        "CARGO_MANIFEST_DIR"
+    ))));
+    pages.sort();
     if std::env::var_os("REIN_BLESS").is_some() {
         for entry in std::fs::read_dir(&dir).expect("man/") {
             let path = entry.expect("entry").path();
@@ -37,4 +41,15 @@ fn man_pages_are_current() {
     }
     assert!(expected.contains(&"rein-ask.1".to_owned()));
     assert!(expected.contains(&"rein-goal-write.1".to_owned()));
+    for bridge in ["slack", "sms", "email", "konsole"] {
+        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("bridges")
+            .join(bridge);
+        if crate_dir.join("src/lib.rs").exists() {
+            assert!(
+                expected.contains(&format!("rein-bridge-{bridge}.1")),
+                "a page for the {bridge} bridge"
+            );
+        }
+    }
 }

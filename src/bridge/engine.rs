@@ -365,6 +365,12 @@ impl<C: Channel> Engine<C> {
             return Ok(());
         }
         if let Some(id) = self.target(&inbound).await? {
+            if inbound.text.trim().is_empty() {
+                let text = format!("Put your answer after the code, like: {id} yes");
+                self.reply(&inbound, &text).await;
+                self.seen.mark(&inbound.message_id)?;
+                return Ok(());
+            }
             let text = match self.mailbox.answer(&id, &inbound.text, &inbound.identity) {
                 Ok(AnswerOutcome::Accepted(resolution)) => {
                     journal::record(

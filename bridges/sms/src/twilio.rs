@@ -1,0 +1,161 @@
+//! The two Twilio REST calls the bridge makes: send a message (`POST …/Messages.json`, form
+//! encoded, HTTP Basic auth with the Account SID and Auth Token) and list received ones
+//! (`GET …/Messages.json?To=OUR_NUMBER`, newest first, paged).
+//!
+//! Failures: HTTP 429 (with `Retry-After`), 5xx and network trouble are
+//! [`SendError::Retry`]; anything else (401 bad credentials, 400 with Twilio's error JSON
+//! `{"code", "message", "more_info", "status"}` such as 21211 "not a valid phone number") is
+//! [`SendError::Fatal`].
+
+use std::time::Duration;
+
+use rein::bridge::SendError;
+use serde::Deserialize;
+
+use crate::config::SmsConfig;
+
+/// A message resource, as far as the bridge reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Message {
+    pub sid: String,
+    pub from: String,
+    pub to: String,
+    #[serde(default)]
+    pub body: String,
+    /// `inbound`, `outbound-api`, `outbound-call` or `outbound-reply`.
+    pub direction: String,
+    #[serde(default)]
+    pub date_sent: Option<String>,
+}
+
+/// One page of the message list.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Page {
+    pub messages: Vec<Message>,
+    /// Relative to the API root; None on the last page.
+    #[serde(default)]
+    pub next_page_uri: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiError {
+    code: Option<u64>,
+    message: Option<String>,
+    more_info: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Twilio {
+    http: reqwest::Client,
+    base_url: String,
+    account_sid: String,
+    auth_token: String,
+}
+
+impl Twilio {
+    pub fn new(config: &SmsConfig) -> anyhow::Result<Twilio> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("rein-bridge-sms/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Twilio {
+            http,
+            base_url: config.base_url.clone(),
+            account_sid: config.account_sid.clone(),
+            auth_token: config.auth_token.clone(),
+        })
+    }
+
+    fn messages_url(&self) -> String {
+        format!(
+            "{}/2010-04-01/Accounts/{}/Messages.json",
+            self.base_url, self.account_sid
+        )
+    }
+
+    /// Sends `body` from `from` to `to`; returns the message SID.
+    pub async fn send(&self, from: &str, to: &str, body: &str) -> Result<String, SendError> {
+        #[derive(Deserialize)]
+        struct Created {
+            sid: String,
+        }
+        let request = self
+            .http
+            .post(self.messages_url())
+            .basic_auth(&self.account_sid, Some(&self.auth_token))
+            .form(&[("To", to), ("From", from), ("Body", body)]);
+        let created: Created = self.call("sending a message", request).await?;
+        Ok(created.sid)
+    }
+
+    /// A page of messages sent to `to` (our number): the first page, or the one `next` names.
+    pub async fn received(&self, to: &str, next: Option<&str>) -> Result<Page, SendError> {
+        let request = match next {
+            Some(uri) => self.http.get(format!("{}{uri}", self.base_url)),
+            None => self
+                .http
+                .get(self.messages_url())
+                .query(&[("To", to), ("PageSize", "50")]),
+        };
+        let request = request.basic_auth(&self.account_sid, Some(&self.auth_token));
+        self.call("listing received messages", request).await
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, SendError> {
+        let retry = |reason: String| SendError::Retry {
+            after: None,
+            reason,
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| retry(format!("twilio, {what}: {e}")))?;
+        let status = response.status();
+        if status.is_success() {
+            return response
+                .json()
+                .await
+                .map_err(|e| retry(format!("twilio, {what}: unreadable response: {e}")));
+        }
+        if status.as_u16() == 429 {
+            let after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(SendError::Retry {
+                after,
+                reason: format!("twilio, {what}: rate limited (HTTP 429)"),
+            });
+        }
+        if status.is_server_error() {
+            return Err(retry(format!("twilio, {what}: HTTP {status}")));
+        }
+        let detail = match response.json::<ApiError>().await {
+            Ok(ApiError {
+                code,
+                message,
+                more_info,
+            }) => format!(
+                "error {}: {}{}",
+                code.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
+                message.unwrap_or_default(),
+                more_info.map(|m| format!(" ({m})")).unwrap_or_default()
+            ),
+            Err(_) => "no error details".to_owned(),
+        };
+        let hint = match status.as_u16() {
+            401 => "; check account_sid and the auth_token secret",
+            404 => "; check account_sid and base_url",
+            _ => "",
+        };
+        Err(SendError::Fatal(format!(
+            "twilio, {what}: HTTP {status}, {detail}{hint}"
+        )))
+    }
+}
