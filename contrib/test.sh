@@ -31,7 +31,13 @@ install_packages() {
 }
 
 started_session=""
+# Servers the bridge tests start for themselves (real IMAP/SMTP, Xvfb + KWin + Konsole) are
+# stopped here, by the pids their scripts recorded.
+MAIL_DIR=${REIN_MAIL_DIR:-/tmp/rein-mail-servers}
+DESKTOP_DIR=$PWD/target/tmp/konsole-desktop
 cleanup() {
+    [[ -d "$MAIL_DIR" ]] && contrib/mail-servers.sh stop "$MAIL_DIR" >/dev/null 2>&1 || true
+    [[ -d "$DESKTOP_DIR" ]] && contrib/desktop-session.sh stop "$DESKTOP_DIR" >/dev/null 2>&1 || true
     if [[ -n "$started_session" ]]; then
         contrib/user-session.sh stop "$started_session" >/dev/null || true
     fi

@@ -1,0 +1,613 @@
+//! The Konsole bridge against a real Konsole and KWin under Xvfb.
+//!
+//! Once per test binary, `contrib/desktop-session.sh start` brings up Xvfb, KWin (four
+//! virtual desktops) and one Konsole on the session bus of a systemd user manager (started
+//! through `contrib/user-session.sh` when none is reachable), in `target/tmp/konsole-desktop`.
+//! They are left running at exit for the next run; CI stops them with
+//! `contrib/desktop-session.sh stop DIR`. The tests share that one Konsole, so they take turns.
+//!
+//! The tabs run a fake `rein` (a shell script) that writes its arguments and environment to a
+//! file and then waits to be ended, so each test sees exactly what the bridge typed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use rein::bridge::config::BridgeSettings;
+use rein::bridge::engine::{run, Engine};
+use rein::bridge::{Channel, PostRef};
+use rein::mailbox::{Ask, Mailbox, NewAsk, Resolution, ResolutionKind};
+use rein::store::DataDir;
+use rein_bridge_konsole::command::{TabAction, IDENTITY_VARIABLE};
+use rein_bridge_konsole::konsole::Konsole;
+use rein_bridge_konsole::kwin::{KWin, KWinApi, Placed, Placement};
+use rein_bridge_konsole::{Closed, KonsoleChannel, KonsoleConfig};
+use tokio::sync::Mutex;
+
+/// The tests share one Konsole window; they take turns.
+static TURN: Mutex<()> = Mutex::const_new(());
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Desktop {
+    display: String,
+    service: String,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs `contrib/SCRIPT ARGS…` and returns the `export NAME=value` lines it prints.
+fn exports(script: &str, args: &[&Path]) -> BTreeMap<String, String> {
+    let script = repo_root().join("contrib").join(script);
+    let output = Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {}: {error}", script.display()));
+    assert!(
+        output.status.success(),
+        "{} failed ({}):\n{}",
+        script.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut exports = BTreeMap::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let (key, value) = line
+            .strip_prefix("export ")
+            .and_then(|assignment| assignment.split_once('='))
+            .unwrap_or_else(|| panic!("unexpected output line {line:?} from {}", script.display()));
+        let words = shell_words::split(value).expect("quoted value");
+        assert_eq!(words.len(), 1, "{line}");
+        exports.insert(key.to_owned(), words[0].clone());
+    }
+    exports
+}
+
+/// The running desktop, started once per test binary: a user manager (the caller's, else
+/// one `contrib/user-session.sh` starts) provides the session bus.
+fn desktop() -> &'static Desktop {
+    static DESKTOP: OnceLock<Desktop> = OnceLock::new();
+    DESKTOP.get_or_init(|| {
+        let start = Path::new("start");
+        for (key, value) in exports("user-session.sh", &[start]) {
+            // Set once, while every other test of this binary waits on the OnceLock.
+            std::env::set_var(key, value);
+        }
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("konsole-desktop");
+        let exports = exports("desktop-session.sh", &[start, &dir]);
+        let display = exports.get("DISPLAY").expect("DISPLAY exported").clone();
+        let service = exports
+            .get("REIN_KONSOLE_SERVICE")
+            .expect("REIN_KONSOLE_SERVICE exported")
+            .clone();
+        assert!(service.starts_with("org.kde.konsole-"), "{service}");
+        Desktop { display, service }
+    })
+}
+
+/// Polls `check` until it returns Some, or panics with `what` after [`DEADLINE`].
+async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A temp dir with a fake `rein` that records how it was run, then waits to be ended (for two
+/// minutes at most, so a failed test leaves nothing running for long).
+struct Fake {
+    dir: tempfile::TempDir,
+}
+
+impl Fake {
+    fn new() -> Fake {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let record = dir.path().join("record");
+        let script = format!(
+            "#!/bin/sh\n{{ printf '%s\\n' \"$@\"; echo \"{IDENTITY_VARIABLE}=${IDENTITY_VARIABLE}\"; echo \"REIN_DATA_DIR=$REIN_DATA_DIR\"; }} > '{record}.tmp'\nmv '{record}.tmp' '{record}'\ni=0\nwhile [ $i -lt 120 ]; do sleep 1; i=$((i + 1)); done\n",
+            record = record.display()
+        );
+        let rein = dir.path().join("rein");
+        std::fs::write(&rein, script).expect("write fake rein");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&rein, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Fake { dir }
+    }
+
+    fn rein(&self) -> PathBuf {
+        self.dir.path().join("rein")
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// What the fake recorded, once it has; the record is taken, so the next run of the
+    /// fake writes a new one.
+    async fn record(&self) -> Vec<String> {
+        let path = self.dir.path().join("record");
+        wait_for("the fake rein to run in the tab", || {
+            let path = path.clone();
+            async move {
+                let text = std::fs::read_to_string(&path).ok()?;
+                std::fs::remove_file(&path).ok()?;
+                Some(text.lines().map(str::to_owned).collect())
+            }
+        })
+        .await
+    }
+
+    /// The channel, configured with `keys` (TOML) plus this fake as `rein_bin`.
+    async fn channel(&self, keys: &str) -> KonsoleChannel {
+        let desktop = desktop();
+        let mut table: toml::Table = keys.parse().expect("toml");
+        table.insert("rein_bin".into(), self.rein().display().to_string().into());
+        table.insert("service".into(), desktop.service.clone().into());
+        let config = KonsoleConfig::from_table(&table).expect("valid config");
+        let environment = vec![
+            (IDENTITY_VARIABLE.to_owned(), "konsole:tester".to_owned()),
+            (
+                "REIN_DATA_DIR".to_owned(),
+                self.data().display().to_string(),
+            ),
+        ];
+        KonsoleChannel::connect(config, environment)
+            .await
+            .expect("connect to the session bus")
+    }
+}
+
+fn ask(worker: &str) -> Ask {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    Ask {
+        version: 1,
+        id: format!("t{}", nanos % 10_000_000_000),
+        seq: 1,
+        worker: worker.to_owned(),
+        prompt: "Deploy now? $(touch /tmp/never); `id`".to_owned(),
+        reference: None,
+        options: vec!["yes".into(), "no".into()],
+        created: chrono::Utc::now(),
+        key: "k".into(),
+    }
+}
+
+fn answered(ask: &Ask) -> Resolution {
+    Resolution {
+        version: 1,
+        ask: ask.id.clone(),
+        kind: ResolutionKind::Answered,
+        text: Some("yes".into()),
+        by: "cli:tester".into(),
+        at: chrono::Utc::now(),
+    }
+}
+
+async fn konsole() -> Konsole {
+    let connection = zbus::Connection::session().await.expect("session bus");
+    Konsole::find(&connection, Some(&desktop().service))
+        .await
+        .expect("the test Konsole")
+}
+
+fn session_of(post: &PostRef) -> u32 {
+    let (service, session) = post.id.rsplit_once('/').expect("service/session");
+    assert_eq!(service, desktop().service);
+    session.parse().expect("session number")
+}
+
+/// The virtual desktop (1-based) of the Konsole window, as `wmctrl -l -p` shows it.
+async fn window_desktop(konsole: &Konsole) -> u32 {
+    let pid = konsole.pid().await.expect("konsole pid").to_string();
+    let output = Command::new("wmctrl")
+        .args(["-l", "-p"])
+        .env("DISPLAY", &desktop().display)
+        .output()
+        .expect("run wmctrl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let desktops: Vec<u32> = text
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(2) == Some(&pid.as_str())).then(|| fields[1].parse::<u32>().ok())?
+        })
+        .collect();
+    assert_eq!(desktops.len(), 1, "one Konsole window expected in:\n{text}");
+    desktops[0] + 1
+}
+
+async fn wait_gone(konsole: &Konsole, session: u32) {
+    wait_for("the tab to close", || async {
+        (!konsole.session_exists(session).await.expect("ask Konsole")).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_ask_opens_a_titled_tab_running_the_exact_command() {
+    let _turn = TURN.lock().await;
+    let fake = Fake::new();
+    let mut channel = fake.channel("").await;
+    let konsole = konsole().await;
+    let window = konsole.window(None).await.expect("a window");
+    let before = konsole.sessions(window).await.expect("sessions");
+    let ask = ask("w1");
+
+    let post = channel
+        .post_ask(&ask, "desktop", false)
+        .await
+        .expect("posted");
+    let session = session_of(&post);
+    assert_eq!(post.route, "desktop");
+
+    let after = konsole.sessions(window).await.expect("sessions");
+    assert!(
+        !before.contains(&session) && after.contains(&session),
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(after.len(), before.len() + 1);
+    assert_eq!(
+        konsole.title(session).await.expect("title"),
+        format!("ask {}", ask.id)
+    );
+    assert_eq!(
+        fake.record().await,
+        [
+            "answer".to_owned(),
+            "--interactive".to_owned(),
+            ask.id.clone(),
+            "REIN_ANSWER_IDENTITY=konsole:tester".to_owned(),
+            format!("REIN_DATA_DIR={}", fake.data().display()),
+        ]
+    );
+    // The shell ran the line typed into it: env exec'd the fake with exactly these words.
+    let foreground = konsole.foreground_process_id(session).await.expect("fg") as u32;
+    let arguments = rein_bridge_konsole::process::arguments(foreground).expect("cmdline");
+    assert_eq!(
+        arguments,
+        [
+            "/bin/sh".to_owned(),
+            fake.rein().display().to_string(),
+            "answer".to_owned(),
+            "--interactive".to_owned(),
+            ask.id.clone()
+        ]
+    );
+
+    // A repeat of the same ask finds the running tab instead of opening another.
+    let again = channel
+        .post_ask(&ask, "desktop", true)
+        .await
+        .expect("posted again");
+    assert_eq!(again, post);
+    assert_eq!(
+        konsole.sessions(window).await.expect("sessions").len(),
+        after.len()
+    );
+
+    channel
+        .resolved(&ask, &answered(&ask), &post)
+        .await
+        .expect("resolved");
+    wait_gone(&konsole, session).await;
+}
+
+#[tokio::test]
+async fn the_window_lands_on_the_configured_desktop() {
+    let _turn = TURN.lock().await;
+    let fake = Fake::new();
+    let mut channel = fake
+        .channel("desktop = 2\nworker_desktops = { w1 = 3 }\n")
+        .await;
+    let konsole = konsole().await;
+    for (worker, route, expected) in [
+        ("w1", "desktop", 3),
+        ("w2", "desktop", 2),
+        ("w2", "4", 4),
+        ("w1", "4", 3),
+    ] {
+        let ask = ask(worker);
+        let post = channel.post_ask(&ask, route, false).await.expect("posted");
+        fake.record().await;
+        assert_eq!(
+            window_desktop(&konsole).await,
+            expected,
+            "worker {worker}, route {route}"
+        );
+        channel
+            .resolved(&ask, &answered(&ask), &post)
+            .await
+            .expect("resolved");
+        wait_gone(&konsole, session_of(&post)).await;
+    }
+}
+
+#[tokio::test]
+async fn resolved_closes_only_the_tab_it_opened() {
+    let _turn = TURN.lock().await;
+    let fake = Fake::new();
+    let mut channel = fake.channel("").await;
+    let konsole = konsole().await;
+    let window = konsole.window(None).await.expect("a window");
+    let ask = ask("w1");
+    let post = channel.post_ask(&ask, "1", false).await.expect("posted");
+    let session = session_of(&post);
+    fake.record().await;
+    let open = konsole.sessions(window).await.expect("sessions");
+    assert!(open.contains(&session));
+
+    // A tab whose program is not the one named is left alone.
+    let other = TabAction::Attach {
+        worker: "w1".into(),
+    };
+    match channel.close_tab(&post, &other).await.expect("close") {
+        Closed::LeftOpen(why) => assert!(why.contains("runs"), "{why}"),
+        outcome => panic!("closed a tab running something else: {outcome:?}"),
+    }
+    assert!(konsole.session_exists(session).await.expect("ask Konsole"));
+
+    let action = channel.action_for(&ask);
+    assert_eq!(
+        channel.close_tab(&post, &action).await.expect("close"),
+        Closed::Closed
+    );
+    let after = konsole.sessions(window).await.expect("sessions");
+    assert_eq!(after.len(), open.len() - 1, "{open:?} -> {after:?}");
+    assert!(!after.contains(&session));
+    assert_eq!(
+        channel.close_tab(&post, &action).await.expect("close"),
+        Closed::AlreadyGone
+    );
+    channel
+        .resolved(&ask, &answered(&ask), &post)
+        .await
+        .expect("resolved again");
+}
+
+#[tokio::test]
+async fn attach_workers_get_worker_attach() {
+    let _turn = TURN.lock().await;
+    let fake = Fake::new();
+    let mut channel = fake.channel("attach_workers = [\"w9\"]\n").await;
+    let konsole = konsole().await;
+    let ask = ask("w9");
+    let post = channel
+        .post_ask(&ask, "desktop", false)
+        .await
+        .expect("posted");
+    let record = fake.record().await;
+    assert_eq!(record[..3], ["worker", "attach", "w9"]);
+    channel
+        .resolved(&ask, &answered(&ask), &post)
+        .await
+        .expect("resolved");
+    wait_gone(&konsole, session_of(&post)).await;
+}
+
+#[tokio::test]
+async fn the_test_route_opens_a_short_lived_tab() {
+    let _turn = TURN.lock().await;
+    let fake = Fake::new();
+    let mut channel = fake.channel("").await;
+    let konsole = konsole().await;
+    let report = channel.test("2").await.expect("test");
+    let session: u32 = report
+        .split("(session ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no session number in {report:?}"));
+    assert!(report.contains("the window is on desktop 2"), "{report}");
+    assert_eq!(window_desktop(&konsole).await, 2);
+    assert!(
+        konsole.session_exists(session).await.expect("ask Konsole"),
+        "{report}"
+    );
+    assert_eq!(
+        konsole.title(session).await.expect("title"),
+        "rein bridge test"
+    );
+    // The harmless line ends after 5 seconds, and its tab with it.
+    wait_gone(&konsole, session).await;
+    assert!(channel.test("0").await.is_err(), "desktop 0 accepted");
+}
+
+#[tokio::test]
+async fn the_engine_opens_a_tab_per_ask_and_closes_it_when_answered() {
+    let _turn = TURN.lock().await;
+    let fake = Fake::new();
+    let channel = fake.channel("desktop = 2\n").await;
+    let konsole = konsole().await;
+    let data = DataDir::new(fake.data());
+    data.create_dirs().expect("data dir");
+    let settings = BridgeSettings {
+        name: "konsole".into(),
+        allow: vec!["konsole:tester".into()],
+        routes: vec!["desktop".into()],
+        worker_routes: BTreeMap::new(),
+        rate_per_minute: 100,
+        notes: false,
+        secret_file: None,
+        credential: None,
+        channel: toml::Table::new(),
+    };
+    let engine = Engine::new(channel, settings, data.clone()).expect("engine");
+    let (_inbound, receiver) = tokio::sync::mpsc::channel(1);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let engine = tokio::spawn(run(engine, receiver, async {
+        let _ = stopped.await;
+    }));
+
+    let mailbox = Mailbox::new(data.clone());
+    let (ask, _) = mailbox
+        .file(&NewAsk {
+            worker: "w1".into(),
+            prompt: "Merge it?".into(),
+            reference: None,
+            options: vec![],
+        })
+        .expect("file ask");
+    let record = fake.record().await;
+    assert_eq!(
+        record[..3],
+        [
+            "answer".to_owned(),
+            "--interactive".to_owned(),
+            ask.id.clone()
+        ]
+    );
+    let session = wait_for("a tab titled with the ask", || async {
+        let window = konsole.window(None).await.ok()?;
+        for session in konsole.sessions(window).await.ok()? {
+            if konsole.title(session).await.ok()? == format!("ask {}", ask.id) {
+                return Some(session);
+            }
+        }
+        None
+    })
+    .await;
+    // The engine is still inside post_ask while KWin moves the window.
+    wait_for("the window to reach desktop 2", || async {
+        (window_desktop(&konsole).await == 2).then_some(())
+    })
+    .await;
+
+    mailbox
+        .answer(&ask.id, "done", "cli:tester")
+        .expect("answer");
+    wait_gone(&konsole, session).await;
+
+    let _ = stop.send(());
+    engine.await.expect("engine task").expect("engine ran");
+}
+
+#[tokio::test]
+async fn kwin_reports_what_its_script_did() {
+    let _turn = TURN.lock().await;
+    let konsole = konsole().await;
+    let connection = zbus::Connection::session().await.expect("session bus");
+    let mut kwin = KWin::new(&connection)
+        .await
+        .expect("serve the reply object");
+    assert_eq!(
+        kwin.api().await.expect("KWin version"),
+        KWinApi::V5,
+        "Debian 12 ships KWin 5.27"
+    );
+    let pid = konsole.pid().await.expect("konsole pid");
+    let placement = |kwin: &KWin, pid: u32, desktop: u32| Placement {
+        token: kwin.next_token(),
+        window_id: 0,
+        pid,
+        marker: "no tab has this title".into(),
+        desktop,
+        reply_to: kwin.reply_to(),
+    };
+
+    // Without an X11 id, the pid's only window is the one.
+    let by_pid = placement(&kwin, pid, 4);
+    assert_eq!(
+        kwin.place(&by_pid).await.expect("ran"),
+        Placed::Moved { desktop: 4 }
+    );
+    assert_eq!(window_desktop(&konsole).await, 4);
+    let nobody = placement(&kwin, u32::MAX - 1, 1);
+    assert_eq!(kwin.place(&nobody).await.expect("ran"), Placed::NoWindow);
+    assert_eq!(window_desktop(&konsole).await, 4);
+    let too_far = placement(&kwin, pid, 9);
+    assert_eq!(
+        kwin.place(&too_far).await.expect("ran"),
+        Placed::NoSuchDesktop { count: 4 }
+    );
+    let home = placement(&kwin, pid, 1);
+    assert_eq!(
+        kwin.place(&home).await.expect("ran"),
+        Placed::Moved { desktop: 1 }
+    );
+    assert_eq!(window_desktop(&konsole).await, 1);
+}
+
+/// `rein-bridge-konsole` with a config file and the environment a bridge unit gets.
+fn bridge_binary(fake: &Fake, section: &str) -> Command {
+    let config = fake.dir.path().join("config.toml");
+    let section = format!(
+        "[bridges.konsole]\nallow = [\"konsole:tester\"]\nrein_bin = {:?}\n{section}",
+        fake.rein().display().to_string()
+    );
+    std::fs::write(&config, section).expect("write config");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rein-bridge-konsole"));
+    command
+        .arg("--test")
+        .env("REIN_CONFIG", &config)
+        .env("REIN_DATA_DIR", fake.data())
+        .env("REIN_PROFILE", "konsoletest")
+        .env("REIN_KONSOLE_SERVICE", &desktop().service)
+        .env_remove("REIN_BIN");
+    command
+}
+
+#[tokio::test]
+async fn the_binary_tests_every_route_and_refuses_bad_config() {
+    let _turn = TURN.lock().await;
+    let fake = Fake::new();
+    let konsole = konsole().await;
+    let output = bridge_binary(&fake, "routes = [\"3\"]\n")
+        .output()
+        .expect("run the bridge");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let prefix = format!("3: sent: opened tab {}/", desktop().service);
+    assert!(stdout.starts_with(&prefix), "{stdout}");
+    assert!(stdout.contains("the window is on desktop 3"), "{stdout}");
+    assert_eq!(window_desktop(&konsole).await, 3);
+
+    for (section, complaint) in [
+        (
+            "routes = [\"3\"]\nshell = \"zsh\"\n",
+            "unknown key \"shell\"",
+        ),
+        ("routes = [\"C0123\"]\n", "neither a desktop number"),
+        (
+            "routes = [\"desktop\"]\ndesktop = 40\n",
+            "desktop must be a whole number",
+        ),
+    ] {
+        let output = bridge_binary(&fake, section)
+            .output()
+            .expect("run the bridge");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{section}: {stderr}");
+        assert!(stderr.contains(complaint), "{section}: {stderr}");
+    }
+    let output = bridge_binary(&fake, "routes = [\"2\"]\n")
+        .env("REIN_KONSOLE_SERVICE", "org.example.other")
+        .output()
+        .expect("run the bridge");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("REIN_KONSOLE_SERVICE"), "{stderr}");
+}
