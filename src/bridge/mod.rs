@@ -111,6 +111,20 @@ pub trait Channel: Send {
     fn test(&mut self, route: &str) -> impl Future<Output = Result<String, SendError>> + Send;
 }
 
+/// The wait a `Retry-After` header asks for: delay-seconds, or an HTTP date (RFC 9110).
+pub fn retry_after(header: Option<&str>) -> Option<Duration> {
+    let value = header?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default(),
+    )
+}
+
 /// "answered: yes — by slack:U123 via slack" / "withdrawn — by cli:ana via cli".
 pub fn describe_resolution(resolution: &Resolution) -> String {
     let via = resolution.by.split(':').next().unwrap_or("cli");
@@ -133,4 +147,21 @@ pub fn ask_text(ask: &Ask) -> String {
     }
     text.push_str(&format!("\n[ask:{}]", ask.id));
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(retry_after(Some(" 7 ")), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(None), None);
+        assert_eq!(retry_after(Some("soon")), None);
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(120)).to_rfc2822();
+        let wait = retry_after(Some(&later)).expect("a date");
+        assert!((115..=120).contains(&wait.as_secs()), "{wait:?}");
+        let past = (chrono::Utc::now() - chrono::Duration::seconds(60)).to_rfc2822();
+        assert_eq!(retry_after(Some(&past)), Some(Duration::ZERO));
+    }
 }

@@ -87,12 +87,12 @@ impl WebApi {
         })?;
         let status = response.status();
         if status.as_u16() == 429 {
-            let after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let after = rein::bridge::retry_after(
+                response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()),
+            );
             return Err(SendError::Retry {
                 after,
                 reason: format!("slack {method}: rate limited (HTTP 429)"),
