@@ -468,9 +468,10 @@ pub async fn run<C: Channel>(
     let mut watchdog_tick =
         tokio::time::interval(Duration::from_micros(watchdog_usec.max(2_000_000) / 2));
     let mut next_retry = sync_logged(&mut engine).await;
+    let mut status = engine.status();
     notify(&[
         sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(&engine.status()),
+        sd_notify::NotifyState::Status(&status),
     ]);
     tokio::pin!(shutdown);
     loop {
@@ -488,7 +489,12 @@ pub async fn run<C: Channel>(
             () = tokio::time::sleep(retry_in), if next_retry.is_some() => next_retry = sync_logged(&mut engine).await,
             _ = watchdog_tick.tick(), if watchdog => notify(&[sd_notify::NotifyState::Watchdog]),
         }
-        notify(&[sd_notify::NotifyState::Status(&engine.status())]);
+        // Only a changed status is sent, so a busy loop does not chatter at systemd.
+        let now = engine.status();
+        if now != status {
+            notify(&[sd_notify::NotifyState::Status(&now)]);
+            status = now;
+        }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     Ok(())

@@ -82,6 +82,8 @@ pub async fn start(
         }
     }
     remove_unit(manager, &unit).await?;
+    // systemd enters the working directory before the bridge runs: it must exist.
+    paths.data().create_dirs()?;
     let mut environment = unit_environment(paths);
     if let Ok(bin) = crate::fleet::rein_bin() {
         environment.push(("REIN_BIN".to_owned(), bin));

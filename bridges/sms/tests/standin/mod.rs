@@ -7,7 +7,9 @@
 //!   `more_info`, `status`) with 400, 401, 404; 429 with `Retry-After` when told.
 //! - `GET` of the same path: the message list, newest first, filtered by `To`, paged by
 //!   `PageSize`/`Page` with `next_page_uri` and the other paging fields.
-//! - Tests inject received messages and read what was sent.
+//! - Tests inject received messages and read what was sent, and can hold sends: a held
+//!   `POST` is recorded (the message is out) but answered only on release, as when the
+//!   connection stalls after Twilio accepted a message.
 
 #![allow(dead_code)]
 
@@ -30,6 +32,8 @@ pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const AUTH_TOKEN: &str = "standin-auth-token";
 pub const OUR_NUMBER: &str = "+15550001111";
 pub const DEADLINE: Duration = Duration::from_secs(10);
+/// The longest a held send waits for its release before it is answered anyway.
+pub const HOLD_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct Stored {
@@ -69,6 +73,8 @@ impl Record {
 struct Shared {
     record: Mutex<Record>,
     changed: watch::Sender<u64>,
+    /// True while sends are held.
+    hold: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -144,6 +150,7 @@ impl TwilioStandin {
         let shared = Arc::new(Shared {
             record: Mutex::new(Record::default()),
             changed,
+            hold: watch::Sender::new(false),
         });
         let router = Router::new()
             .route(
@@ -174,6 +181,17 @@ impl TwilioStandin {
         let mut record = self.shared.lock();
         record.rate_limited = times;
         record.retry_after = seconds;
+    }
+
+    /// From now on each send is recorded at once but answered only after
+    /// [`TwilioStandin::release_sends`] (or after [`HOLD_LIMIT`]).
+    pub fn hold_sends(&self) {
+        self.shared.hold.send_replace(true);
+    }
+
+    /// Answers the held sends and stops holding.
+    pub fn release_sends(&self) {
+        self.shared.hold.send_replace(false);
     }
 
     /// A text from `from` to our number arrives; returns its SID.
@@ -300,11 +318,22 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let response = accept(&shared, &sid, &headers, &body);
+    let mut hold = shared.hold.subscribe();
+    let held = *hold.borrow_and_update();
+    if held && response.status() == StatusCode::CREATED {
+        let _ = tokio::time::timeout(HOLD_LIMIT, hold.wait_for(|held| !held)).await;
+    }
+    response
+}
+
+/// Checks and records a message to send; the response to give.
+fn accept(shared: &Shared, sid: &str, headers: &HeaderMap, body: &[u8]) -> Response {
     let mut record = shared.lock();
     if let Some(response) = rate_limited(&mut record) {
         return response;
     }
-    if let Some(response) = authenticate(&headers, &sid) {
+    if let Some(response) = authenticate(headers, sid) {
         return response;
     }
     let form = headers
@@ -318,7 +347,7 @@ async fn create(
             "A 'To' phone number is required.",
         );
     }
-    let fields: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let fields: HashMap<String, String> = form_urlencoded::parse(body).into_owned().collect();
     let field = |name: &str| fields.get(name).filter(|v| !v.is_empty()).cloned();
     let Some(to) = field("To") else {
         return twilio_error(
