@@ -361,10 +361,11 @@ fn window_size_follows_the_attached_terminal() {
 
 #[test]
 fn agent_gets_sigwinch_on_resize_and_when_a_client_attaches() {
-    // dash's read is interrupted by the trapped signal; the loop reads again.
+    // dash's read is interrupted by the trapped signal; the loop reads again. The loop is
+    // bounded, so an agent whose terminal went away cannot spin on end-of-input forever.
     let host = TestHost::start(
-        "trap 'echo winch:$(stty size)' WINCH; echo ready; \
-         while :; do read x && echo got:$x && [ \"$x\" = q ] && exit 0; done",
+        "trap 'echo winch:$(stty size)' WINCH; echo ready; i=0; \
+         while [ $i -lt 100 ]; do i=$((i + 1)); read x && echo got:$x && [ \"$x\" = q ] && exit 0; done",
     );
     host.transcript.wait_for("ready");
     let resize = |cols: u16, rows: u16| {

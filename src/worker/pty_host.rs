@@ -543,6 +543,22 @@ impl Agent {
                 if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                     return Err(io::Error::last_os_error());
                 }
+                // The agent starts with default signal handling and nothing blocked, however
+                // the host was started: a host launched from a background job inherits
+                // SIGINT and SIGQUIT ignored, and an agent that kept that would ignore the
+                // Ctrl-C a person types through `rein worker attach`.
+                for signal in [
+                    libc::SIGHUP,
+                    libc::SIGINT,
+                    libc::SIGQUIT,
+                    libc::SIGTERM,
+                    libc::SIGPIPE,
+                ] {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
                 Ok(())
             });
         }
