@@ -266,4 +266,18 @@ fn interactive_answer_prompts_until_valid_and_ends_when_answered_elsewhere() {
     );
     second.kill().expect("kill");
     second.wait().expect("reap");
+
+    // Input that ends (the tab or terminal closed) ends the prompt; the ask stays pending.
+    let mut third = rein.spawn(&["ask", "--prompt", "a third?"]);
+    let id = rein.wait_for_one_ask();
+    let gone = rein.run(&["answer", "--interactive", &id]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(
+        stderr_of(&gone).contains("stays pending"),
+        "{}",
+        stderr_of(&gone)
+    );
+    assert_eq!(rein.pending_ids(), vec![id]);
+    third.kill().expect("kill");
+    third.wait().expect("reap");
 }

@@ -157,7 +157,11 @@ pub fn answer_interactive(
             eprint!("> ");
             let mut line = String::new();
             match stdin.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => {
+                    // The terminal is gone: nobody is left to answer here.
+                    eprintln!("\nrein: input ended; ask {reader_id} stays pending");
+                    std::process::exit(crate::error::EXIT_FAILURE);
+                }
                 Ok(_) => {}
             }
             if line.trim().is_empty() {

@@ -98,12 +98,14 @@ impl Rein {
         serde_json::from_str(&self.ok(&all)).expect("valid JSON")
     }
 
-    pub fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn rein")
+    pub fn spawn(&self, args: &[&str]) -> Spawned {
+        Spawned(Some(
+            self.command(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn rein"),
+        ))
     }
 
     /// The ids of pending asks.
@@ -132,6 +134,44 @@ impl Rein {
     }
 }
 
+/// A child process that is killed when dropped, so a failing test leaves no `rein ask` or
+/// `rein wait` blocked forever behind it.
+pub struct Spawned(Option<Child>);
+
+impl Spawned {
+    pub fn into_child(mut self) -> Child {
+        self.0.take().expect("child present until taken")
+    }
+}
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("child present until taken")
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child present until taken")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl From<Spawned> for Child {
+    fn from(spawned: Spawned) -> Child {
+        spawned.into_child()
+    }
+}
+
 /// Runs `rein down` for the profile when dropped, so a failing test leaves no unit behind.
 pub struct Down<'a>(pub &'a Rein);
 
@@ -156,7 +196,8 @@ pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bo
 }
 
 /// Waits for a child with a deadline; kills it and fails the test if it overruns.
-pub fn wait_child(child: Child, limit: Duration, what: &str) -> Output {
+pub fn wait_child(child: impl Into<Child>, limit: Duration, what: &str) -> Output {
+    let child = child.into();
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
