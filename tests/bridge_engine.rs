@@ -102,6 +102,17 @@ fn settings(name: &str, allow: &[&str], routes: &[&str]) -> BridgeSettings {
     }
 }
 
+/// An engine over `data` with the recording channel and settings for `name`.
+fn new_engine(
+    recorder: Recorder,
+    name: &str,
+    allow: &[&str],
+    routes: &[&str],
+    data: &DataDir,
+) -> Engine<Recorder> {
+    Engine::new(recorder, settings(name, allow, routes), data.clone()).expect("engine")
+}
+
 fn file_ask(data: &DataDir, prompt: &str, options: &[&str]) -> Ask {
     Mailbox::new(data.clone())
         .file(&NewAsk {
@@ -133,21 +144,23 @@ async fn delivers_once_per_route_across_restarts() {
     let data = DataDir::new(temp.path());
     let ask = file_ask(&data, "merge?", &["yes", "no"]);
     let recorder = Recorder::default();
-    let mut engine = Engine::new(
+    let mut engine = new_engine(
         recorder.clone(),
-        settings("slack", &["slack:U1"], &["C1", "C2"]),
-        data.clone(),
-    )
-    .expect("engine");
+        "slack",
+        &["slack:U1"],
+        &["C1", "C2"],
+        &data,
+    );
     engine.sync().await.expect("sync");
     engine.sync().await.expect("sync again");
     drop(engine);
-    let mut restarted = Engine::new(
+    let mut restarted = new_engine(
         recorder.clone(),
-        settings("slack", &["slack:U1"], &["C1", "C2"]),
-        data.clone(),
-    )
-    .expect("engine");
+        "slack",
+        &["slack:U1"],
+        &["C1", "C2"],
+        &data,
+    );
     restarted.sync().await.expect("sync after restart");
     let posts = recorder.log().posts.clone();
     assert_eq!(
@@ -170,12 +183,7 @@ async fn a_crash_between_send_and_ledger_write_resends_once_marked_as_a_repeat()
     entry.attempts = 1;
     ledger.put(&entry).expect("put");
     let recorder = Recorder::default();
-    let mut engine = Engine::new(
-        recorder.clone(),
-        settings("slack", &["slack:U1"], &["C1"]),
-        data.clone(),
-    )
-    .expect("engine");
+    let mut engine = new_engine(recorder.clone(), "slack", &["slack:U1"], &["C1"], &data);
     engine.sync().await.expect("sync");
     engine.sync().await.expect("sync");
     assert_eq!(
@@ -196,12 +204,7 @@ async fn only_allowlisted_people_answer() {
     let data = DataDir::new(temp.path());
     let ask = file_ask(&data, "pay the invoice?", &["yes", "no"]);
     let recorder = Recorder::default();
-    let mut engine = Engine::new(
-        recorder.clone(),
-        settings("slack", &["slack:U1"], &["C1"]),
-        data.clone(),
-    )
-    .expect("engine");
+    let mut engine = new_engine(recorder.clone(), "slack", &["slack:U1"], &["C1"], &data);
     engine.sync().await.expect("sync");
     engine
         .handle(inbound(
@@ -305,18 +308,14 @@ async fn first_answer_wins_across_two_bridges_and_the_cli() {
     let ask = file_ask(&data, "ship it?", &[]);
     let slack = Recorder::default();
     let sms = Recorder::default();
-    let mut slack_engine = Engine::new(
-        slack.clone(),
-        settings("slack", &["slack:U1"], &["C1"]),
-        data.clone(),
-    )
-    .expect("engine");
-    let mut sms_engine = Engine::new(
+    let mut slack_engine = new_engine(slack.clone(), "slack", &["slack:U1"], &["C1"], &data);
+    let mut sms_engine = new_engine(
         sms.clone(),
-        settings("sms", &["sms:+15550001"], &["+15550001"]),
-        data.clone(),
-    )
-    .expect("engine");
+        "sms",
+        &["sms:+15550001"],
+        &["+15550001"],
+        &data,
+    );
     slack_engine.sync().await.expect("sync");
     sms_engine.sync().await.expect("sync");
     let cli = Mailbox::new(data.clone())
@@ -375,12 +374,7 @@ async fn unspecified_replies_pick_the_only_ask_or_list_them() {
     let data = DataDir::new(temp.path());
     let first = file_ask(&data, "first?", &[]);
     let recorder = Recorder::default();
-    let mut engine = Engine::new(
-        recorder.clone(),
-        settings("sms", &["sms:+1555"], &["C1"]),
-        data.clone(),
-    )
-    .expect("engine");
+    let mut engine = new_engine(recorder.clone(), "sms", &["sms:+1555"], &["C1"], &data);
     let second = file_ask(&data, "second?", &[]);
     engine
         .handle(inbound("sms:+1555", Target::Unspecified, "hm", "a"))
@@ -416,12 +410,7 @@ async fn retries_honour_retry_after_and_fatal_errors_are_journaled() {
         after: Some(Duration::from_secs(30)),
         reason: "429".into(),
     });
-    let mut engine = Engine::new(
-        recorder.clone(),
-        settings("slack", &["slack:U1"], &["C1"]),
-        data.clone(),
-    )
-    .expect("engine");
+    let mut engine = new_engine(recorder.clone(), "slack", &["slack:U1"], &["C1"], &data);
     let next = engine
         .sync()
         .await
@@ -474,12 +463,13 @@ async fn notes_are_relayed_once() {
     let temp = tempfile::tempdir().expect("tempdir");
     let data = DataDir::new(temp.path());
     let recorder = Recorder::default();
-    let mut engine = Engine::new(
+    let mut engine = new_engine(
         recorder.clone(),
-        settings("email", &["email:a@b.c"], &["a@b.c"]),
-        data.clone(),
-    )
-    .expect("engine");
+        "email",
+        &["email:a@b.c"],
+        &["a@b.c"],
+        &data,
+    );
     let note = rein::notes::notify(&data, "w1", "build is red").expect("notify");
     engine.sync().await.expect("sync");
     engine.sync().await.expect("sync");
