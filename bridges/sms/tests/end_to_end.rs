@@ -1,6 +1,7 @@
 //! End to end: the real `rein`, `rein-bridge-sms` and `rein-bridge-slack` binaries as
 //! processes, each test with its own data dir, config, profile and secrets, against local
-//! stand-ins of Twilio (`standin/`) and Slack (the small [`slack`] module below) on 127.0.0.1.
+//! stand-ins of Twilio (`standin/`) and Slack (the Slack bridge's `tests/standin/`) on
+//! 127.0.0.1.
 //!
 //! What is checked: a bridge killed between texting an ask and recording it resends once,
 //! marked as a repeat; the first answer wins when Slack, SMS and the CLI race; strangers are
@@ -9,6 +10,8 @@
 //! `cargo test -p rein-bridge-sms` builds only this crate's binary, so the first test that
 //! runs builds `rein` and `rein-bridge-slack` into the same target dir (a no-op when fresh).
 
+#[path = "../../slack/tests/standin/mod.rs"]
+mod slack_standin;
 mod standin;
 
 use std::os::unix::fs::PermissionsExt;
@@ -22,6 +25,7 @@ use std::time::Duration;
 use rein::mailbox::{Mailbox, NewAsk};
 use rein::store::DataDir;
 use serde_json::Value;
+use slack_standin::SlackStandin;
 use standin::{Stored, TwilioStandin, ACCOUNT_SID, AUTH_TOKEN, DEADLINE, OUR_NUMBER};
 use tokio::net::UnixDatagram;
 use tokio::process::{Child, Command};
@@ -626,15 +630,15 @@ async fn post_webhook(port: u16, sid: &str, from: &str, body: &str) -> u16 {
 async fn the_first_answer_wins_across_slack_sms_and_the_cli() {
     let binaries = binaries();
     let twilio = TwilioStandin::start().await;
-    let slack = slack::SlackStandin::start(&[SLACK_CHANNEL]).await;
+    let slack = SlackStandin::start(&[SLACK_CHANNEL]).await;
     let profile = Profile::new();
     let port = free_port();
     let slack_secrets = profile.secrets(
         "slack.secrets",
         &format!(
             "app_token = \"{}\"\nbot_token = \"{}\"\n",
-            slack::APP_TOKEN,
-            slack::BOT_TOKEN
+            slack_standin::APP_TOKEN,
+            slack_standin::BOT_TOKEN
         ),
         0o600,
     );
@@ -676,11 +680,16 @@ async fn the_first_answer_wins_across_slack_sms_and_the_cli() {
             })
             .await;
 
-        let click = slack.click(SLACK_USER, SLACK_CHANNEL, &post, &id, Racer::Slack.option());
+        // The button the bridge posted for the option, as Slack would send its click.
+        let value = format!("{id}:{}", Racer::Slack.option());
+        let click = slack.click_posted(SLACK_USER, SLACK_CHANNEL, &post, &value);
         let reply = format!("{id} {}", Racer::Sms.option());
         let answer_args = ["answer", id.as_str(), Racer::Cli.option()];
         let (_, webhook, cli) = tokio::join!(
-            async { slack.send(click) },
+            async {
+                assert!(slack.record().connected, "a socket connection is open");
+                slack.inject(click);
+            },
             async {
                 let sid = twilio.receive(PERSON, &reply);
                 post_webhook(port, &sid, PERSON, &reply).await
@@ -787,10 +796,11 @@ async fn the_first_answer_wins_across_slack_sms_and_the_cli() {
             "{:?}",
             record.protocol_errors
         );
+        let envelopes = record.envelope_ids();
+        assert_eq!(envelopes.len(), 3, "one click per round: {envelopes:?}");
         assert!(
-            record.envelopes.iter().all(|id| record.acks.contains(id)),
-            "every click acknowledged: sent {:?}, acked {:?}",
-            record.envelopes,
+            envelopes.iter().all(|id| record.acks.contains(id)),
+            "every click acknowledged: sent {envelopes:?}, acked {:?}",
             record.acks
         );
     }
@@ -1131,548 +1141,4 @@ async fn loose_secrets_are_refused_and_the_test_verb_texts_every_route() {
         );
     }
     assert_eq!(sent.len(), routes.len(), "{sent:#?}");
-}
-
-// ----------------------------------------------------------------------------------------
-// A small Slack stand-in
-
-/// A stand-in for the parts of Slack the bridge uses, strict like the real one, on
-/// 127.0.0.1: the Web API (`apps.connections.open` with the app token, `chat.postMessage`
-/// and `chat.update` with the bot token, JSON bodies, known channels and messages) and a
-/// Socket Mode WebSocket (RFC 6455, spoken by hand: handshake, masked client frames,
-/// ping/pong, close) that says hello, sends the envelopes a test injects and records acks.
-///
-/// `bridges/slack/tests/standin` is fuller but needs axum's `ws` feature, which this crate's
-/// dev-dependencies do not enable.
-mod slack {
-    use std::collections::HashSet;
-    use std::net::SocketAddr;
-    use std::sync::{Arc, Mutex, MutexGuard};
-
-    use axum::body::Bytes;
-    use axum::extract::{Path, State};
-    use axum::http::{header, HeaderMap};
-    use axum::response::{IntoResponse, Response};
-    use axum::routing::post;
-    use axum::{Json, Router};
-    use base64::Engine as _;
-    use serde_json::{json, Value};
-    use sha1::{Digest, Sha1};
-    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
-    use tokio::sync::{mpsc, watch};
-
-    use super::standin::DEADLINE;
-
-    pub const APP_TOKEN: &str = "xapp-1-A0E2E-1-secret";
-    pub const BOT_TOKEN: &str = "xoxb-1-e2e-secret";
-    const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    const TEXT: u8 = 0x1;
-    const CLOSE: u8 = 0x8;
-    const PING: u8 = 0x9;
-    const PONG: u8 = 0xA;
-
-    #[derive(Debug, Clone)]
-    pub struct Posted {
-        pub channel: String,
-        pub ts: String,
-        pub text: String,
-        pub blocks: Option<Value>,
-        pub thread_ts: Option<String>,
-    }
-
-    #[derive(Debug, Clone)]
-    pub struct Updated {
-        pub ts: String,
-        pub text: String,
-    }
-
-    #[derive(Default)]
-    pub struct Record {
-        pub posted: Vec<Posted>,
-        pub updated: Vec<Updated>,
-        pub connected: bool,
-        /// Envelope ids sent, and those acknowledged.
-        pub envelopes: Vec<String>,
-        pub acks: Vec<String>,
-        /// What the client did that Slack would not accept.
-        pub protocol_errors: Vec<String>,
-        tickets: HashSet<String>,
-        next: u64,
-        socket: Option<mpsc::UnboundedSender<(u8, Vec<u8>)>>,
-    }
-
-    struct Shared {
-        record: Mutex<Record>,
-        changed: watch::Sender<u64>,
-        channels: Vec<String>,
-        socket_addr: SocketAddr,
-    }
-
-    impl Shared {
-        fn lock(&self) -> MutexGuard<'_, Record> {
-            self.record
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        }
-
-        fn bump(&self) {
-            self.changed.send_modify(|n| *n += 1);
-        }
-
-        fn protocol_error(&self, problem: String) {
-            self.lock().protocol_errors.push(problem);
-            self.bump();
-        }
-    }
-
-    pub struct SlackStandin {
-        shared: Arc<Shared>,
-        api_addr: SocketAddr,
-        tasks: Vec<tokio::task::JoinHandle<()>>,
-    }
-
-    impl Drop for SlackStandin {
-        fn drop(&mut self) {
-            for task in &self.tasks {
-                task.abort();
-            }
-        }
-    }
-
-    impl SlackStandin {
-        pub async fn start(channels: &[&str]) -> SlackStandin {
-            let api = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let socket = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let shared = Arc::new(Shared {
-                record: Mutex::default(),
-                changed: watch::Sender::new(0),
-                channels: channels.iter().map(|c| c.to_string()).collect(),
-                socket_addr: socket.local_addr().expect("addr"),
-            });
-            let api_addr = api.local_addr().expect("addr");
-            let router = Router::new()
-                .route("/api/{method}", post(web_api))
-                .with_state(shared.clone());
-            let serve_api = tokio::spawn(async move {
-                let _ = axum::serve(api, router).await;
-            });
-            let accepting = shared.clone();
-            let serve_socket = tokio::spawn(async move {
-                while let Ok((stream, _)) = socket.accept().await {
-                    tokio::spawn(connection(stream, accepting.clone()));
-                }
-            });
-            SlackStandin {
-                shared,
-                api_addr,
-                tasks: vec![serve_api, serve_socket],
-            }
-        }
-
-        pub fn base_url(&self) -> String {
-            format!("http://{}/api", self.api_addr)
-        }
-
-        pub fn record(&self) -> MutexGuard<'_, Record> {
-            self.shared.lock()
-        }
-
-        /// Waits until `check` finds what it looks for, or fails the test after DEADLINE.
-        pub async fn wait_for<T>(
-            &self,
-            what: &str,
-            mut check: impl FnMut(&Record) -> Option<T>,
-        ) -> T {
-            let mut changed = self.shared.changed.subscribe();
-            let deadline = tokio::time::Instant::now() + DEADLINE;
-            loop {
-                if let Some(found) = check(&self.shared.lock()) {
-                    return found;
-                }
-                match tokio::time::timeout_at(deadline, changed.changed()).await {
-                    Ok(Ok(())) => {}
-                    _ => panic!("timed out after {DEADLINE:?} waiting for {what}"),
-                }
-            }
-        }
-
-        /// The envelope of `user` clicking the button for `option` on the ask posted at
-        /// `message_ts`: the button's `action_id` and `value` are those the bridge posted.
-        pub fn click(
-            &self,
-            user: &str,
-            channel: &str,
-            message_ts: &str,
-            ask: &str,
-            option: &str,
-        ) -> Value {
-            let mut record = self.shared.lock();
-            let button = record
-                .posted
-                .iter()
-                .find(|p| p.channel == channel && p.ts == message_ts)
-                .and_then(|p| p.blocks.as_ref()?.as_array().cloned())
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|block| block["type"] == "actions")
-                .flat_map(|block| block["elements"].as_array().cloned().unwrap_or_default())
-                .find(|button| button["value"] == format!("{ask}:{option}"))
-                .unwrap_or_else(|| panic!("no button for {option} on message {message_ts}"));
-            record.next += 1;
-            let envelope_id = format!("env-click-{:04}", record.next);
-            json!({
-                "envelope_id": envelope_id,
-                "type": "interactive",
-                "accepts_response_payload": false,
-                "payload": {
-                    "type": "block_actions",
-                    "user": { "id": user, "username": "person", "name": "person", "team_id": "T0E2E" },
-                    "api_app_id": "A0E2E",
-                    "token": "verification-token",
-                    "container": { "type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": false },
-                    "trigger_id": "1.2.e2e",
-                    "team": { "id": "T0E2E", "domain": "e2e" },
-                    "channel": { "id": channel, "name": "ops" },
-                    "message": { "type": "message", "ts": message_ts, "text": "an ask", "user": "U0BOT", "bot_id": "B0BOT" },
-                    "actions": [{
-                        "type": "button",
-                        "action_id": button["action_id"],
-                        "block_id": format!("rein-ask-{ask}"),
-                        "value": button["value"],
-                        "text": button["text"],
-                        "action_ts": format!("1800000000.{:06}", record.next),
-                    }],
-                }
-            })
-        }
-
-        /// Sends an envelope on the open socket.
-        pub fn send(&self, envelope: Value) {
-            let mut record = self.shared.lock();
-            let socket = record.socket.clone().expect("a socket connection is open");
-            if let Some(id) = envelope["envelope_id"].as_str() {
-                record.envelopes.push(id.to_owned());
-            }
-            let _ = socket.send((TEXT, envelope.to_string().into_bytes()));
-        }
-    }
-
-    fn slack_error(error: &str) -> Response {
-        Json(json!({ "ok": false, "error": error })).into_response()
-    }
-
-    async fn web_api(
-        State(shared): State<Arc<Shared>>,
-        Path(method): Path<String>,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Response {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        let response = match method.as_str() {
-            "apps.connections.open" => match token {
-                "" => slack_error("not_authed"),
-                APP_TOKEN => {
-                    let mut record = shared.lock();
-                    record.next += 1;
-                    let ticket = format!("ticket-{}", record.next);
-                    record.tickets.insert(ticket.clone());
-                    let url = format!("ws://{}/link/?ticket={ticket}", shared.socket_addr);
-                    Json(json!({ "ok": true, "url": url })).into_response()
-                }
-                t if t.starts_with("xoxb-") => slack_error("not_allowed_token_type"),
-                _ => slack_error("invalid_auth"),
-            },
-            "chat.postMessage" | "chat.update" => match token {
-                "" => slack_error("not_authed"),
-                BOT_TOKEN => chat(&shared, &method, &headers, &body),
-                t if t.starts_with("xapp-") => slack_error("not_allowed_token_type"),
-                _ => slack_error("invalid_auth"),
-            },
-            _ => slack_error("unknown_method"),
-        };
-        shared.bump();
-        response
-    }
-
-    fn chat(shared: &Shared, method: &str, headers: &HeaderMap, body: &[u8]) -> Response {
-        let json_body = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if !json_body {
-            return slack_error("invalid_form_data");
-        }
-        let Ok(body) = serde_json::from_slice::<Value>(body) else {
-            return slack_error("invalid_json");
-        };
-        let Some(channel) = body["channel"]
-            .as_str()
-            .filter(|c| shared.channels.iter().any(|known| known == c))
-        else {
-            return slack_error("channel_not_found");
-        };
-        let Some(text) = body["text"].as_str().filter(|t| !t.trim().is_empty()) else {
-            return slack_error("no_text");
-        };
-        let blocks = body.get("blocks").cloned();
-        if blocks.as_ref().is_some_and(|b| !b.is_array()) {
-            return slack_error("invalid_blocks");
-        }
-        let mut record = shared.lock();
-        if method == "chat.update" {
-            let ts = body["ts"].as_str().unwrap_or_default();
-            let Some(message) = record
-                .posted
-                .iter_mut()
-                .find(|p| p.channel == channel && p.ts == ts)
-            else {
-                return slack_error("message_not_found");
-            };
-            message.text = text.to_owned();
-            message.blocks = blocks;
-            record.updated.push(Updated {
-                ts: ts.to_owned(),
-                text: text.to_owned(),
-            });
-            return Json(json!({ "ok": true, "channel": channel, "ts": ts, "text": text }))
-                .into_response();
-        }
-        let thread_ts = match &body["thread_ts"] {
-            Value::Null => None,
-            Value::String(ts) if record.posted.iter().any(|p| &p.ts == ts) => Some(ts.clone()),
-            Value::String(_) => return slack_error("thread_not_found"),
-            _ => return slack_error("invalid_arguments"),
-        };
-        record.next += 1;
-        let ts = format!("1700000000.{:06}", record.next);
-        record.posted.push(Posted {
-            channel: channel.to_owned(),
-            ts: ts.clone(),
-            text: text.to_owned(),
-            blocks,
-            thread_ts,
-        });
-        let message = json!({ "type": "message", "text": text, "user": "U0BOT", "bot_id": "B0BOT", "ts": ts });
-        Json(json!({ "ok": true, "channel": channel, "ts": ts, "message": message }))
-            .into_response()
-    }
-
-    /// Reads the HTTP request head, byte by byte so nothing after it is consumed.
-    async fn read_head(stream: &mut TcpStream) -> Option<String> {
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            if head.len() > 16 * 1024 {
-                return None;
-            }
-            head.push(stream.read_u8().await.ok()?);
-        }
-        String::from_utf8(head).ok()
-    }
-
-    /// Checks a WebSocket upgrade request; the Sec-WebSocket-Accept value, or the status.
-    fn handshake(head: &str, shared: &Shared) -> Result<String, &'static str> {
-        let mut lines = head.split("\r\n");
-        let request = lines.next().unwrap_or_default();
-        let header = |name: &str| {
-            head.split("\r\n").skip(1).find_map(|line| {
-                let (key, value) = line.split_once(':')?;
-                key.trim()
-                    .eq_ignore_ascii_case(name)
-                    .then(|| value.trim().to_owned())
-            })
-        };
-        let Some(target) = request
-            .strip_prefix("GET ")
-            .and_then(|r| r.strip_suffix(" HTTP/1.1"))
-        else {
-            return Err("400 Bad Request");
-        };
-        let ticket = target
-            .strip_prefix("/link/?")
-            .and_then(|query| {
-                query
-                    .split('&')
-                    .find_map(|pair| pair.strip_prefix("ticket="))
-            })
-            .unwrap_or_default();
-        if !shared.lock().tickets.remove(ticket) {
-            return Err("401 Unauthorized");
-        }
-        let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-        let connection = header("connection").is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        });
-        let version = header("sec-websocket-version").as_deref() == Some("13");
-        match header("sec-websocket-key") {
-            Some(key) if upgrade && connection && version => {
-                let digest = Sha1::digest(format!("{key}{WEBSOCKET_GUID}").as_bytes());
-                Ok(base64::engine::general_purpose::STANDARD.encode(digest))
-            }
-            _ => Err("400 Bad Request"),
-        }
-    }
-
-    enum FrameError {
-        /// The connection ended (EOF, reset).
-        Gone,
-        /// The client broke RFC 6455.
-        Invalid(String),
-    }
-
-    /// One frame from the client: it must be masked, unfragmented, without reserved bits.
-    async fn read_frame(
-        reader: &mut (impl AsyncRead + Unpin),
-    ) -> Result<(u8, Vec<u8>), FrameError> {
-        let mut head = [0u8; 2];
-        reader
-            .read_exact(&mut head)
-            .await
-            .map_err(|_| FrameError::Gone)?;
-        let opcode = head[0] & 0x0f;
-        if head[0] & 0x80 == 0 || head[0] & 0x70 != 0 {
-            return Err(FrameError::Invalid(format!(
-                "a fragmented or reserved frame {:#04x}",
-                head[0]
-            )));
-        }
-        if head[1] & 0x80 == 0 {
-            return Err(FrameError::Invalid("an unmasked client frame".into()));
-        }
-        let length = match head[1] & 0x7f {
-            126 => u64::from(reader.read_u16().await.map_err(|_| FrameError::Gone)?),
-            127 => reader.read_u64().await.map_err(|_| FrameError::Gone)?,
-            n => u64::from(n),
-        };
-        if length > 1 << 20 || (opcode >= CLOSE && length > 125) {
-            return Err(FrameError::Invalid(format!(
-                "a frame of {length} bytes (opcode {opcode})"
-            )));
-        }
-        let mut mask = [0u8; 4];
-        reader
-            .read_exact(&mut mask)
-            .await
-            .map_err(|_| FrameError::Gone)?;
-        let mut payload = vec![0u8; length as usize];
-        reader
-            .read_exact(&mut payload)
-            .await
-            .map_err(|_| FrameError::Gone)?;
-        for (index, byte) in payload.iter_mut().enumerate() {
-            *byte ^= mask[index % 4];
-        }
-        Ok((opcode, payload))
-    }
-
-    /// One unmasked server frame.
-    async fn write_frame(
-        writer: &mut (impl AsyncWrite + Unpin),
-        opcode: u8,
-        payload: &[u8],
-    ) -> std::io::Result<()> {
-        let mut frame = vec![0x80 | opcode];
-        match payload.len() {
-            n if n < 126 => frame.push(n as u8),
-            n if n <= usize::from(u16::MAX) => {
-                frame.push(126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(payload);
-        writer.write_all(&frame).await
-    }
-
-    fn acknowledge(shared: &Shared, payload: &[u8]) {
-        let id = serde_json::from_slice::<Value>(payload)
-            .ok()
-            .and_then(|v| v["envelope_id"].as_str().map(str::to_owned));
-        let mut record = shared.lock();
-        match id {
-            Some(id) if record.envelopes.contains(&id) => record.acks.push(id),
-            _ => record.protocol_errors.push(format!(
-                "not an ack of a sent envelope: {}",
-                String::from_utf8_lossy(payload)
-            )),
-        }
-        drop(record);
-        shared.bump();
-    }
-
-    async fn connection(mut stream: TcpStream, shared: Arc<Shared>) {
-        let Some(head) = read_head(&mut stream).await else {
-            return;
-        };
-        let accept = match handshake(&head, &shared) {
-            Ok(accept) => accept,
-            Err(status) => {
-                shared.protocol_error(format!("a refused socket request: {status}"));
-                let response =
-                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-                let _ = stream.write_all(response.as_bytes()).await;
-                return;
-            }
-        };
-        let response = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
-        if stream.write_all(response.as_bytes()).await.is_err() {
-            return;
-        }
-        let (mut reader, mut writer) = stream.into_split();
-        let (outgoing, mut frames) = mpsc::unbounded_channel::<(u8, Vec<u8>)>();
-        let hello = json!({
-            "type": "hello", "num_connections": 1,
-            "debug_info": { "host": "applink-e2e", "build_number": 1, "approximate_connection_time": 18060 },
-            "connection_info": { "app_id": "A0E2E" },
-        });
-        let _ = outgoing.send((TEXT, hello.to_string().into_bytes()));
-        {
-            let mut record = shared.lock();
-            record.connected = true;
-            record.socket = Some(outgoing.clone());
-        }
-        shared.bump();
-        tokio::spawn(async move {
-            while let Some((opcode, payload)) = frames.recv().await {
-                if write_frame(&mut writer, opcode, &payload).await.is_err() {
-                    return;
-                }
-            }
-        });
-        loop {
-            match read_frame(&mut reader).await {
-                Ok((TEXT, payload)) => acknowledge(&shared, &payload),
-                Ok((PING, payload)) => {
-                    let _ = outgoing.send((PONG, payload));
-                }
-                Ok((PONG, _)) => {}
-                Ok((CLOSE, payload)) => {
-                    let _ = outgoing.send((CLOSE, payload));
-                    break;
-                }
-                Ok((opcode, _)) => {
-                    shared.protocol_error(format!("a frame with opcode {opcode}"));
-                    break;
-                }
-                Err(FrameError::Invalid(problem)) => {
-                    shared.protocol_error(problem);
-                    break;
-                }
-                Err(FrameError::Gone) => break,
-            }
-        }
-        let mut record = shared.lock();
-        record.connected = false;
-        record.socket = None;
-        drop(record);
-        shared.bump();
-    }
 }

@@ -8,7 +8,11 @@
 //! - Socket Mode (`GET /link/?ticket=…`): sends `hello`, then the envelopes a test injects;
 //!   records acknowledgements; delivers an envelope again (retry_attempt + 1) when it was not
 //!   acknowledged in time, on the next connection, or when a test says so; drops the
-//!   connection or sends `disconnect` on command.
+//!   connection or sends `disconnect` on command. What Slack would refuse (a reused ticket,
+//!   a bad upgrade request, unmasked or malformed frames, text that is no ack) is recorded
+//!   in `Record::protocol_errors`.
+//! - `chat.postMessage` with a `thread_ts` wants a message Slack knows in that channel: one
+//!   posted, or one an injected envelope is about.
 
 #![allow(dead_code)]
 
@@ -18,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -26,11 +31,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite;
 
 pub const APP_TOKEN: &str = "xapp-1-A0STANDIN-1-secret";
 pub const BOT_TOKEN: &str = "xoxb-1-standin-secret";
 /// How long a socket test waits for anything before failing.
 pub const DEADLINE: Duration = Duration::from_secs(10);
+/// The largest frame or message the stand-in takes from a client (acks are tiny).
+const MAX_MESSAGE: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Posted {
@@ -81,7 +89,26 @@ pub struct Record {
     envelopes: HashMap<String, Value>,
     /// Injected while no connection was open.
     queued: Vec<Value>,
+    /// (channel, ts) of messages posted by others that injected envelopes were about.
+    seen: HashSet<(String, String)>,
     next_id: u64,
+}
+
+impl Record {
+    /// The ids of every envelope injected, sorted (redeliveries counted once).
+    pub fn envelope_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.envelopes.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Whether message `ts` exists in `channel`, as far as this Slack knows.
+    fn knows(&self, channel: &str, ts: &str) -> bool {
+        self.posted
+            .iter()
+            .any(|m| m.channel == channel && m.ts == ts)
+            || self.seen.contains(&(channel.to_owned(), ts.to_owned()))
+    }
 }
 
 struct Shared {
@@ -101,6 +128,11 @@ impl Shared {
 
     fn bump(&self) {
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn protocol_error(&self, problem: String) {
+        self.lock().protocol_errors.push(problem);
+        self.bump();
     }
 }
 
@@ -224,8 +256,57 @@ impl SlackStandin {
         action_id: &str,
         value: &str,
     ) -> Value {
+        let action = json!({
+            "type": "button", "action_id": action_id, "block_id": "b1", "value": value,
+            "text": { "type": "plain_text", "text": "option", "emoji": false },
+        });
+        self.click_envelope(user, channel, message_ts, action)
+    }
+
+    /// A person clicking the button with `value` that the bridge posted (or last updated) on
+    /// message `message_ts` in `channel`: the action carries that button's `action_id`,
+    /// `text` and `value` and its actions block's `block_id`. Fails the test when the
+    /// message has no such button.
+    pub fn click_posted(&self, user: &str, channel: &str, message_ts: &str, value: &str) -> Value {
+        let action = {
+            let record = self.shared.lock();
+            let blocks = record
+                .posted
+                .iter()
+                .find(|m| m.channel == channel && m.ts == message_ts)
+                .unwrap_or_else(|| panic!("no message {message_ts} in {channel}"))
+                .blocks
+                .clone()
+                .unwrap_or_default();
+            blocks
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|block| block["type"] == "actions")
+                .find_map(|block| {
+                    let button = block["elements"]
+                        .as_array()?
+                        .iter()
+                        .find(|b| b["type"] == "button" && b["value"] == value)?;
+                    // Slack makes up a block_id when the app gave none.
+                    let block_id = block["block_id"].as_str().unwrap_or("standin-block");
+                    Some(json!({
+                        "type": "button", "action_id": button["action_id"],
+                        "block_id": block_id, "value": value, "text": button["text"],
+                    }))
+                })
+                .unwrap_or_else(|| {
+                    panic!("no button with value {value:?} on message {message_ts}: {blocks}")
+                })
+        };
+        self.click_envelope(user, channel, message_ts, action)
+    }
+
+    /// The `interactive` envelope of `user` doing `action` on message `message_ts`.
+    fn click_envelope(&self, user: &str, channel: &str, message_ts: &str, action: Value) -> Value {
         let envelope_id = self.next_id("env-click-");
-        let action_ts = format!("1800000000.{}", &envelope_id[10..]);
+        let mut action = action;
+        action["action_ts"] = json!(format!("1800000000.{}", &envelope_id[10..]));
         json!({
             "envelope_id": envelope_id,
             "type": "interactive",
@@ -241,11 +322,7 @@ impl SlackStandin {
                 "channel": { "id": channel, "name": "ops" },
                 "message": { "type": "message", "ts": message_ts, "text": "an ask", "user": "U0BOT", "bot_id": "B0BOT" },
                 "response_url": format!("http://{}/actions/1", self.shared.addr),
-                "actions": [{
-                    "type": "button", "action_id": action_id, "block_id": "b1", "value": value,
-                    "text": { "type": "plain_text", "text": "option", "emoji": false },
-                    "action_ts": action_ts,
-                }],
+                "actions": [action],
             }
         })
     }
@@ -302,6 +379,9 @@ fn deliver(shared: &Arc<Shared>, envelope: Value) {
     let id = envelope["envelope_id"].as_str().map(str::to_owned);
     {
         let mut record = shared.lock();
+        for (channel, ts) in about(&envelope) {
+            record.seen.insert((channel, ts));
+        }
         if let Some(id) = &id {
             record.unacked.insert(id.clone(), envelope.clone());
             record.envelopes.insert(id.clone(), envelope.clone());
@@ -330,6 +410,25 @@ fn deliver(shared: &Arc<Shared>, envelope: Value) {
             deliver(&shared, again);
         }
     });
+}
+
+/// The (channel, ts) of messages an envelope shows to exist: a clicked message, an event's
+/// message and the thread it is in.
+fn about(envelope: &Value) -> Vec<(String, String)> {
+    let payload = &envelope["payload"];
+    let event = &payload["event"];
+    let mut messages = Vec::new();
+    let container = &payload["container"];
+    for (channel, ts) in [
+        (&container["channel_id"], &container["message_ts"]),
+        (&event["channel"], &event["ts"]),
+        (&event["channel"], &event["thread_ts"]),
+    ] {
+        if let (Some(channel), Some(ts)) = (channel.as_str(), ts.as_str()) {
+            messages.push((channel.to_owned(), ts.to_owned()));
+        }
+    }
+    messages
 }
 
 fn slack_error(error: &str) -> Response {
@@ -446,7 +545,8 @@ fn chat(shared: &Shared, record: &mut Record, method: &str, body: &Value) -> Res
     }
     let thread_ts = match &body["thread_ts"] {
         Value::Null => None,
-        Value::String(ts) => Some(ts.clone()),
+        Value::String(ts) if record.knows(channel, ts) => Some(ts.clone()),
+        Value::String(_) => return slack_error("thread_not_found"),
         _ => return slack_error("invalid_arguments"),
     };
     let ts = format!("1700000000.{:06}", record.next_ts);
@@ -564,15 +664,53 @@ fn check_blocks(blocks: &Value) -> Result<(), String> {
 async fn link(
     AxumState(shared): AxumState<Arc<Shared>>,
     Query(query): Query<HashMap<String, String>>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let valid = query
         .get("ticket")
         .is_some_and(|ticket| shared.lock().tickets.remove(ticket));
     if !valid {
+        shared.protocol_error(format!(
+            "a socket request with a bad or reused ticket: {query:?}"
+        ));
         return (StatusCode::UNAUTHORIZED, "invalid or reused ticket").into_response();
     }
-    upgrade.on_upgrade(move |socket| connection(socket, shared))
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            shared.protocol_error(format!("a bad WebSocket upgrade request: {rejection}"));
+            return rejection.into_response();
+        }
+    };
+    let failed = shared.clone();
+    upgrade
+        .max_frame_size(MAX_MESSAGE)
+        .max_message_size(MAX_MESSAGE)
+        .accept_unmasked_frames(false)
+        .on_failed_upgrade(move |error| {
+            failed.protocol_error(format!("a failed WebSocket upgrade: {error}"))
+        })
+        .on_upgrade(move |socket| connection(socket, shared))
+}
+
+/// What a socket error says about the client: `None` when the connection just ended (EOF,
+/// reset, closed), else the rule of RFC 6455 it broke (unmasked, reserved bits, bad opcode,
+/// bad UTF-8, too large…).
+fn client_fault(error: &axum::Error) -> Option<String> {
+    use tungstenite::error::ProtocolError;
+    use tungstenite::Error;
+    let source = std::error::Error::source(error);
+    match source.and_then(|e| e.downcast_ref::<Error>()) {
+        Some(
+            Error::ConnectionClosed
+            | Error::AlreadyClosed
+            | Error::Io(_)
+            | Error::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+        ) => None,
+        Some(other) => Some(format!("a socket error: {other}")),
+        // Not a tungstenite error (another version?): counted, so it cannot hide.
+        None => Some(format!("an unrecognised socket error: {error}")),
+    }
 }
 
 async fn send(socket: &mut WebSocket, shared: &Shared, envelope: &Value) -> bool {
@@ -624,12 +762,15 @@ async fn connection(mut socket: WebSocket, shared: Arc<Shared>) {
             },
             message = socket.recv() => match message {
                 Some(Ok(Message::Text(text))) => acknowledge(&shared, text.as_str()),
-                Some(Ok(Message::Binary(_))) => {
-                    shared.lock().protocol_errors.push("a binary frame".into());
-                    shared.bump();
-                }
+                Some(Ok(Message::Binary(_))) => shared.protocol_error("a binary frame".into()),
                 Some(Ok(_)) => {}
-                Some(Err(_)) | None => alive = false,
+                Some(Err(error)) => {
+                    if let Some(problem) = client_fault(&error) {
+                        shared.protocol_error(problem);
+                    }
+                    alive = false;
+                }
+                None => alive = false,
             },
         }
     }
