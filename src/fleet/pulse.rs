@@ -177,7 +177,8 @@ fn pulse_units(paths: &Paths, config: &Config) -> anyhow::Result<TransientUnit> 
 pub struct UpReport {
     pub profile: String,
     pub timer: String,
-    /// `created`, `unchanged`, or `recreated` (the interval or binary changed).
+    /// `created`, `unchanged`, or `recreated` (the pulse interval changed, or the timer was
+    /// not active).
     pub pulse: String,
     pub interval: String,
     pub next_beat: Option<DateTime<Utc>>,
