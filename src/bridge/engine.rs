@@ -582,3 +582,42 @@ where
     run(engine, receiver, shutdown).await?;
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limit_holds_sends_past_it_for_the_rest_of_the_minute() {
+        let mut rate = RateLimit {
+            per_minute: 2,
+            sent: VecDeque::new(),
+        };
+        let start = tokio::time::Instant::now();
+        rate.acquire().await;
+        rate.acquire().await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "sends within the limit go at once"
+        );
+        rate.acquire().await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(60),
+            "the third waits for the window"
+        );
+        rate.acquire().await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(60),
+            "the window then holds two again"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let waits: Vec<u64> = (1..=12).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+    }
+}
