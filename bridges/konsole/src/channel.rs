@@ -29,6 +29,9 @@ const SETTLE_STEP: Duration = Duration::from_millis(50);
 const WINDOW_DEADLINE: Duration = Duration::from_secs(1);
 /// How long a new tab's shell may take to start the program typed into it.
 const START_DEADLINE: Duration = Duration::from_secs(2);
+/// How long an answer prompt gets to end by itself once its ask is resolved (it notices at
+/// once, records its journal line and exits) before the bridge tells it to.
+const PROMPT_GRACE: Duration = Duration::from_secs(2);
 /// When no Konsole runs, try again after this long.
 const NO_KONSOLE_RETRY: Duration = Duration::from_secs(30);
 /// The environment variable that names the Konsole when the config does not
@@ -356,6 +359,17 @@ impl KonsoleChannel {
         if !konsole.session_exists(session).await? {
             return Ok(Closed::AlreadyGone);
         }
+        // An answer prompt ends by itself when its ask is resolved anywhere; signalling it
+        // at the same moment could cut it short between recording an answer and journaling it.
+        if matches!(action, TabAction::Answer { .. }) {
+            let grace = tokio::time::Instant::now() + PROMPT_GRACE;
+            while tokio::time::Instant::now() < grace {
+                if !konsole.session_exists(session).await? {
+                    return Ok(Closed::AlreadyGone);
+                }
+                tokio::time::sleep(SETTLE_STEP).await;
+            }
+        }
         // Just after the tab opened, its shell may not have started the program yet.
         let deadline = tokio::time::Instant::now() + START_DEADLINE;
         let group = loop {
@@ -363,6 +377,10 @@ impl KonsoleChannel {
                 Ok(Ok(group)) => break group,
                 Ok(Err(NotOurs::Idle)) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(SETTLE_STEP).await
+                }
+                // The program may have ended, and the tab with it, while we looked.
+                Ok(Err(_)) if !konsole.session_exists(session).await? => {
+                    return Ok(Closed::AlreadyGone)
                 }
                 Ok(Err(why)) => return Ok(Closed::LeftOpen(why.to_string())),
                 Err(error) if error.is_missing() => return Ok(Closed::AlreadyGone),

@@ -7,9 +7,13 @@
 //! `contrib/desktop-session.sh stop DIR`. The tests share that one Konsole, so they take turns.
 //!
 //! The tabs run a fake `rein` (a shell script) that writes its arguments and environment to a
-//! file and then waits to be ended, so each test sees exactly what the bridge typed.
+//! file and then waits to be ended, so each test sees exactly what the bridge typed. One test
+//! closes the whole loop with the real binaries instead: `rein ask`, `rein-bridge-konsole`,
+//! and `rein answer --interactive` in the tab, typed into through Konsole's `sendText`; it
+//! needs `target/debug/rein` beside this test (`cargo build -p rein`).
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -610,4 +614,306 @@ async fn the_binary_tests_every_route_and_refuses_bad_config() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("REIN_KONSOLE_SERVICE"), "{stderr}");
+}
+
+/// The real `rein` binary, from the target dir this test was built in
+/// (`target/debug/deps/desktop-HASH` → `target/debug/rein`).
+fn real_rein() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable");
+    let rein = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|debug| debug.join("rein"))
+        .expect("the target dir");
+    assert!(
+        rein.is_file(),
+        "the real rein binary {} is missing: build it into the same target dir first \
+         (`cargo build -p rein`, with the same CARGO_TARGET_DIR; `cargo test --workspace` builds it too)",
+        rein.display()
+    );
+    rein
+}
+
+/// A child process that is killed when the test ends, however it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Withdraws the ask if it is still pending when the test ends (a failed test), so its
+/// prompt ends and its tab closes instead of waiting for good.
+struct WithdrawOnDrop {
+    data: DataDir,
+    ask: String,
+}
+
+impl Drop for WithdrawOnDrop {
+    fn drop(&mut self) {
+        let _ = Mailbox::new(self.data.clone()).withdraw(&self.ask, "cli:test-cleanup");
+    }
+}
+
+/// A temp rein profile (data dir, config, profile name) for the real binaries.
+struct Profile {
+    dir: tempfile::TempDir,
+}
+
+impl Profile {
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// `program` run in this profile, with nothing of the caller's rein environment.
+    fn command(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env("REIN_DATA_DIR", self.data())
+            .env("REIN_CONFIG", self.config())
+            .env("REIN_PROFILE", "konsoleloop")
+            .env_remove("REIN_BIN")
+            .env_remove("REIN_WORKER_ID")
+            .env_remove(IDENTITY_VARIABLE);
+        command
+    }
+}
+
+/// rchar and wchar of `pid` from `/proc/PID/io`: bytes it has read and written so far.
+fn io_counts(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<u64>().ok())
+    };
+    Some((field("rchar:")?, field("wchar:")?))
+}
+
+/// True when a thread of `pid` is blocked in `read(0, …)`: the prompt waits for a line.
+fn reading_stdin(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let read = libc::SYS_read.to_string();
+    tasks.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("syscall")).is_ok_and(|syscall| {
+            let mut fields = syscall.split_whitespace();
+            fields.next() == Some(read.as_str()) && fields.next() == Some("0x0")
+        })
+    })
+}
+
+/// The pid of the tab's program once it is exactly `rein answer --interactive ID`, started
+/// by the tab's shell, and waiting for a line: what a person sees as the `> ` prompt.
+async fn waiting_prompt(konsole: &Konsole, session: u32, rein: &Path, id: &str) -> Option<u32> {
+    let shell = konsole.process_id(session).await.ok()?;
+    let foreground = konsole.foreground_process_id(session).await.ok()?;
+    if shell <= 0 || foreground <= 0 || foreground == shell {
+        return None;
+    }
+    let (shell, foreground) = (shell as u32, foreground as u32);
+    if rein_bridge_konsole::process::parent(foreground) != Some(shell) {
+        return None;
+    }
+    let arguments = rein_bridge_konsole::process::arguments(foreground)?;
+    let expected = [&rein.display().to_string(), "answer", "--interactive", id];
+    (arguments == expected && reading_stdin(foreground)).then_some(foreground)
+}
+
+/// Types `text` into the tab as a person at its keyboard would, through Konsole's own
+/// `sendText`. Test-only, and only ever with fixed text.
+async fn type_into(konsole: &Konsole, session: u32, text: &str) {
+    let connection = zbus::Connection::session().await.expect("session bus");
+    let () = rein_bridge_konsole::dbus::call(
+        &connection,
+        konsole.service(),
+        &format!("/Sessions/{session}"),
+        "org.kde.konsole.Session",
+        "sendText",
+        &(text,),
+    )
+    .await
+    .expect("sendText");
+}
+
+/// The whole loop with the real binaries: a waiting `rein ask`, the bridge opening a tab
+/// that runs the real `rein answer --interactive`, a person typing into it, and the answer
+/// reaching the asker.
+#[tokio::test]
+async fn a_person_answers_a_real_ask_in_the_tab() {
+    let _turn = TURN.lock().await;
+    let rein = real_rein();
+    let konsole = konsole().await;
+    let window = konsole.window(None).await.expect("a window");
+    let before = konsole.sessions(window).await.expect("sessions");
+    let profile = Profile {
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    let user = rein::mailbox::current_user();
+    let mut bridge_config = toml::Table::new();
+    bridge_config.insert("allow".into(), vec![format!("konsole:{user}")].into());
+    bridge_config.insert("routes".into(), vec!["desktop".to_owned()].into());
+    bridge_config.insert("notes".into(), false.into());
+    bridge_config.insert("rein_bin".into(), rein.display().to_string().into());
+    let mut bridges = toml::Table::new();
+    bridges.insert("konsole".into(), bridge_config.into());
+    let mut config = toml::Table::new();
+    config.insert("bridges".into(), bridges.into());
+    std::fs::write(profile.config(), config.to_string()).expect("write config");
+
+    // The real bridge, as its user unit runs it; its log goes to a file for the messages.
+    let log_path = profile.dir.path().join("bridge.log");
+    let log = std::fs::File::create(&log_path).expect("bridge log");
+    let _bridge = Running(
+        profile
+            .command(Path::new(env!("CARGO_BIN_EXE_rein-bridge-konsole")))
+            .env("REIN_KONSOLE_SERVICE", konsole.service())
+            .env("REIN_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start rein-bridge-konsole"),
+    );
+    let bridge_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+    // A worker asks and waits.
+    let mut asker = Running(
+        profile
+            .command(&rein)
+            .args([
+                "ask",
+                "--worker",
+                "w1",
+                "--prompt",
+                "Ship it?",
+                "--options",
+                "yes,no",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start rein ask"),
+    );
+    let data = DataDir::new(profile.data());
+    let mailbox = Mailbox::new(data.clone());
+    let id = wait_for("`rein ask` to file its ask", || {
+        let pending = mailbox.pending().ok().map(|listing| listing.records);
+        std::future::ready(match pending.as_deref() {
+            Some([record]) => Some(record.ask.id.clone()),
+            _ => None,
+        })
+    })
+    .await;
+    let _withdraw = WithdrawOnDrop {
+        data: data.clone(),
+        ask: id.clone(),
+    };
+
+    let title = format!("ask {id}");
+    let session = wait_for("the bridge to open a tab titled with the ask", || async {
+        for session in konsole.sessions(window).await.ok()? {
+            if konsole.title(session).await.ok()? == title {
+                return Some(session);
+            }
+        }
+        None
+    })
+    .await;
+    let open = konsole.sessions(window).await.expect("sessions");
+    assert_eq!(open.len(), before.len() + 1, "{before:?} -> {open:?}");
+    let prompt = wait_for("`rein answer --interactive` to wait for a line", || {
+        waiting_prompt(&konsole, session, &rein, &id)
+    })
+    .await;
+    let environ = std::fs::read(format!("/proc/{prompt}/environ")).expect("environ");
+    let identity = environ
+        .split(|b| *b == 0)
+        .find_map(|entry| {
+            let entry = String::from_utf8_lossy(entry);
+            Some(entry.strip_prefix("REIN_ANSWER_IDENTITY=")?.to_owned())
+        })
+        .unwrap_or_else(|| panic!("the bridge set no REIN_ANSWER_IDENTITY in the tab"));
+    assert_eq!(identity, format!("konsole:{user}"));
+
+    // Not an option: the prompt reads the line, says so, and waits for another. Konsole
+    // 22.12 has no D-Bus call that shows a tab's text, so /proc tells that it read and wrote.
+    let (read, written) = io_counts(prompt).expect("/proc/PID/io");
+    type_into(&konsole, session, "maybe\n").await;
+    wait_for(
+        "the prompt to read \"maybe\", reply, and wait again",
+        || {
+            let waits_again = io_counts(prompt).is_some_and(|(r, w)| r > read && w > written)
+                && reading_stdin(prompt);
+            // A prompt that took "maybe" ends the wait at once, for the assertions below.
+            let resolved = !matches!(mailbox.resolution(&id), Ok(None));
+            std::future::ready((waits_again || resolved).then_some(()))
+        },
+    )
+    .await;
+    assert_eq!(
+        mailbox.resolution(&id).expect("resolution"),
+        None,
+        "\"maybe\" is not an option"
+    );
+    assert!(
+        asker.0.try_wait().expect("try_wait").is_none(),
+        "rein ask ended"
+    );
+    assert_eq!(
+        konsole.foreground_process_id(session).await.expect("fg") as u32,
+        prompt
+    );
+
+    type_into(&konsole, session, "yes\n").await;
+    let status = wait_for("the waiting `rein ask` to exit", || {
+        std::future::ready(asker.0.try_wait().expect("try_wait"))
+    })
+    .await;
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    if let Some(mut pipe) = asker.0.stdout.take() {
+        pipe.read_to_string(&mut stdout).expect("read stdout");
+    }
+    if let Some(mut pipe) = asker.0.stderr.take() {
+        pipe.read_to_string(&mut stderr).expect("read stderr");
+    }
+    assert!(status.success(), "rein ask: {status}\n{stderr}");
+    assert_eq!(stdout, "yes\n", "{stderr}");
+
+    let output = profile
+        .command(&rein)
+        .args(["asks", "--all", "--json"])
+        .output()
+        .expect("run rein asks");
+    assert!(output.status.success(), "{output:?}");
+    let asks: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let listed = asks
+        .as_array()
+        .and_then(|asks| asks.iter().find(|ask| ask["id"] == id.as_str()))
+        .unwrap_or_else(|| panic!("ask {id} not in {asks}"));
+    assert_eq!(listed["state"], "answered", "{listed}");
+    assert_eq!(listed["answer"], "yes", "{listed}");
+    assert_eq!(listed["answered_by"], identity.as_str(), "{listed}");
+
+    // The prompt ends, `; exit` ends the shell, and the tab closes.
+    wait_gone(&konsole, session).await;
+    let after = konsole.sessions(window).await.expect("sessions");
+    assert_eq!(after.len(), open.len() - 1, "{open:?} -> {after:?}");
+    // The prompt itself recorded the answer: it ran to its end, not ended early by the
+    // bridge (which the same answer wakes to close the tab).
+    let journal = std::fs::read_to_string(data.journal()).expect("journal");
+    let recorded = format!("answer: ask {id} answered \"yes\" by {identity} at ");
+    assert!(
+        journal.contains(&recorded),
+        "{journal}\nbridge log:\n{}",
+        bridge_log()
+    );
 }
