@@ -89,6 +89,9 @@ pub struct Engine<C: Channel> {
     since: DateTime<Utc>,
     pub delivered: u64,
     pub last_delivery: Option<DateTime<Utc>>,
+    /// Sends not yet done (sending or retrying), as of the last sync: only a sync changes
+    /// the ledger, so the status line need not read it again.
+    pending: usize,
 }
 
 impl<C: Channel> Engine<C> {
@@ -119,6 +122,7 @@ impl<C: Channel> Engine<C> {
             seen,
             since,
             delivered: 0,
+            pending: 0,
             last_delivery: None,
         })
     }
@@ -275,9 +279,12 @@ impl<C: Channel> Engine<C> {
                 }
             }
         }
-        Ok(self
-            .ledger
-            .entries()?
+        let entries = self.ledger.entries()?;
+        self.pending = entries
+            .iter()
+            .filter(|e| matches!(e.stage, Stage::Retrying | Stage::Sending))
+            .count();
+        Ok(entries
             .into_iter()
             .filter(|e| e.stage == Stage::Retrying)
             .filter_map(|e| e.retry_at)
@@ -412,15 +419,7 @@ impl<C: Channel> Engine<C> {
 
     /// The STATUS= line systemd shows.
     pub fn status(&self) -> String {
-        let pending = self
-            .ledger
-            .entries()
-            .map(|e| {
-                e.iter()
-                    .filter(|e| matches!(e.stage, Stage::Retrying | Stage::Sending))
-                    .count()
-            })
-            .unwrap_or(0);
+        let pending = self.pending;
         let last = self
             .last_delivery
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
