@@ -117,6 +117,35 @@ start_journald() {
     die "journald did not answer on /run/systemd/journal/stdout within 10 s (see $JOURNALD_LOG)"
 }
 
+# What systemd as PID 1 sets up at boot and worker sandboxing relies on, made here when no
+# PID 1 systemd did (root only; a desktop session has all of it already):
+# - /run/systemd/inaccessible/{dir,reg,fifo,sock,chr,blk}: the mode-0000 nodes that
+#   InaccessiblePaths= and ProtectSystem= bind over hidden paths (without them every
+#   sandboxed unit fails with status 226/NAMESPACE);
+# - DIR/credentials as a shared mount: LoadCredential= builds each unit's credentials in a
+#   private namespace and moves them there, which only reaches the manager through a shared
+#   mount (without it $CREDENTIALS_DIRECTORY is empty).
+prepare_sandboxing() {
+    local dir=$1 nodes=/run/systemd/inaccessible
+    [[ "$(id -u)" == 0 ]] || return 0
+    if [[ ! -e "$nodes/sock" ]]; then
+        mkdir -p "$nodes"
+        [[ -e "$nodes/dir" ]] || mkdir -m 0000 "$nodes/dir"
+        [[ -e "$nodes/reg" ]] || install -m 0000 /dev/null "$nodes/reg"
+        [[ -e "$nodes/fifo" ]] || mkfifo -m 0000 "$nodes/fifo"
+        [[ -e "$nodes/chr" ]] || mknod -m 0000 "$nodes/chr" c 0 0
+        [[ -e "$nodes/blk" ]] || mknod -m 0000 "$nodes/blk" b 0 0
+        python3 -c 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$nodes/sock" &&
+            chmod 0000 "$nodes/sock"
+    fi
+    mkdir -p "$dir/credentials"
+    if ! mountpoint -q "$dir/credentials"; then
+        mount --bind "$dir/credentials" "$dir/credentials" &&
+            mount --make-shared "$dir/credentials" ||
+            say "could not make $dir/credentials a shared mount; LoadCredential= will not reach units"
+    fi
+}
+
 cmd_start() {
     local dir
     dir=$(runtime_dir "${1:-}")
@@ -134,6 +163,7 @@ cmd_start() {
         mkdir -p /run/systemd/system ||
             die "cannot create /run/systemd/system (needed by systemd --user); run as root once"
     fi
+    prepare_sandboxing "$dir"
 
     mkdir -p "$dir" || die "cannot create runtime dir $dir"
     chmod 0700 "$dir"

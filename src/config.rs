@@ -4,7 +4,7 @@
 //! `file:line:column` so the user can go straight to the mistake.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -101,6 +101,164 @@ pub struct RunnerConfig {
     pub tick: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Environment of every worker and of the judge's tick command (plain values: they are
+    /// unit properties, so `systemctl --user show` prints them; keys go in `secrets`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Secret environment variables (API keys): the variable's name and where its value
+    /// comes from. Delivered as systemd credentials, exported by the PTY host.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretSource>,
+}
+
+/// Where a secret's value comes from. Written `file:PATH` (a file only its owner may read,
+/// `~/` allowed) or `credential:NAME` (a credential the user manager itself holds, or one in
+/// /etc/credstore, /run/credstore). The value never reaches a command line, a unit property
+/// or a log: the unit gets `LoadCredential=NAME:SOURCE`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum SecretSource {
+    File(PathBuf),
+    Credential(String),
+}
+
+impl TryFrom<String> for SecretSource {
+    type Error = String;
+    fn try_from(text: String) -> std::result::Result<Self, String> {
+        SecretSource::parse(&text)
+    }
+}
+
+impl From<SecretSource> for String {
+    fn from(source: SecretSource) -> String {
+        source.to_string()
+    }
+}
+
+impl std::fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::File(path) => write!(f, "file:{}", path.display()),
+            SecretSource::Credential(name) => write!(f, "credential:{name}"),
+        }
+    }
+}
+
+impl SecretSource {
+    pub fn parse(text: &str) -> std::result::Result<SecretSource, String> {
+        let problem = |why: &str| {
+            format!("invalid secret source {text:?}: {why}; write file:/path/to/key (mode 0600) or credential:NAME")
+        };
+        if let Some(path) = text.strip_prefix("file:") {
+            let path = match path.strip_prefix("~/") {
+                Some(rest) => directories::BaseDirs::new()
+                    .map(|dirs| dirs.home_dir().join(rest))
+                    .ok_or_else(|| problem("there is no home directory to expand ~ in"))?,
+                None => PathBuf::from(path),
+            };
+            if !path.is_absolute() {
+                return Err(problem("the path must be absolute (or start with ~/)"));
+            }
+            return Ok(SecretSource::File(path));
+        }
+        if let Some(name) = text.strip_prefix("credential:") {
+            let valid = !name.is_empty()
+                && name.len() <= 255
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && !name.starts_with('.');
+            if !valid {
+                return Err(problem(
+                    "a credential name is letters, digits, '-', '_' and '.'",
+                ));
+            }
+            return Ok(SecretSource::Credential(name.to_owned()));
+        }
+        Err(problem("it names no source"))
+    }
+
+    /// The `SOURCE` of `LoadCredential=ID:SOURCE`.
+    pub fn load_credential_source(&self) -> String {
+        match self {
+            SecretSource::File(path) => path.display().to_string(),
+            SecretSource::Credential(name) => name.clone(),
+        }
+    }
+
+    /// Checks a file source before a unit is made from it: it exists, is a regular file, and
+    /// only its owner can read it.
+    pub fn check(&self, variable: &str) -> Result<()> {
+        let SecretSource::File(path) = self else {
+            return Ok(());
+        };
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path).map_err(|e| {
+            Error::invalid(format!(
+                "the secret {variable} comes from {}, which cannot be read: {e}",
+                path.display()
+            ))
+        })?;
+        if !metadata.is_file() {
+            return Err(Error::invalid(format!(
+                "the secret {variable} comes from {}, which is not a regular file",
+                path.display()
+            )));
+        }
+        if metadata.mode() & 0o077 != 0 {
+            return Err(Error::invalid(format!(
+                "the secret {variable} comes from {}, which others can read (mode {:o}); run chmod 600 {}",
+                path.display(),
+                metadata.mode() & 0o777,
+                path.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Environment variables rein sets itself; config and `--env` may not override them.
+const RESERVED_ENV: &[&str] = &[
+    "HOME",
+    "CREDENTIALS_DIRECTORY",
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+];
+
+/// Checks an environment variable's name: a shell name, not one rein sets itself.
+pub fn validate_env_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let shaped = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 128;
+    if !shaped {
+        return Err(Error::invalid(format!(
+            "invalid environment variable name {name:?}: use letters, digits and '_', not starting with a digit"
+        )));
+    }
+    if name.starts_with("REIN_") || RESERVED_ENV.contains(&name) {
+        return Err(Error::invalid(format!(
+            "the environment variable {name} is set by rein itself and cannot be configured"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses `--env K=V`.
+pub fn parse_env_assignment(text: &str) -> std::result::Result<(String, String), String> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err(format!(
+            "invalid --env {text:?}: write it as NAME=VALUE (secrets belong in [runner.secrets], not on the command line)"
+        ));
+    };
+    validate_env_name(name).map_err(|e| e.to_string())?;
+    if value.contains('\0') {
+        return Err(format!(
+            "invalid --env {name}: the value contains a NUL byte"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -195,8 +353,10 @@ pub enum RestartPolicy {
     Always,
 }
 
+/// `[workers]`: defaults for every worker, and `[workers.ID]` tables for one worker each.
+/// (Unknown keys are still refused: a key that is not a setting must be a `[workers.ID]`
+/// table, whose own keys are checked.)
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
     #[serde(default)]
     pub restart: RestartPolicy,
@@ -219,8 +379,43 @@ pub struct WorkerConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub cpu_quota: Option<u32>,
+    /// How a stop waits for an agent that ignores SIGTERM before it is killed.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: Span,
+    /// `strict` (default): every worker runs in systemd's sandbox, checked at start; `off`:
+    /// no sandbox (a worker could then answer its own asks), said loudly everywhere.
+    #[serde(default)]
+    pub sandbox: SandboxMode,
+    /// `[workers.ID]`: what one worker adds to or overrides of the runner's settings.
+    #[serde(flatten)]
+    pub overrides: BTreeMap<String, WorkerOverride>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    #[default]
+    Strict,
+    Off,
+}
+
+/// `[workers.ID]`: one worker's own environment, secrets, command and model.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerOverride {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+fn default_stop_timeout() -> Span {
+    Span(std::time::Duration::from_secs(10))
+}
 fn default_restart_sec() -> Span {
     Span(std::time::Duration::from_secs(5))
 }
@@ -240,6 +435,9 @@ impl Default for WorkerConfig {
             start_limit_interval: default_start_limit_interval(),
             memory_max: None,
             cpu_quota: None,
+            stop_timeout: default_stop_timeout(),
+            sandbox: SandboxMode::default(),
+            overrides: BTreeMap::new(),
         }
     }
 }
@@ -356,7 +554,47 @@ impl Config {
                 "workers.start_limit_burst must be at least 1".into(),
             ));
         }
+        let check_env = |section: &str,
+                         env: &BTreeMap<String, String>,
+                         secrets: &BTreeMap<String, SecretSource>| {
+            for name in env.keys().chain(secrets.keys()) {
+                validate_env_name(name).map_err(|e| problem(format!("[{section}]: {e}")))?;
+            }
+            if let Some(both) = env.keys().find(|name| secrets.contains_key(*name)) {
+                return Err(problem(format!(
+                    "[{section}]: {both} is both a plain variable and a secret; keep one"
+                )));
+            }
+            Ok(())
+        };
+        check_env("runner", &self.runner.env, &self.runner.secrets)?;
+        for (id, worker) in &self.workers.overrides {
+            store::validate_id("worker id", id)
+                .map_err(|e| problem(format!("[workers.{id}]: {e}")))?;
+            check_env(&format!("workers.{id}"), &worker.env, &worker.secrets)?;
+        }
         Ok(())
+    }
+
+    /// A worker's plain environment and secrets: the runner's, then the worker's own
+    /// (`[workers.ID]`), the later winning.
+    pub fn agent_environment(
+        &self,
+        worker: Option<&str>,
+    ) -> (BTreeMap<String, String>, BTreeMap<String, SecretSource>) {
+        let mut env = self.runner.env.clone();
+        let mut secrets = self.runner.secrets.clone();
+        if let Some(own) = worker.and_then(|id| self.workers.overrides.get(id)) {
+            for (name, value) in &own.env {
+                secrets.remove(name);
+                env.insert(name.clone(), value.clone());
+            }
+            for (name, source) in &own.secrets {
+                env.remove(name);
+                secrets.insert(name.clone(), source.clone());
+            }
+        }
+        (env, secrets)
     }
 
     /// The worker command template after presets and overrides.

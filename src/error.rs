@@ -23,6 +23,9 @@ pub enum Error {
     /// The operation lost a race or met existing state it must not overwrite.
     #[error("{0}")]
     Conflict(String),
+    /// The caller may not do this (an agent answering an ask).
+    #[error("{0}")]
+    Forbidden(String),
     /// A file rein wrote (or should have) cannot be parsed. Named, never skipped silently.
     #[error("corrupt file {path}: {detail}; inspect or move it aside, rein will not guess")]
     Corrupt { path: PathBuf, detail: String },
@@ -53,7 +56,9 @@ impl Error {
         match self {
             Error::Invalid(_) => EXIT_USAGE,
             Error::Conflict(_) => EXIT_CONFLICT,
-            Error::NotFound(_) | Error::Corrupt { .. } | Error::Io { .. } => EXIT_FAILURE,
+            Error::NotFound(_) | Error::Forbidden(_) | Error::Corrupt { .. } | Error::Io { .. } => {
+                EXIT_FAILURE
+            }
         }
     }
 }

@@ -369,14 +369,13 @@ async fn execute(
             let request = crate::fleet::workers::StartRequest {
                 id: id.clone(),
                 brief: brief.clone(),
-                command: None,
-                model: None,
-                memory_max: None,
-                cpu_quota: None,
+                ..Default::default()
             };
             crate::fleet::workers::start(need_manager()?, paths, config, &request).await?;
         }
-        Move::KillWorker { id } => crate::fleet::workers::kill(need_manager()?, paths, id).await?,
+        Move::KillWorker { id } => {
+            crate::fleet::workers::kill(need_manager()?, paths, id).await?;
+        }
         Move::WriteGoal { id, body } => {
             dir.create_dirs()?;
             store::write_atomic(&dir.goal(id)?, body.as_bytes())?;

@@ -12,6 +12,7 @@
 //! - [`journal`], [`claims`], [`notes`], [`seed`]: the remaining data-dir records.
 //! - [`systemd`]: the user manager over D-Bus; [`fleet`]: the pulse and workers as
 //!   transient units; [`worker`]: the PTY host inside a worker unit.
+//! - [`gate`]: how sandboxed workers file asks, claims, notes and reports as themselves.
 //! - [`bridge`]: what every bridge shares: the delivery engine, ledger, allowlist, secrets.
 //! - [`cli`]: the clap definition (the single source of `--help`, man pages and completions)
 //!   and one file per verb group.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod duration;
 pub mod error;
 pub mod fleet;
+pub mod gate;
 pub mod journal;
 pub mod judge;
 pub mod logging;

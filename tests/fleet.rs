@@ -182,7 +182,7 @@ fn worker_start_ls_kill_and_refusals() {
     let pid = view["pid"].as_u64().expect("pid");
     let contract = std::fs::read_to_string(rein.data.join("prompts/w1.md")).expect("prompt");
     assert!(
-        contract.contains("rein ask") && contract.ends_with("fix the; $(bug)\n"),
+        contract.contains("\"$REIN_BIN\" ask") && contract.ends_with("fix the; $(bug)\n"),
         "{contract}"
     );
     let unit = format!("rein.{}.worker-w1.service", rein.profile);
@@ -215,9 +215,21 @@ fn worker_start_ls_kill_and_refusals() {
     );
 
     rein.ok(&["worker", "kill", "w1"]);
-    assert!(units_of(&rein).is_empty());
+    assert!(
+        units_of(&rein).iter().all(|u| !u.contains("worker-")),
+        "{:?}",
+        units_of(&rein)
+    );
+    assert_eq!(
+        worker(&rein, "w1")["health"],
+        "stopped",
+        "a killed worker stays listed until `worker rm`"
+    );
+    rein.ok(&["worker", "kill", "w1"]);
+    rein.ok(&["worker", "rm", "w1"]);
     assert!(worker(&rein, "w1").is_null());
     assert_eq!(rein.run(&["worker", "kill", "w1"]).status.code(), Some(1));
+    assert_eq!(rein.run(&["worker", "rm", "w1"]).status.code(), Some(1));
 }
 
 #[test]
@@ -335,8 +347,8 @@ fn two_profiles_side_by_side() {
     assert!(units_of(&a).is_empty());
     assert_eq!(
         units_of(&b).len(),
-        4,
-        "b's pulse timer and service and two workers stay: {:?}",
+        6,
+        "b's pulse timer and service, gate socket and service, and two workers stay: {:?}",
         units_of(&b)
     );
     assert_eq!(worker(&b, "w1")["health"], "running");

@@ -13,13 +13,15 @@ fn twenty_answerers_one_winner() {
     let id = rein.wait_for_one_ask();
     let answerers: Vec<_> = (0..20)
         .map(|n| {
-            rein.spawn(&[
-                "answer",
-                &id,
-                &format!("number-{n}"),
-                "--as",
-                &format!("cli:person{n}"),
-            ])
+            // Twenty people, each answering as themselves (the CLI records cli:$USER).
+            support::Spawned::from(
+                rein.command(&["answer", &id, &format!("number-{n}")])
+                    .env("USER", format!("person{n}"))
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn an answerer"),
+            )
         })
         .collect();
     let outputs: Vec<_> = answerers
@@ -143,12 +145,12 @@ fn options_are_enforced_and_listed() {
         vec![id.clone()],
         "a refused answer changes nothing"
     );
-    rein.ok(&["answer", &id, "no", "--as", "slack:U123"]);
+    rein.ok(&["answer", &id, "no", "--as", "konsole:tester"]);
     let asked = wait_child(asker, Duration::from_secs(10), "asker");
     assert_eq!(stdout_of(&asked), "no\n");
     let all = rein.json(&["asks", "--all"]);
     assert_eq!(all[0]["answer"], "no");
-    assert_eq!(all[0]["answered_by"], "slack:U123");
+    assert_eq!(all[0]["answered_by"], "konsole:tester");
 }
 
 #[test]
@@ -257,10 +259,15 @@ fn interactive_answer_prompts_until_valid_and_ends_when_answered_elsewhere() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("interactive");
-    rein.ok(&["answer", &id, "from elsewhere", "--as", "slack:U1"]);
+    let elsewhere = rein
+        .command(&["answer", &id, "from elsewhere"])
+        .env_remove("REIN_ANSWER_IDENTITY")
+        .output()
+        .expect("answer from elsewhere");
+    assert!(elsewhere.status.success(), "{}", stderr_of(&elsewhere));
     let out = wait_child(prompt, Duration::from_secs(10), "interactive answer");
     assert!(
-        stdout_of(&out).contains("answered \"from elsewhere\" by slack:U1"),
+        stdout_of(&out).contains("answered \"from elsewhere\" by cli:tester"),
         "{}",
         stdout_of(&out)
     );

@@ -72,7 +72,7 @@ fn strings(name: &str, key: &str, value: &toml::Value) -> Result<Vec<String>> {
         .collect()
 }
 
-fn expand_home(path: &str) -> PathBuf {
+pub fn expand_home(path: &str) -> PathBuf {
     match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(path),

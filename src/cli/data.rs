@@ -1,16 +1,18 @@
-//! `rein init`, `goal`, `sensor`, `playbook`, `notify`, `journal`, `claim`, `unclaim`.
+//! `rein init`, `goal`, `sensor`, `playbook`, `notify`, `journal`, `claim`, `unclaim`,
+//! `report`.
 
 use chrono::Utc;
 
-use crate::claims::{self, ClaimOutcome};
+use crate::claims;
 use crate::cli::{
-    output, read_body, require_body, worker_id, Context, GoalCommand, PlaybookCommand,
-    SensorCommand,
+    agent_call, output, print_reply, read_body, require_body, Context, GoalCommand,
+    PlaybookCommand, SensorCommand,
 };
 use crate::config::Preset;
-use crate::error::{Error, EXIT_CONFLICT};
+use crate::error::Error;
+use crate::gate::Request;
 use crate::store;
-use crate::{journal, notes, seed, state, world};
+use crate::{journal, seed, state, world};
 
 pub fn init(context: &Context, runner: Preset) -> anyhow::Result<i32> {
     let report = seed::init(&context.paths.config, &context.data(), runner)?;
@@ -180,14 +182,9 @@ pub fn playbook(context: &Context, command: PlaybookCommand) -> anyhow::Result<i
 }
 
 pub fn notify(context: &Context, message: &str, worker: Option<String>) -> anyhow::Result<i32> {
-    let worker = worker_id(worker)?;
-    let note = notes::notify(&context.data(), &worker, message)?;
-    if context.json {
-        output::json(&note)?;
-    } else {
-        output::lines([format!("note {} left for the human", note.id)])?;
-    }
-    Ok(0)
+    let message = read_body(message, "message")?;
+    let reply = agent_call(context, worker, &Request::Notify { message })?;
+    print_reply(context, &reply)
 }
 
 pub fn journal(context: &Context, count: usize) -> anyhow::Result<i32> {
@@ -206,7 +203,6 @@ pub fn claim(
     pid: Option<u32>,
     worker: Option<String>,
 ) -> anyhow::Result<i32> {
-    let worker = worker_id(worker)?;
     let pid = pid.unwrap_or_else(std::os::unix::process::parent_id);
     if claims::process_start(pid).is_none() {
         return Err(Error::invalid(format!(
@@ -214,57 +210,74 @@ pub fn claim(
         ))
         .into());
     }
-    let data = context.data();
-    let outcome = claims::claim(&data, name, &worker, pid)?;
-    let (claim, code, message) = match outcome {
-        ClaimOutcome::Claimed(claim) => {
-            journal::record(&data, "claim", &format!("{worker} claimed {name}"))?;
-            let message = format!("claimed {name} for {worker} (held while pid {pid} lives)");
-            (claim, 0, message)
-        }
-        ClaimOutcome::ClaimedAfterReaping { claim, reaped } => {
-            journal::record(&data, "claim", &format!("{worker} claimed {name}"))?;
-            let message = format!(
-                "claimed {name} for {worker}; reaped the lease of {} whose pid {} is gone",
-                reaped.worker, reaped.pid
-            );
-            (claim, 0, message)
-        }
-        ClaimOutcome::HeldBy(holder) => {
-            let message = format!(
-                "{name} is held by {} (pid {}) since {}; wait or pick other work",
-                holder.worker,
-                holder.pid,
-                holder.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            );
-            (holder, EXIT_CONFLICT, message)
-        }
-    };
-    if context.json {
-        output::json(&serde_json::json!({"claimed": code == 0, "claim": claim}))?;
-    }
-    if code == 0 {
-        if !context.json {
-            output::lines([message])?;
-        }
-    } else {
-        eprintln!("rein: {message}");
-    }
-    Ok(code)
+    let reply = agent_call(
+        context,
+        worker,
+        &Request::Claim {
+            name: name.to_owned(),
+            pid,
+        },
+    )?;
+    print_reply(context, &reply)
 }
 
-pub fn unclaim(context: &Context, name: &str) -> anyhow::Result<i32> {
-    let data = context.data();
-    match claims::unclaim(&data, name)? {
-        Some(claim) => {
-            journal::record(
-                &data,
-                "unclaim",
-                &format!("released {name} (held by {})", claim.worker),
+pub fn unclaim(context: &Context, name: &str, force: bool) -> anyhow::Result<i32> {
+    let reply = agent_call(
+        context,
+        None,
+        &Request::Unclaim {
+            name: name.to_owned(),
+            force,
+        },
+    )?;
+    print_reply(context, &reply)
+}
+
+pub fn report(
+    context: &Context,
+    name: &str,
+    text: Option<String>,
+    file: Option<std::path::PathBuf>,
+    worker: Option<String>,
+) -> anyhow::Result<i32> {
+    let body = match (text, file) {
+        (Some(text), _) => read_body(&text, "report")?,
+        (None, Some(path)) => {
+            let file = std::fs::File::open(&path).map_err(|error| {
+                Error::invalid(format!(
+                    "cannot read the report {}: {error}",
+                    path.display()
+                ))
+            })?;
+            let (bytes, over) = crate::store::read_capped(
+                &mut std::io::BufReader::new(file),
+                crate::gate::MAX_REPORT,
             )?;
-            output::lines([format!("released {name} (held by {})", claim.worker)])?;
-            Ok(0)
+            if over {
+                return Err(Error::invalid(format!(
+                    "the report {} is larger than {} bytes",
+                    path.display(),
+                    crate::gate::MAX_REPORT
+                ))
+                .into());
+            }
+            String::from_utf8(bytes).map_err(|_| {
+                Error::invalid(format!("the report {} is not UTF-8 text", path.display()))
+            })?
         }
-        None => Err(Error::NotFound(format!("{name:?} is not claimed")).into()),
-    }
+        (None, None) => {
+            return Err(
+                Error::invalid("give the report's text, - for stdin, or --file PATH").into(),
+            )
+        }
+    };
+    let reply = agent_call(
+        context,
+        worker,
+        &Request::Report {
+            name: name.to_owned(),
+            body,
+        },
+    )?;
+    print_reply(context, &reply)
 }

@@ -3,11 +3,12 @@
 use std::io::IsTerminal;
 use std::time::Instant;
 
-use crate::cli::{output, read_body, worker_id, Context};
+use crate::cli::{agent_call, output, read_body, Context};
 use crate::duration::Span;
 use crate::error::{Error, EXIT_CONFLICT, EXIT_TIMEOUT, EXIT_USAGE, EXIT_WITHDRAWN};
+use crate::gate::Request;
 use crate::journal;
-use crate::mailbox::{self, AnswerOutcome, Filing, Mailbox, NewAsk, ResolutionKind};
+use crate::mailbox::{self, AnswerOutcome, Ask, Filing, Mailbox, ResolutionKind};
 
 pub fn ask(
     context: &Context,
@@ -17,7 +18,6 @@ pub fn ask(
     timeout: Option<Span>,
     worker: Option<String>,
 ) -> anyhow::Result<i32> {
-    let worker = worker_id(worker)?;
     let Some(prompt) = prompt else {
         return Err(Error::invalid(
             "no question given: pass --prompt TEXT, or --prompt - to read it from stdin",
@@ -31,25 +31,29 @@ pub fn ask(
         .transpose()?
         .unwrap_or_default();
     let deadline = timeout.map(|t| Instant::now() + t.0);
-    let mailbox = Mailbox::new(context.data());
-    let (ask, filing) = mailbox.file(&NewAsk {
-        worker: worker.clone(),
-        prompt: prompt.trim_end().to_owned(),
-        reference,
-        options,
-    })?;
-    if filing == Filing::New {
-        journal::record(
-            mailbox.data_dir(),
-            "ask",
-            &format!(
-                "{} asked {}: {}",
-                worker,
-                ask.id,
-                output::short(&ask.prompt, 120)
-            ),
-        )?;
+    let reply = agent_call(
+        context,
+        worker.clone(),
+        &Request::Ask {
+            prompt: prompt.trim_end().to_owned(),
+            reference,
+            options,
+        },
+    )?;
+    if reply.code != 0 {
+        eprintln!(
+            "rein: {}",
+            reply.message.as_deref().unwrap_or("the ask was not filed")
+        );
+        return Ok(reply.code);
     }
+    let ask: Ask = serde_json::from_value(reply.value["ask"].clone())?;
+    let filing = if reply.value["filing"] == "existing" {
+        Filing::Existing
+    } else {
+        Filing::New
+    };
+    let mailbox = Mailbox::new(context.data());
     if std::io::stderr().is_terminal() {
         let again = if filing == Filing::Existing {
             " (already asked; waiting on it)"
@@ -87,8 +91,34 @@ pub fn ask(
         }
     };
     std::io::Write::flush(&mut std::io::stdout())?;
-    mailbox.deliver(&ask.id)?;
+    // The asker has its answer; archiving is bookkeeping, so a failure is only a warning.
+    match agent_call(context, worker, &Request::Deliver { id: ask.id.clone() }) {
+        Ok(reply) if reply.code == 0 => {}
+        Ok(reply) => eprintln!(
+            "rein: warning: ask {} was not archived: {}",
+            ask.id,
+            reply.message.unwrap_or_default()
+        ),
+        Err(error) => eprintln!("rein: warning: ask {} was not archived: {error:#}", ask.id),
+    }
     Ok(code)
+}
+
+/// Refuses, before anything is read or written, an answer or withdrawal from inside an agent
+/// unit: answers come from people. (The kernel refuses the write anyway: the data dir is
+/// read-only there.)
+fn refuse_inside_agent(context: &Context, verb: &str, id: &str) -> anyhow::Result<()> {
+    let unit = crate::fleet::sandbox::current_agent_unit();
+    let in_worker = unit.is_some() || crate::cli::gate_socket(context).is_some();
+    if in_worker {
+        return Err(Error::Forbidden(format!(
+            "answers come from people: an agent cannot {verb} asks (ask {id} stays pending){}",
+            unit.map(|u| format!("; this process runs in {u}"))
+                .unwrap_or_default()
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 pub fn answer(
@@ -100,22 +130,35 @@ pub fn answer(
     let Some(text) = text else {
         return Err(Error::invalid(format!("no answer given: run `rein answer {id} TEXT`, or `rein answer {id} -` to read it from stdin")).into());
     };
+    refuse_inside_agent(context, "answer", id)?;
+    let by = answering_identity(identity)?;
     let text = read_body(&text, "answer")?;
-    let by = answering_identity(identity);
     let mailbox = Mailbox::new(context.data());
     let outcome = mailbox.answer(id, &text, &by)?;
     report_outcome(context, &mailbox, id, outcome, "answer")
 }
 
-/// The identity an answer is recorded under: the flag, else `$REIN_ANSWER_IDENTITY` (set by
-/// the Konsole bridge in the tabs it opens), else `cli:$USER`.
-fn answering_identity(flag: Option<String>) -> String {
-    flag.or_else(|| {
+/// The identity an answer or withdrawal from the command line is recorded under:
+/// `cli:$USER`, or `konsole:$USER` when a Konsole tab opened by the bridge says so (the flag
+/// or `$REIN_ANSWER_IDENTITY`). Nothing else: a Slack, SMS or email identity can only come
+/// from its bridge, and no one can answer as another local user.
+fn answering_identity(flag: Option<String>) -> anyhow::Result<String> {
+    let user = mailbox::current_user();
+    let cli = format!("cli:{user}");
+    let konsole = format!("konsole:{user}");
+    let wanted = flag.or_else(|| {
         std::env::var("REIN_ANSWER_IDENTITY")
             .ok()
             .filter(|s| !s.is_empty())
-    })
-    .unwrap_or_else(mailbox::default_identity)
+    });
+    match wanted {
+        None => Ok(cli),
+        Some(identity) if identity == cli || identity == konsole => Ok(identity),
+        Some(identity) => Err(Error::invalid(format!(
+            "cannot answer as {identity:?}: answers from the command line are recorded as {cli} (or {konsole} in a Konsole ask tab); slack:, sms: and email: identities come only from their bridges"
+        ))
+        .into()),
+    }
 }
 
 /// `rein answer --interactive ID`: shows the ask and reads answers from the terminal until
@@ -125,7 +168,8 @@ pub fn answer_interactive(
     id: &str,
     identity: Option<String>,
 ) -> anyhow::Result<i32> {
-    let by = answering_identity(identity);
+    refuse_inside_agent(context, "answer", id)?;
+    let by = answering_identity(identity)?;
     let mailbox = Mailbox::new(context.data());
     let record = mailbox.get(id)?;
     if let Some(resolution) = &record.resolution {
@@ -199,7 +243,8 @@ pub fn answer_interactive(
 }
 
 pub fn withdraw(context: &Context, id: &str, identity: Option<String>) -> anyhow::Result<i32> {
-    let by = identity.unwrap_or_else(mailbox::default_identity);
+    refuse_inside_agent(context, "withdraw", id)?;
+    let by = answering_identity(identity)?;
     let mailbox = Mailbox::new(context.data());
     let outcome = mailbox.withdraw(id, &by)?;
     report_outcome(context, &mailbox, id, outcome, "withdraw")

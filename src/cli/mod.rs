@@ -80,7 +80,8 @@ pub enum Command {
         /// The answer; `-` reads it from stdin.
         #[arg(value_name = "TEXT|-", conflicts_with = "interactive")]
         text: Option<String>,
-        /// Who is answering (default $REIN_ANSWER_IDENTITY, else cli:$USER).
+        /// Who is answering: cli:$USER (the default) or konsole:$USER (a tab the Konsole
+        /// bridge opened). Slack, SMS and email identities come only from their bridges.
         #[arg(long = "as", value_name = "IDENTITY")]
         identity: Option<String>,
         /// Show the ask and prompt for the answer; ends when it is answered here or elsewhere.
@@ -93,9 +94,12 @@ pub enum Command {
         all: bool,
     },
     /// Withdraw a pending ask; the waiting worker's `rein ask` exits 4.
+    ///
+    /// Recorded as cli:$USER. A withdrawn ask is final: the worker's `rein ask` exits 4 and
+    /// the same question from the same worker is not filed again.
     Withdraw {
         id: String,
-        /// Who is withdrawing (default cli:$USER).
+        /// Who is withdrawing: cli:$USER (the default) or konsole:$USER.
         #[arg(long = "as", value_name = "IDENTITY")]
         identity: Option<String>,
     },
@@ -149,8 +153,33 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         worker: Option<String>,
     },
-    /// Release a lease.
-    Unclaim { name: String },
+    /// Release a lease you hold (a worker: only its own).
+    Unclaim {
+        name: String,
+        /// Release it even though someone else alive holds it (people only).
+        #[arg(long)]
+        force: bool,
+    },
+    /// File a deliverable for people: reports/WORKER/NAME.
+    ///
+    /// Inside a worker the report is filed as that worker (through rein's gate).
+    Report {
+        /// The report's name (like an id: report.md, summary-2026-11-30.txt).
+        name: String,
+        /// The report's text; `-` reads it from stdin.
+        #[arg(
+            value_name = "TEXT|-",
+            conflicts_with = "file",
+            required_unless_present = "file"
+        )]
+        text: Option<String>,
+        /// Read the report from this file.
+        #[arg(long, value_name = "PATH")]
+        file: Option<std::path::PathBuf>,
+        /// The reporting worker outside a worker (default $REIN_WORKER_ID, else `human`).
+        #[arg(long, value_name = "ID")]
+        worker: Option<String>,
+    },
     /// Create or reconcile the pulse timer (and bring back recorded workers); idempotent.
     ///
     /// Validates the config, seeds the data dir if needed, and creates the transient
@@ -184,6 +213,9 @@ pub enum Command {
     /// Bridges: relay asks to Slack, SMS, email and Konsole tabs, and answers back.
     #[command(subcommand)]
     Bridge(BridgeCommand),
+    /// Serve workers' asks, claims, notes and reports (socket-activated by systemd).
+    #[command(hide = true)]
+    Gate,
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -215,9 +247,37 @@ pub enum WorkerCommand {
         /// CPUQuota= of the unit, e.g. 50% or 200%.
         #[arg(long, value_name = "PCT", value_parser = crate::duration::parse_percent)]
         cpu_quota: Option<u32>,
+        /// An environment variable for the agent (repeatable). Secrets belong in the
+        /// config's [runner.secrets], never on a command line.
+        #[arg(long = "env", value_name = "NAME=VALUE", value_parser = crate::config::parse_env_assignment)]
+        env: Vec<(String, String)>,
+        /// Work in this directory (the worker may write there).
+        #[arg(long, value_name = "PATH", conflicts_with = "worktree")]
+        dir: Option<std::path::PathBuf>,
+        /// Work in a git worktree of this repository, made for this worker.
+        #[arg(long, value_name = "REPO")]
+        worktree: Option<std::path::PathBuf>,
+        /// The worktree's branch (default rein/ID; an existing branch is checked out).
+        #[arg(long, value_name = "BRANCH", requires = "worktree")]
+        branch: Option<String>,
+        /// Where a new branch starts (default the repository's HEAD).
+        #[arg(long, value_name = "REF", requires = "worktree")]
+        base: Option<String>,
     },
-    /// Stop a worker and unload its unit; `rein up` will not bring it back.
+    /// Stop a worker and withdraw its pending asks; `rein up` will not bring it back.
+    ///
+    /// The worker stays listed as stopped (with its worktree) until `rein worker rm`.
     Kill { id: String },
+    /// Remove a stopped worker, its worktree and branch (archiving its directory).
+    ///
+    /// Refused (exit 5) while the worker runs, or while its worktree has uncommitted
+    /// changes or commits no remote has, unless --force.
+    Rm {
+        id: String,
+        /// Discard the worktree's unsaved work.
+        #[arg(long)]
+        force: bool,
+    },
     /// List workers: health (running, waiting-ask, restarting, failed, exited, stopped),
     /// restarts, result, pid, since, memory and the pending ask.
     Ls,
@@ -320,6 +380,63 @@ pub fn worker_id(flag: Option<String>) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// The gate's socket when this process runs inside an agent unit (a worker or the judge's
+/// tick): `$REIN_GATE`, else the data dir's gate. `None` for people.
+pub fn gate_socket(context: &Context) -> Option<std::path::PathBuf> {
+    let from_env = std::env::var_os("REIN_GATE")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from);
+    if from_env.is_some() {
+        return from_env;
+    }
+    crate::fleet::sandbox::current_agent_unit().map(|_| context.data().gate_socket())
+}
+
+/// Runs one of the verbs a worker may run (ask, deliver, claim, unclaim, notify, report):
+/// through the gate inside a worker, where the kernel names the caller; directly for people.
+pub fn agent_call(
+    context: &Context,
+    worker: Option<String>,
+    request: &crate::gate::Request,
+) -> anyhow::Result<crate::gate::Reply> {
+    if let Some(socket) = gate_socket(context) {
+        if let Some(named) = worker {
+            let own = std::env::var("REIN_WORKER_ID").unwrap_or_default();
+            if named != own {
+                return Err(Error::invalid(format!(
+                    "inside worker {own}, --worker cannot name another worker ({named}); the gate files as {own}"
+                ))
+                .into());
+            }
+        }
+        return crate::gate::call(&socket, request);
+    }
+    let worker = worker_id(worker)?;
+    Ok(crate::gate::perform(
+        &context.data(),
+        crate::gate::Caller::Person { worker: &worker },
+        request,
+    ))
+}
+
+/// Prints a gate reply the way every verb does: the message on stdout when it succeeded,
+/// on stderr when not; the JSON value with --json. Returns the exit code.
+pub fn print_reply(context: &Context, reply: &crate::gate::Reply) -> anyhow::Result<i32> {
+    if context.json {
+        output::json(&reply.value)?;
+    }
+    if let Some(message) = &reply.message {
+        if reply.code == 0 {
+            if !context.json {
+                output::lines([message.clone()])?;
+            }
+        } else {
+            eprintln!("rein: {message}");
+        }
+    }
+    Ok(reply.code)
+}
+
 /// A body from an argument, or from stdin when the argument is `-`.
 pub fn read_body(argument: &str, what: &str) -> anyhow::Result<String> {
     if argument != "-" {
@@ -417,7 +534,14 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<i32> {
         Command::Notify { message, worker } => data::notify(context, &message, worker),
         Command::Journal { lines } => data::journal(context, lines),
         Command::Claim { name, pid, worker } => data::claim(context, &name, pid, worker),
-        Command::Unclaim { name } => data::unclaim(context, &name),
+        Command::Unclaim { name, force } => data::unclaim(context, &name, force),
+        Command::Report {
+            name,
+            text,
+            file,
+            worker,
+        } => data::report(context, &name, text, file, worker),
+        Command::Gate => crate::gate::serve(&context.paths),
         Command::Up => fleet::up(context),
         Command::Down => fleet::down(context),
         Command::Tick => fleet::tick(context),

@@ -5,6 +5,7 @@ use std::os::fd::AsFd;
 
 use crate::cli::fleet::{connect, worker_table};
 use crate::cli::{output, read_body, Context, WorkerCommand};
+use crate::fleet::worktree::WorktreeRequest;
 use crate::fleet::{block_on, workers};
 use crate::worker::pty::{self, AttachOptions, AttachOutcome, RawModeGuard};
 
@@ -17,6 +18,11 @@ pub fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
             model,
             memory_max,
             cpu_quota,
+            env,
+            dir,
+            worktree,
+            branch,
+            base,
         } => {
             let brief = match prompt {
                 Some(prompt) => read_body(&prompt, "brief")?,
@@ -29,6 +35,9 @@ pub fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
                 model,
                 memory_max,
                 cpu_quota,
+                env,
+                dir,
+                worktree: worktree.map(|repo| WorktreeRequest { repo, branch, base }),
             };
             let config = context.config()?;
             // Everything the user typed is checked before systemd is even asked.
@@ -40,11 +49,18 @@ pub fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
             if context.json {
                 output::json(&record)?;
             } else {
+                let place = record
+                    .worktree
+                    .as_ref()
+                    .map(|w| format!(" in worktree {} (branch {})", w.path.display(), w.branch))
+                    .or_else(|| record.dir.as_ref().map(|d| format!(" in {}", d.display())))
+                    .unwrap_or_default();
                 output::lines([
                     format!(
-                        "started worker {} ({})",
+                        "started worker {} ({}){place}, sandbox {}",
                         record.id,
-                        crate::fleet::UnitNames::new(&context.paths).worker(&record.id)
+                        crate::fleet::UnitNames::new(&context.paths).worker(&record.id),
+                        record.sandbox.as_deref().unwrap_or("unchecked")
                     ),
                     format!(
                         "attach with `rein worker attach {}`; logs with `rein worker logs {}`",
@@ -55,11 +71,39 @@ pub fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         WorkerCommand::Kill { id } => {
-            block_on(async {
+            let report = block_on(async {
                 let manager = connect().await?;
                 workers::kill(&manager, &context.paths, &id).await
             })??;
-            output::lines([format!("killed worker {id}")])?;
+            if context.json {
+                output::json(&report)?;
+            } else {
+                let mut lines = vec![if report.stopped_unit {
+                    format!("killed worker {id}")
+                } else {
+                    format!("worker {id} was not running; it stays stopped")
+                }];
+                if !report.withdrawn.is_empty() {
+                    lines.push(format!(
+                        "withdrew its pending asks: {}",
+                        report.withdrawn.join(", ")
+                    ));
+                }
+                lines.push(format!(
+                    "`rein worker rm {id}` removes it (and its worktree)"
+                ));
+                output::lines(lines)?;
+            }
+            Ok(0)
+        }
+        WorkerCommand::Rm { id, force } => {
+            let done = block_on(async {
+                let manager = connect().await?;
+                workers::remove(&manager, &context.paths, &id, force).await
+            })??;
+            let mut lines = vec![format!("removed worker {id}")];
+            lines.extend(done);
+            output::lines(lines)?;
             Ok(0)
         }
         WorkerCommand::Ls => {

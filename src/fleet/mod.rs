@@ -8,8 +8,11 @@
 
 pub mod bridges;
 pub mod enable;
+pub mod gate_unit;
 pub mod pulse;
+pub mod sandbox;
 pub mod workers;
+pub mod worktree;
 
 use std::future::Future;
 
@@ -61,6 +64,17 @@ impl UnitNames {
         unit.strip_prefix(&self.prefix)?
             .strip_prefix("worker-")?
             .strip_suffix(".service")
+    }
+    /// The gate's socket unit; its service has the same stem.
+    pub fn gate_socket(&self) -> String {
+        format!("{}gate.socket", self.prefix)
+    }
+    pub fn gate_service(&self) -> String {
+        format!("{}gate.service", self.prefix)
+    }
+    /// The unit the `llm` judge's tick command runs in.
+    pub fn judge(&self) -> String {
+        format!("{}judge.service", self.prefix)
     }
     pub fn bridge(&self, name: &str) -> String {
         format!("{}bridge-{name}.service", self.prefix)

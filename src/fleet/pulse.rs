@@ -218,6 +218,7 @@ pub async fn up(manager: &Manager, paths: &Paths, config: &Config) -> anyhow::Re
             &format!("pulse {pulse}: {description}"),
         )?;
     }
+    crate::fleet::gate_unit::ensure(manager, paths).await?;
     let workers_restarted = workers::restore(manager, paths, config).await?;
     let next_beat = manager
         .timer_state(&names.pulse_timer())
@@ -274,6 +275,10 @@ pub async fn down(manager: &Manager, paths: &Paths) -> anyhow::Result<DownReport
         remove_unit(manager, &entry.name).await?;
         stopped.push(entry.name);
     }
+    if !manager.list(&[&names.gate_socket()]).await?.is_empty() {
+        stopped.push(names.gate_socket());
+    }
+    crate::fleet::gate_unit::remove(manager, paths).await?;
     journal::record(
         &paths.data(),
         "down",

@@ -1,18 +1,28 @@
-//! Workers: agents running as `rein-worker-ID.service`, each inside a PTY host.
+//! Workers: agents running as `rein-worker-ID.service`, each inside a PTY host, fenced in by
+//! systemd's sandbox ([`crate::fleet::sandbox`]).
 //!
-//! `start` writes the worker contract (`prompts/ID.md`) and a record (`workers/ID.json`: what
-//! to run, so `rein up` can bring the worker back after a reboot), then creates the unit.
+//! `start` validates everything first (id, command, environment, secrets, directory, that the
+//! agent's program exists), then makes the worker's directories (and its git worktree),
+//! writes the worker contract (`prompts/ID.md`), creates the unit, checks from the agent's
+//! own mount table that the sandbox holds, and writes the record (`workers/ID.json`: what to
+//! run, so `rein up` can bring it back after a reboot). `kill` stops the unit and withdraws
+//! the worker's pending asks; `rm` removes a stopped worker with its worktree.
+//!
 //! Health is the unit's state plus the mailbox: a running worker with a pending ask is
-//! `waiting-ask`, not idle or stuck.
+//! `waiting-human`, not idle or stuck.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{self, Config, RestartPolicy};
-use crate::error::{Error, Result};
+use crate::config::{self, Config, RestartPolicy, SandboxMode, SecretSource};
+use crate::error::{Error, Result, EXIT_WITHDRAWN};
 use crate::fleet::pulse::remove_unit;
+use crate::fleet::sandbox::{self, Enforcement};
+use crate::fleet::worktree::{self, Worktree, WorktreeRequest};
 use crate::fleet::{rein_bin, unit_environment, UnitNames};
 use crate::mailbox::Mailbox;
 use crate::paths::Paths;
@@ -23,6 +33,9 @@ use crate::systemd::{
 use crate::{journal, notes};
 
 pub const FORMAT_VERSION: u32 = 1;
+
+/// Identity recorded on asks rein withdraws itself when their worker is killed or removed.
+pub const WITHDRAWN_BY: &str = "rein";
 
 /// `workers/ID.json`: a started worker, as it was asked for.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -41,10 +54,38 @@ pub struct WorkerRecord {
     /// Set once a failure has been journaled and notified, so it is reported once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reported: Option<DateTime<Utc>>,
+    /// Where the agent works: `--dir`, the worktree, or `agents/ID/work`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<Worktree>,
+    /// The agent's plain environment (config and `--env`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Secret variables and where their values come from (never the values).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// Set by `rein worker kill`: `rein up` leaves the worker down until it is started again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<DateTime<Utc>>,
+    /// Whether the sandbox was checked in force when the worker last started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+}
+
+impl WorkerRecord {
+    /// The directory the agent works in.
+    pub fn work_dir(&self, paths: &Paths) -> Result<PathBuf> {
+        match (&self.worktree, &self.dir) {
+            (Some(worktree), _) => Ok(worktree.path.clone()),
+            (None, Some(dir)) => Ok(dir.clone()),
+            (None, None) => paths.data().agent_work(&self.id),
+        }
+    }
 }
 
 /// What `rein worker start` asks for; validated before anything is written or started.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StartRequest {
     pub id: String,
     pub brief: String,
@@ -52,6 +93,12 @@ pub struct StartRequest {
     pub model: Option<String>,
     pub memory_max: Option<u64>,
     pub cpu_quota: Option<u32>,
+    /// `--env NAME=VALUE`, applied over the config's.
+    pub env: Vec<(String, String)>,
+    /// `--dir PATH`.
+    pub dir: Option<PathBuf>,
+    /// `--worktree REPO [--branch B] [--base REF]`.
+    pub worktree: Option<WorktreeRequest>,
 }
 
 /// The worker contract: how to ask, claim and report — then the brief.
@@ -60,29 +107,100 @@ pub fn contract(paths: &Paths, id: &str, brief: &str) -> String {
     format!(
         "# Worker {id}
 
-You are worker `{id}` of a rein fleet (profile `{profile}`). The data dir is {data}.
-`rein` is on your PATH (also at $REIN_BIN); $REIN_WORKER_ID is `{id}`.
+You are worker `{id}` of a rein fleet (profile `{profile}`). Run rein as \"$REIN_BIN\" (its full
+path, so a shell that resets PATH still finds it); $REIN_WORKER_ID is `{id}`.
 
-## How to work with the human and the fleet
-- When a decision is a human's, ask: `rein ask --prompt \"...\" [--options yes,no] [--ref WHAT]`.
-  It blocks until answered and prints only the answer (exit 4: withdrawn).
-- Irreversible actions (merge, deploy, delete, publish, pay) always need a human's yes first.
-- Claim a job before working on it: `rein claim NAME` (exit 5: someone else holds it);
-  `rein unclaim NAME` when done.
-- Tell the human something without blocking: `rein notify \"...\"`.
-- Put deliverables a human should read in {data}/reports/.
-- Goals are in {data}/goals/, the playbook in {data}/PLAYBOOK.md.
+## How to work with people and the fleet
+- When a decision is a person's, ask: `\"$REIN_BIN\" ask --prompt \"...\" [--options yes,no] [--ref WHAT]`.
+  It blocks until a person answers and prints only the answer (exit 4: withdrawn — then stop
+  that line of work; do not ask the same question again).
+- Irreversible actions (merge, deploy, delete, publish, pay) always need a person's yes first.
+- Claim a job before working on it: `\"$REIN_BIN\" claim NAME` (exit 5: someone else holds it);
+  `\"$REIN_BIN\" unclaim NAME` when done.
+- Tell people something without blocking: `\"$REIN_BIN\" notify \"...\"`.
+- File deliverables a person should read: `\"$REIN_BIN\" report NAME --file PATH` (or text, or -).
+- Goals are in {data}/goals/, the playbook in {data}/PLAYBOOK.md (read-only to you).
+- Answers come from people: you cannot answer or withdraw asks, yours or anyone's.
 
 ## Your brief
 {brief}
 ",
         profile = paths.profile,
         brief = if brief.trim().is_empty() {
-            "No brief was given: ask the human what to do."
+            "No brief was given: ask a person what to do."
         } else {
             brief.trim_end()
         },
     )
+}
+
+/// The PATH a worker's unit gets: the directory of this very binary first, then the
+/// configured PATH (`[runner.env]` or the worker's own), else the caller's.
+fn unit_path(record: &WorkerRecord, bin: &str) -> String {
+    let base = record
+        .env
+        .get("PATH")
+        .cloned()
+        .or_else(|| std::env::var("PATH").ok())
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_owned());
+    match Path::new(bin).parent() {
+        Some(dir) => format!("{}:{base}", dir.display()),
+        None => base,
+    }
+}
+
+/// The unit environment of a worker: rein's own variables, then the agent's.
+fn environment(paths: &Paths, record: &WorkerRecord, bin: &str) -> Result<Vec<(String, String)>> {
+    let dir = paths.data();
+    let mut environment: Vec<(String, String)> = unit_environment(paths)
+        .into_iter()
+        .filter(|(k, _)| k != "PATH" && k != "HOME")
+        .collect();
+    for (name, value) in &record.env {
+        if name != "PATH" {
+            environment.push((name.clone(), value.clone()));
+        }
+    }
+    environment.push(("PATH".to_owned(), unit_path(record, bin)));
+    let home = dir.agent_home(&record.id)?;
+    environment.push(("HOME".to_owned(), home.display().to_string()));
+    // The agent's HOME is its own; git still knows who the user is.
+    if !record.env.contains_key("GIT_CONFIG_GLOBAL") {
+        if let Some(real) = directories::BaseDirs::new().map(|b| b.home_dir().join(".gitconfig")) {
+            if real.is_file() {
+                environment.push(("GIT_CONFIG_GLOBAL".to_owned(), real.display().to_string()));
+            }
+        }
+    }
+    environment.push(("REIN_WORKER_ID".to_owned(), record.id.clone()));
+    environment.push(("REIN_BIN".to_owned(), bin.to_owned()));
+    environment.push((
+        "REIN_GATE".to_owned(),
+        dir.gate_socket().display().to_string(),
+    ));
+    Ok(environment)
+}
+
+/// What a worker's sandbox must let it write.
+fn needs(paths: &Paths, record: &WorkerRecord, bin: &str) -> Result<sandbox::Needs> {
+    let dir = paths.data();
+    let mut needs = sandbox::Needs {
+        writable: vec![dir.agent_dir(&record.id)?],
+        read_only: Vec::new(),
+        visible: vec![PathBuf::from(bin)],
+    };
+    match (&record.worktree, &record.dir) {
+        (Some(worktree), _) => {
+            needs.writable.push(worktree.path.clone());
+            needs.writable.push(worktree.git_dir.clone());
+            // Hooks and config run on the person's next git command outside the sandbox.
+            needs.read_only.push(worktree.git_dir.join("hooks"));
+            needs.read_only.push(worktree.git_dir.join("config"));
+        }
+        (None, Some(work)) => needs.writable.push(work.clone()),
+        (None, None) => {}
+    }
+    Ok(needs)
 }
 
 fn service_spec(
@@ -91,27 +209,21 @@ fn service_spec(
     record: &WorkerRecord,
 ) -> anyhow::Result<ServiceSpec> {
     let names = UnitNames::new(paths);
-    let dir = paths.data();
     let bin = rein_bin()?;
-    let mut environment = unit_environment(paths);
-    // The agent finds `rein` on its PATH: the directory of this very binary goes first.
-    if let Some(bin_dir) = std::path::Path::new(&bin).parent() {
-        let path = environment
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_owned());
-        environment.retain(|(k, _)| k != "PATH");
-        environment.push(("PATH".to_owned(), format!("{}:{path}", bin_dir.display())));
-    }
-    environment.push(("REIN_WORKER_ID".to_owned(), record.id.clone()));
-    environment.push(("REIN_BIN".to_owned(), bin.clone()));
     let workers = &config.workers;
+    let sandbox = match workers.sandbox {
+        SandboxMode::Strict => Some(sandbox::agent_sandbox(
+            paths,
+            config,
+            &needs(paths, record, &bin)?,
+        )),
+        SandboxMode::Off => None,
+    };
     Ok(ServiceSpec {
         name: names.worker(&record.id),
         description: format!("rein worker {} of profile {}", record.id, paths.profile),
         exec: vec![
-            bin,
+            bin.clone(),
             "worker".to_owned(),
             "host".to_owned(),
             record.id.clone(),
@@ -121,8 +233,8 @@ fn service_spec(
             record.command.clone(),
         ],
         service_type: ServiceType::Notify,
-        environment,
-        working_directory: Some(dir.root().to_owned()),
+        environment: environment(paths, record, &bin)?,
+        working_directory: Some(record.work_dir(paths)?),
         restart: Some(match workers.restart {
             RestartPolicy::No => systemd::RestartPolicy::No,
             RestartPolicy::OnFailure => systemd::RestartPolicy::OnFailure,
@@ -138,6 +250,15 @@ fn service_spec(
             ("REIN_PROFILE".to_owned(), paths.profile.clone()),
         ],
         syslog_identifier: Some(format!("rein-worker-{}", record.id)),
+        timeout_stop: Some(workers.stop_timeout.0),
+        // A worker whose ask was withdrawn (`rein ask … || exit`) is done, not crashed.
+        restart_prevent_exit_status: vec![EXIT_WITHDRAWN],
+        load_credentials: record
+            .secrets
+            .iter()
+            .map(|(name, source)| (name.clone(), source.load_credential_source()))
+            .collect(),
+        sandbox,
         ..ServiceSpec::default()
     })
 }
@@ -149,12 +270,67 @@ fn is_running(state: &ServiceState) -> bool {
     )
 }
 
-/// Validates a start request into a record; writes nothing.
+/// Shell words that are not programs on PATH: keywords and builtins.
+const SHELL_WORDS: &[&str] = &[
+    "if", "then", "for", "while", "until", "case", "{", "(", "!", "cd", "export", "set", "unset",
+    "eval", "source", ".", "test", "[", "true", "false", ":", "echo", "printf", "read", "trap",
+    "umask", "ulimit", "wait", "sleep", "exit",
+];
+
+/// The agent's program: the first word of the command that is not an assignment, `exec` or
+/// `env`; `None` when the command starts with shell syntax rein cannot judge.
+fn program_of(command: &str) -> Result<Option<String>> {
+    let words = shell_words::split(command).map_err(|error| {
+        Error::invalid(format!(
+            "the worker command is not valid shell ({error}): {command}"
+        ))
+    })?;
+    for word in words {
+        if word == "exec" || word == "env" || (word.contains('=') && !word.starts_with('=')) {
+            continue;
+        }
+        if SHELL_WORDS.contains(&word.as_str()) || word.contains(['$', '`', ';', '|', '&']) {
+            return Ok(None);
+        }
+        return Ok(Some(word));
+    }
+    Ok(None)
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Checks that the agent's program exists on the PATH the unit will have.
+fn check_program(command: &str, path: &str) -> Result<()> {
+    let Some(program) = program_of(command)? else {
+        return Ok(());
+    };
+    let found = if program.contains('/') {
+        is_executable(Path::new(&program))
+    } else {
+        path.split(':')
+            .filter(|dir| !dir.is_empty())
+            .any(|dir| is_executable(&Path::new(dir).join(&program)))
+    };
+    if found {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "the agent program {program:?} is not on the worker's PATH ({path}); install it, set PATH in [runner.env], or give --command with its full path"
+    )))
+}
+
+/// Validates a start request into a record; writes nothing and starts nothing.
 pub fn prepare(paths: &Paths, config: &Config, request: &StartRequest) -> Result<WorkerRecord> {
     validate_id("worker id", &request.id)?;
+    let own = config.workers.overrides.get(&request.id);
     let template = request
         .command
         .clone()
+        .or_else(|| own.and_then(|o| o.command.clone()))
         .unwrap_or_else(|| config.worker_template());
     if template.trim().is_empty() {
         return Err(Error::invalid(
@@ -164,10 +340,48 @@ pub fn prepare(paths: &Paths, config: &Config, request: &StartRequest) -> Result
     let model = request
         .model
         .clone()
+        .or_else(|| own.and_then(|o| o.model.clone()))
         .or_else(|| config.runner.model.clone());
     let prompt_file = paths.data().prompt(&request.id)?;
     let command = config::render_command(&template, &prompt_file, model.as_deref())?;
-    Ok(WorkerRecord {
+    let (mut env, mut secrets) = config.agent_environment(Some(&request.id));
+    for (name, value) in &request.env {
+        config::validate_env_name(name)?;
+        secrets.remove(name);
+        env.insert(name.clone(), value.clone());
+    }
+    for (name, source) in &secrets {
+        source.check(name)?;
+    }
+    let dir = match &request.dir {
+        None => None,
+        Some(dir) => {
+            let dir = dir.canonicalize().map_err(|error| {
+                Error::invalid(format!(
+                    "--dir {}: {error}; give an existing directory",
+                    dir.display()
+                ))
+            })?;
+            if !dir.is_dir() {
+                return Err(Error::invalid(format!(
+                    "--dir {} is not a directory",
+                    dir.display()
+                )));
+            }
+            if dir.starts_with(&paths.data_dir) || paths.data_dir.starts_with(&dir) {
+                return Err(Error::invalid(format!(
+                    "--dir {} overlaps the data dir {}: a worker must not write rein's records; give a project directory",
+                    dir.display(),
+                    paths.data_dir.display()
+                )));
+            }
+            Some(dir)
+        }
+    };
+    if let Some(worktree) = &request.worktree {
+        worktree::plan(&request.id, worktree)?;
+    }
+    let record = WorkerRecord {
         version: FORMAT_VERSION,
         id: request.id.clone(),
         command,
@@ -176,7 +390,16 @@ pub fn prepare(paths: &Paths, config: &Config, request: &StartRequest) -> Result
         cpu_quota: request.cpu_quota,
         started: Utc::now(),
         failure_reported: None,
-    })
+        dir,
+        worktree: None,
+        env,
+        secrets,
+        stopped: None,
+        sandbox: None,
+    };
+    let bin = rein_bin().map_err(|e| Error::invalid(format!("cannot find rein's binary: {e}")))?;
+    check_program(&record.command, &unit_path(&record, &bin))?;
+    Ok(record)
 }
 
 /// Starts a worker. A worker of that id that is running is refused (and left untouched).
@@ -186,7 +409,7 @@ pub async fn start(
     config: &Config,
     request: &StartRequest,
 ) -> anyhow::Result<WorkerRecord> {
-    let record = prepare(paths, config, request)?;
+    let mut record = prepare(paths, config, request)?;
     let names = UnitNames::new(paths);
     let unit = names.worker(&record.id);
     if let Some(state) = manager.service_state(&unit).await? {
@@ -200,11 +423,46 @@ pub async fn start(
     }
     let dir = paths.data();
     dir.create_dirs()?;
-    store::write_atomic(
-        &dir.prompt(&record.id)?,
-        contract(paths, &record.id, &request.brief).as_bytes(),
-    )?;
-    launch(manager, paths, config, &record).await?;
+    // An earlier worker of this id that still has a worktree must be removed first.
+    if let Some(previous) = store::read_json::<WorkerRecord>(&dir.worker(&record.id)?)? {
+        if let Some(old) = previous.worktree.filter(|w| w.path.exists()) {
+            if request.worktree.is_some() {
+                return Err(Error::Conflict(format!(
+                    "worker {} still has its worktree {}; `rein worker rm {}` removes it first",
+                    record.id,
+                    old.path.display(),
+                    record.id
+                ))
+                .into());
+            }
+        }
+    }
+    let mut made_worktree = None;
+    if let Some(wanted) = &request.worktree {
+        let made = worktree::create(&record.id, wanted, &dir.worktree(&record.id)?)?;
+        made_worktree = Some(made.clone());
+        record.worktree = Some(made);
+    }
+    let outcome = async {
+        for path in [dir.agent_home(&record.id)?, dir.agent_work(&record.id)?] {
+            store::ensure_dir(&path)?;
+        }
+        store::write_atomic(
+            &dir.prompt(&record.id)?,
+            contract(paths, &record.id, &request.brief).as_bytes(),
+        )?;
+        crate::fleet::gate_unit::ensure(manager, paths).await?;
+        record.sandbox = Some(launch(manager, paths, config, &record).await?);
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(error) = outcome {
+        // Leave nothing half-made: a worktree made for a worker that did not start goes.
+        if let Some(made) = made_worktree {
+            let _ = worktree::remove(&made, true);
+        }
+        return Err(error);
+    }
     store::write_json(&dir.worker(&record.id)?, &record)?;
     journal::record(
         &dir,
@@ -214,13 +472,14 @@ pub async fn start(
     Ok(record)
 }
 
-/// Creates the unit for a record, clearing a stopped or failed unit of the same name first.
+/// Creates the unit for a record, clearing a stopped or failed unit of the same name first,
+/// and checks that its sandbox holds. Returns what the check found.
 async fn launch(
     manager: &Manager,
     paths: &Paths,
     config: &Config,
     record: &WorkerRecord,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let spec = service_spec(paths, config, record)?;
     remove_unit(manager, &spec.name).await?;
     if let Err(error) = manager
@@ -229,12 +488,44 @@ async fn launch(
     {
         // Leave nothing half-created: a unit that failed to start is unloaded again.
         let _ = remove_unit(manager, &spec.name).await;
+        if let systemd::SystemdError::JobFailed {
+            exit_status: Some(226),
+            ..
+        } = &error
+        {
+            return Err(anyhow::anyhow!(
+                "{error}\nThe user manager could not set up worker {}'s sandbox (mount namespaces): rein will not run an agent unfenced by default. Fix the manager (see rein-config(5), workers.sandbox), or set workers.sandbox = \"off\" to run agents that could then answer their own asks.",
+                record.id
+            ));
+        }
         return Err(error.into());
     }
-    Ok(())
+    if config.workers.sandbox == SandboxMode::Off {
+        let message = format!(
+            "worker {} runs WITHOUT a sandbox (workers.sandbox = \"off\"): it could answer or withdraw asks and rewrite goals",
+            record.id
+        );
+        eprintln!("rein: warning: {message}");
+        journal::record(&paths.data(), "sandbox", &message)?;
+        return Ok("off".to_owned());
+    }
+    let state = manager.service_state(&spec.name).await?;
+    let pid = state.map(|s| s.main_pid).unwrap_or(0);
+    match sandbox::check(pid, &paths.data_dir) {
+        Enforcement::Enforced => Ok("enforced".to_owned()),
+        Enforcement::NotEnforced(why) | Enforcement::Unknown(why) if pid != 0 => {
+            let _ = remove_unit(manager, &spec.name).await;
+            Err(anyhow::anyhow!(
+                "worker {}'s sandbox did not take effect ({why}); it was stopped. rein will not run an agent unfenced unless workers.sandbox = \"off\"",
+                record.id
+            ))
+        }
+        _ => Ok("unchecked (the agent exited at once)".to_owned()),
+    }
 }
 
-/// Starts every recorded worker whose unit is not running; returns their ids.
+/// Starts every recorded worker whose unit is not running (and that was not killed);
+/// returns their ids.
 pub async fn restore(
     manager: &Manager,
     paths: &Paths,
@@ -242,13 +533,20 @@ pub async fn restore(
 ) -> anyhow::Result<Vec<String>> {
     let names = UnitNames::new(paths);
     let mut restarted = Vec::new();
-    for record in records(paths)? {
+    for mut record in records(paths)? {
+        if record.stopped.is_some() {
+            continue;
+        }
         let running = manager
             .service_state(&names.worker(&record.id))
             .await?
             .is_some_and(|s| is_running(&s));
         if !running {
-            launch(manager, paths, config, &record).await?;
+            crate::fleet::gate_unit::ensure(manager, paths).await?;
+            record.sandbox = Some(launch(manager, paths, config, &record).await?);
+            // A fresh start: its next failure is news again.
+            record.failure_reported = None;
+            store::write_json(&paths.data().worker(&record.id)?, &record)?;
             journal::record(
                 &paths.data(),
                 "worker",
@@ -270,16 +568,48 @@ pub fn records(paths: &Paths) -> Result<Vec<WorkerRecord>> {
     Ok(records)
 }
 
-/// Stops a worker, unloads its unit and archives its record (so `rein up` leaves it down).
-pub async fn kill(manager: &Manager, paths: &Paths, id: &str) -> anyhow::Result<()> {
+/// Withdraws every pending ask of a worker, saying why; returns their ids.
+pub fn withdraw_asks(paths: &Paths, id: &str, reason: &str) -> Result<Vec<String>> {
+    let mailbox = Mailbox::new(paths.data());
+    let mut withdrawn = Vec::new();
+    for record in mailbox.pending()?.records {
+        if record.ask.worker != id {
+            continue;
+        }
+        if let crate::mailbox::AnswerOutcome::Accepted(_) =
+            mailbox.withdraw_because(&record.ask.id, WITHDRAWN_BY, reason)?
+        {
+            withdrawn.push(record.ask.id);
+        }
+    }
+    if !withdrawn.is_empty() {
+        journal::record(
+            &paths.data(),
+            "withdraw",
+            &format!("withdrew {} of worker {id}: {reason}", withdrawn.join(", ")),
+        )?;
+    }
+    Ok(withdrawn)
+}
+
+/// What `kill` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct KillReport {
+    pub id: String,
+    pub stopped_unit: bool,
+    pub withdrawn: Vec<String>,
+}
+
+/// Stops a worker, withdraws its pending asks, and marks its record stopped so `rein up`
+/// leaves it down (`rein worker rm` removes it).
+pub async fn kill(manager: &Manager, paths: &Paths, id: &str) -> anyhow::Result<KillReport> {
     validate_id("worker id", id)?;
     let dir = paths.data();
     let unit = UnitNames::new(paths).worker(id);
     let loaded = !manager.list(&[&unit]).await?.is_empty();
-    let record = dir.worker(id)?;
-    let stamp = Utc::now().format("%Y%m%dt%H%M%S%3f").to_string();
-    let archived = store::move_file(&record, &dir.archived_worker(id, &stamp))?;
-    if !loaded && !archived {
+    let record_path = dir.worker(id)?;
+    let record = store::read_json::<WorkerRecord>(&record_path)?;
+    if !loaded && record.is_none() {
         return Err(Error::NotFound(format!(
             "no worker {id:?} in profile {}; `rein worker ls` lists them",
             paths.profile
@@ -287,8 +617,84 @@ pub async fn kill(manager: &Manager, paths: &Paths, id: &str) -> anyhow::Result<
         .into());
     }
     remove_unit(manager, &unit).await?;
-    journal::record(&dir, "worker", &format!("killed worker {id}"))?;
-    Ok(())
+    if let Some(mut record) = record {
+        if record.stopped.is_none() {
+            record.stopped = Some(Utc::now());
+            store::write_json(&record_path, &record)?;
+        }
+    }
+    let withdrawn = withdraw_asks(paths, id, &format!("worker {id} was killed"))?;
+    if loaded {
+        journal::record(&dir, "worker", &format!("killed worker {id}"))?;
+    }
+    Ok(KillReport {
+        id: id.to_owned(),
+        stopped_unit: loaded,
+        withdrawn,
+    })
+}
+
+/// Removes a stopped worker: its worktree (refused while it holds unsaved work, unless
+/// `force`), its directory and its record (both archived).
+pub async fn remove(
+    manager: &Manager,
+    paths: &Paths,
+    id: &str,
+    force: bool,
+) -> anyhow::Result<Vec<String>> {
+    validate_id("worker id", id)?;
+    let dir = paths.data();
+    let unit = UnitNames::new(paths).worker(id);
+    if let Some(state) = manager.service_state(&unit).await? {
+        if is_running(&state) {
+            return Err(Error::Conflict(format!(
+                "worker {id} is running (unit {unit}); `rein worker kill {id}` stops it first"
+            ))
+            .into());
+        }
+    }
+    let record_path = dir.worker(id)?;
+    let Some(record) = store::read_json::<WorkerRecord>(&record_path)? else {
+        return Err(Error::NotFound(format!(
+            "no worker {id:?} in profile {}; `rein worker ls` lists them",
+            paths.profile
+        ))
+        .into());
+    };
+    let mut done = Vec::new();
+    if let Some(worktree) = &record.worktree {
+        let unsaved = worktree::unsaved(worktree)?;
+        if !unsaved.is_empty() && !force {
+            return Err(Error::Conflict(format!(
+                "worker {id}'s worktree {} (branch {}) has {}; push or merge it, or `rein worker rm --force {id}` to discard it",
+                worktree.path.display(),
+                worktree.branch,
+                unsaved.describe()
+            ))
+            .into());
+        }
+        worktree::remove(worktree, force)?;
+        done.push(format!(
+            "removed worktree {} and branch {}",
+            worktree.path.display(),
+            worktree.branch
+        ));
+    }
+    remove_unit(manager, &unit).await?;
+    let withdrawn = withdraw_asks(paths, id, &format!("worker {id} was removed"))?;
+    if !withdrawn.is_empty() {
+        done.push(format!("withdrew {}", withdrawn.join(", ")));
+    }
+    let stamp = Utc::now().format("%Y%m%dt%H%M%S%3f").to_string();
+    let agent = dir.agent_dir(id)?;
+    if agent.exists() {
+        let archived = dir.archived_agent(id, &stamp);
+        store::move_file(&agent, &archived)?;
+        done.push(format!("archived its directory to {}", archived.display()));
+    }
+    store::move_file(&record_path, &dir.archived_worker(id, &stamp))?;
+    journal::record(&dir, "worker", &format!("removed worker {id}"))?;
+    Ok(done)
 }
 
 /// One worker as `rein worker ls` shows it.
@@ -296,9 +702,12 @@ pub async fn kill(manager: &Manager, paths: &Paths, id: &str) -> anyhow::Result<
 pub struct WorkerView {
     pub id: String,
     pub unit: String,
-    /// running, waiting-ask, restarting, failed, exited, starting, stopping, inactive, or
-    /// stopped (recorded but no unit: after `rein down`).
+    /// running, waiting-human, restarting, failed, exited, starting, stopping, inactive,
+    /// or stopped (recorded but no unit: after `rein down` or `rein worker kill`).
     pub health: String,
+    /// Why a worker is `waiting-human`: the ask it waits on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     pub active_state: String,
     pub sub_state: String,
     pub result: String,
@@ -306,6 +715,15 @@ pub struct WorkerView {
     pub pid: Option<u32>,
     pub since: Option<DateTime<Utc>>,
     pub memory: Option<u64>,
+    /// Where the agent works.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// The worktree's branch, for a worker started with --worktree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Whether the sandbox was found in force at the last start (`enforced`, `off`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ask: Option<serde_json::Value>,
 }
@@ -338,6 +756,20 @@ pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<Worker
             .entry(record.ask.worker.clone())
             .or_insert_with(|| record.to_json());
     }
+    let records: BTreeMap<String, WorkerRecord> = records(paths)?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    let place = |id: &str| -> (Option<PathBuf>, Option<String>, Option<String>) {
+        let Some(record) = records.get(id) else {
+            return (None, None, None);
+        };
+        let branch = record
+            .worktree
+            .as_ref()
+            .map(|w| worktree::current_branch(&w.path).unwrap_or_else(|| w.branch.clone()));
+        (record.work_dir(paths).ok(), branch, record.sandbox.clone())
+    };
     let mut views = Vec::new();
     for (entry, state) in entries.iter().zip(states) {
         let Some(id) = names.worker_id(&entry.name) else {
@@ -346,13 +778,23 @@ pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<Worker
         let Some(state) = state? else { continue };
         let mut health = health_name(health(&state)).to_owned();
         let ask = pending.get(id).cloned();
-        if health == "running" && ask.is_some() {
-            health = "waiting-ask".to_owned();
+        let mut waiting = None;
+        if health == "running" {
+            if let Some(ask) = &ask {
+                health = "waiting-human".to_owned();
+                waiting = Some(format!(
+                    "ask {}: {}",
+                    ask["id"].as_str().unwrap_or_default(),
+                    ask["prompt"].as_str().unwrap_or_default()
+                ));
+            }
         }
+        let (dir, branch, sandbox) = place(id);
         views.push(WorkerView {
             id: id.to_owned(),
             unit: entry.name.clone(),
             health,
+            waiting,
             active_state: state.active_state.as_str().to_owned(),
             sub_state: state.sub_state.clone(),
             result: state.result.clone(),
@@ -360,15 +802,20 @@ pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<Worker
             pid: (state.main_pid != 0).then_some(state.main_pid),
             since: state.active_since().map(DateTime::<Utc>::from),
             memory: state.memory_current,
+            dir,
+            branch,
+            sandbox,
             ask,
         });
     }
-    for record in records(paths)? {
+    for record in records.values() {
         if views.iter().all(|v| v.id != record.id) {
+            let (dir, branch, sandbox) = place(&record.id);
             views.push(WorkerView {
                 id: record.id.clone(),
                 unit: names.worker(&record.id),
                 health: "stopped".to_owned(),
+                waiting: None,
                 active_state: "inactive".to_owned(),
                 sub_state: "dead".to_owned(),
                 result: String::new(),
@@ -376,6 +823,9 @@ pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<Worker
                 pid: None,
                 since: None,
                 memory: None,
+                dir,
+                branch,
+                sandbox,
                 ask: pending.get(&record.id).cloned(),
             });
         }
@@ -408,4 +858,41 @@ pub async fn report_failures(manager: &Manager, paths: &Paths) -> anyhow::Result
         reported.push(view.id.clone());
     }
     Ok(reported)
+}
+
+/// How long `kill` waits for an agent that ignores SIGTERM before SIGKILL, by default.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_program_is_found_past_assignments_and_exec() {
+        let cases = [
+            ("claude \"$(cat /p)\"", Some("claude")),
+            ("FOO=1 BAR=2 exec codex exec hi", Some("codex")),
+            ("env X=1 /usr/bin/pi -p x", Some("/usr/bin/pi")),
+            ("echo hi; exec sleep 600", None),
+            ("$AGENT --go", None),
+            ("if true; then x; fi", None),
+        ];
+        for (command, program) in cases {
+            assert_eq!(
+                program_of(command).expect("parses").as_deref(),
+                program,
+                "{command}"
+            );
+        }
+        assert!(program_of("claude \"unclosed").is_err());
+    }
+
+    #[test]
+    fn a_missing_program_is_refused_with_the_path() {
+        let error = check_program("no-such-agent-xyz --go", "/usr/bin:/bin").expect_err("missing");
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.to_string().contains("no-such-agent-xyz"), "{error}");
+        assert!(error.to_string().contains("/usr/bin:/bin"), "{error}");
+        check_program("sh -c true", "/usr/bin:/bin").expect("sh exists");
+    }
 }

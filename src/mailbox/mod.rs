@@ -84,9 +84,13 @@ pub struct Resolution {
     /// The answer text; absent for a withdrawal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
-    /// Who resolved it: `cli:USER`, `slack:U…`, `sms:+1…`, `email:addr`, `konsole:USER`.
+    /// Who resolved it: `cli:USER`, `slack:U…`, `sms:+1…`, `email:addr`, `konsole:USER`,
+    /// or `rein` for a withdrawal rein made itself (a killed worker's asks).
     pub by: String,
     pub at: DateTime<Utc>,
+    /// Why it was withdrawn, when rein says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Resolution {
@@ -100,9 +104,13 @@ impl Resolution {
                 self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             ),
             ResolutionKind::Withdrawn => format!(
-                "withdrawn by {} at {}",
+                "withdrawn by {} at {}{}",
                 self.by,
-                self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                self.reason
+                    .as_deref()
+                    .map(|reason| format!(" ({reason})"))
+                    .unwrap_or_default()
             ),
         }
     }
@@ -155,6 +163,13 @@ pub struct NewAsk {
     pub prompt: String,
     pub reference: Option<String>,
     pub options: Vec<String>,
+}
+
+/// How [`Mailbox::file_with`] treats earlier asks of the same question.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileOptions {
+    /// Withdrawals of the same question since then are final (a worker's start time).
+    pub final_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +259,17 @@ impl Mailbox {
     /// Files an ask, or finds the same worker's identical ask that is still in the mailbox
     /// (pending, or resolved but not yet delivered).
     pub fn file(&self, new: &NewAsk) -> Result<(Ask, Filing)> {
+        self.file_with(new, FileOptions::default())
+    }
+
+    /// [`Mailbox::file`], where a withdrawal of the same question since
+    /// `options.final_since` is final: that withdrawn ask is returned instead of a new one,
+    /// so its asker learns at once that the answer is no.
+    ///
+    /// Cost: constant in the number of pending and archived asks. `asks/.keys/KEY` names the
+    /// latest ask of each question; it is written before the ask is published, so a crash in
+    /// between leaves an entry that names nothing (ignored), never an ask the index misses.
+    pub fn file_with(&self, new: &NewAsk, options: FileOptions) -> Result<(Ask, Filing)> {
         store::validate_id("worker id", &new.worker)?;
         if new.prompt.trim().is_empty() {
             return Err(Error::invalid(
@@ -253,11 +279,28 @@ impl Mailbox {
         self.dir.create_dirs()?;
         let key = question_key(new);
         let _lock = store::lock(&self.dir.asks_lock())?;
-        for (_, path) in store::list(&self.dir.asks(), ".json")? {
-            // A corrupt neighbour must not stop a worker from asking; `rein asks` reports it.
-            if let Ok(Some(existing)) = store::read_json::<Ask>(&path) {
-                if existing.key == key {
-                    return Ok((existing, Filing::Existing));
+        self.ensure_key_index()?;
+        if let Some(id) = store::read_text(&self.dir.ask_key(&key))? {
+            let id = id.trim();
+            if store::validate_id("ask id", id).is_ok() {
+                // A corrupt ask must not stop a worker from asking; `rein asks` reports it.
+                if let Ok(Some(existing)) = store::read_json::<Ask>(&self.dir.ask(id)) {
+                    if existing.key == key {
+                        return Ok((existing, Filing::Existing));
+                    }
+                }
+                if let Some(since) = options.final_since {
+                    if let Ok(Some(archived)) = store::read_json::<Ask>(&self.dir.archived_ask(id))
+                    {
+                        let withdrawn = self
+                            .resolution(id)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|r| r.kind == ResolutionKind::Withdrawn);
+                        if archived.key == key && withdrawn && archived.created >= since {
+                            return Ok((archived, Filing::Existing));
+                        }
+                    }
                 }
             }
         }
@@ -276,12 +319,39 @@ impl Mailbox {
             };
             let taken =
                 self.dir.archived_ask(&ask.id).exists() || self.dir.answer(&ask.id).exists();
-            if !taken
-                && store::create_exclusive(&self.dir.ask(&ask.id), &store::to_json_bytes(&ask))?
-            {
+            if taken {
+                continue;
+            }
+            store::write_atomic(&self.dir.ask_key(&key), format!("{}\n", ask.id).as_bytes())?;
+            if store::create_exclusive(&self.dir.ask(&ask.id), &store::to_json_bytes(&ask))? {
                 return Ok((ask, Filing::New));
             }
         }
+    }
+
+    /// Builds `asks/.keys/` from the asks once (a data dir from before the index); the
+    /// caller holds the asks lock.
+    fn ensure_key_index(&self) -> Result<()> {
+        let complete = self.dir.ask_keys().join(".complete");
+        if complete.exists() {
+            return Ok(());
+        }
+        store::ensure_dir(&self.dir.ask_keys())?;
+        let mut latest: std::collections::BTreeMap<String, (u64, String)> = Default::default();
+        for dir in [self.dir.archived_asks(), self.dir.asks()] {
+            for (_, path) in store::list(&dir, ".json")? {
+                if let Ok(Some(ask)) = store::read_json::<Ask>(&path) {
+                    let entry = latest.entry(ask.key.clone()).or_insert((0, String::new()));
+                    if ask.seq >= entry.0 {
+                        *entry = (ask.seq, ask.id);
+                    }
+                }
+            }
+        }
+        for (key, (_, id)) in latest {
+            store::write_atomic(&self.dir.ask_key(&key), format!("{id}\n").as_bytes())?;
+        }
+        store::write_atomic(&complete, b"1\n")
     }
 
     /// Reads and bumps `asks/.sequence`; the caller holds the asks lock.
@@ -359,7 +429,7 @@ impl Mailbox {
                 None => return Ok(AnswerOutcome::NotAnOption(record.ask.options)),
             }
         };
-        self.resolve(id, ResolutionKind::Answered, Some(text), by)
+        self.resolve(id, ResolutionKind::Answered, Some(text), by, None)
     }
 
     /// Withdraws a pending ask; the waiting worker's `rein ask` exits 4.
@@ -368,7 +438,22 @@ impl Mailbox {
         if let Some(resolution) = record.resolution {
             return Ok(AnswerOutcome::AlreadyResolved(resolution));
         }
-        self.resolve(id, ResolutionKind::Withdrawn, None, by)
+        self.resolve(id, ResolutionKind::Withdrawn, None, by, None)
+    }
+
+    /// Withdraws a pending ask and records why (shown to the asker and on every channel).
+    pub fn withdraw_because(&self, id: &str, by: &str, reason: &str) -> Result<AnswerOutcome> {
+        let record = self.get(id)?;
+        if let Some(resolution) = record.resolution {
+            return Ok(AnswerOutcome::AlreadyResolved(resolution));
+        }
+        self.resolve(
+            id,
+            ResolutionKind::Withdrawn,
+            None,
+            by,
+            Some(reason.to_owned()),
+        )
     }
 
     fn resolve(
@@ -377,6 +462,7 @@ impl Mailbox {
         kind: ResolutionKind,
         text: Option<String>,
         by: &str,
+        reason: Option<String>,
     ) -> Result<AnswerOutcome> {
         if by.trim().is_empty() || by.contains(['\n', '\r']) {
             return Err(Error::invalid(format!(
@@ -390,6 +476,7 @@ impl Mailbox {
             text,
             by: by.to_owned(),
             at: Utc::now(),
+            reason,
         };
         if store::create_exclusive(&self.dir.answer(id), &store::to_json_bytes(&resolution))? {
             return Ok(AnswerOutcome::Accepted(resolution));

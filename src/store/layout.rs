@@ -30,6 +30,7 @@ const DIRS: &[&str] = &[
     "run",
     "workers",
     "archive/workers",
+    "agents",
 ];
 
 impl DataDir {
@@ -109,6 +110,13 @@ impl DataDir {
     pub fn asks_lock(&self) -> PathBuf {
         self.asks().join(".lock")
     }
+    /// The question index: `asks/.keys/KEY` holds the id of the latest ask of a question.
+    pub fn ask_keys(&self) -> PathBuf {
+        self.asks().join(".keys")
+    }
+    pub fn ask_key(&self, key: &str) -> PathBuf {
+        self.ask_keys().join(key)
+    }
     pub fn ask_sequence(&self) -> PathBuf {
         self.asks().join(".sequence")
     }
@@ -159,10 +167,44 @@ impl DataDir {
             .join("archive/workers")
             .join(format!("{id}.{stamp}.json"))
     }
-    /// The attach socket of a worker's PTY host.
-    pub fn worker_socket(&self, id: &str) -> Result<PathBuf> {
+    /// Everything a worker's sandbox lets it write in the data dir: its HOME, its default
+    /// working directory and its PTY host's socket.
+    pub fn agent_dir(&self, id: &str) -> Result<PathBuf> {
         validate_id("worker id", id)?;
-        Ok(self.run().join(format!("{id}.sock")))
+        Ok(self.root.join("agents").join(id))
+    }
+    /// The agent's HOME: the agent CLIs' own settings and state, made by rein per worker.
+    pub fn agent_home(&self, id: &str) -> Result<PathBuf> {
+        Ok(self.agent_dir(id)?.join("home"))
+    }
+    /// Where a worker started without --dir or --worktree works.
+    pub fn agent_work(&self, id: &str) -> Result<PathBuf> {
+        Ok(self.agent_dir(id)?.join("work"))
+    }
+    /// Git worktrees rein makes for workers (`--worktree REPO`).
+    pub fn worktree(&self, id: &str) -> Result<PathBuf> {
+        validate_id("worker id", id)?;
+        Ok(self.root.join("worktrees").join(id))
+    }
+    /// Where `rein worker rm` keeps a removed worker's directory.
+    pub fn archived_agent(&self, id: &str, stamp: &str) -> PathBuf {
+        self.root
+            .join("archive/agents")
+            .join(format!("{id}.{stamp}"))
+    }
+    /// The attach socket of a worker's PTY host (inside the worker's own writable dir).
+    pub fn worker_socket(&self, id: &str) -> Result<PathBuf> {
+        Ok(self.agent_dir(id)?.join("pty.sock"))
+    }
+    /// The gate's socket: how sandboxed workers file asks, claims, notes and reports.
+    pub fn gate_socket(&self) -> PathBuf {
+        self.run().join("gate.sock")
+    }
+    /// A report a worker filed: `reports/WORKER/NAME`.
+    pub fn report(&self, worker: &str, name: &str) -> Result<PathBuf> {
+        validate_id("worker id", worker)?;
+        validate_id("report name", name)?;
+        Ok(self.reports().join(worker).join(name))
     }
     /// A bridge's own records: its delivery ledger and the inbound messages it has handled.
     pub fn bridge(&self, name: &str) -> Result<PathBuf> {

@@ -185,6 +185,19 @@ impl Manager {
         &self.endpoint
     }
 
+    /// The name of the unit a process belongs to (by its cgroup), as the manager sees it.
+    pub async fn unit_of_pid(&self, pid: u32) -> Result<Option<String>, SystemdError> {
+        match self.proxy.get_unit_by_pid(pid).await {
+            Ok(path) => Ok(unit_name_from_object_path(path.as_str())),
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str().ends_with("NoUnitForPID") =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// Create the unit (and its aux units) and wait for the start job to finish. `Ok` means
     /// the job ended `done`; any other result is [`SystemdError::JobFailed`] with the
     /// service's last signalled result and exit status. A name that is still loaded is
@@ -553,6 +566,26 @@ impl Manager {
                 .await?,
         )
     }
+}
+
+/// The unit name an object path of [`unit_object_path`] stands for; `None` for any other
+/// path.
+pub fn unit_name_from_object_path(path: &str) -> Option<String> {
+    let escaped = path.strip_prefix(UNIT_PATH_PREFIX)?;
+    let bytes = escaped.as_bytes();
+    let mut name = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'_' {
+            let hex = escaped.get(index + 1..index + 3)?;
+            name.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            name.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(name).ok()
 }
 
 /// The D-Bus object path of a unit: its name with every byte that is not an ASCII letter or

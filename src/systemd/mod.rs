@@ -36,10 +36,15 @@ use std::time::Duration;
 
 pub use manager::{unit_object_path, Endpoint, KillTarget, Manager};
 pub use state::{health, ActiveState, Health, ServiceState, TimerState, UnitListEntry};
-pub use units::{KillMode, RestartPolicy, ServiceSpec, ServiceType, TimerSpec, TransientUnit};
+pub use units::{
+    KillMode, RestartPolicy, Sandbox, ServiceSpec, ServiceType, SocketSpec, TimerSpec,
+    TransientUnit,
+};
 
 /// Exit status systemd gives a service whose command could not be executed (EXIT_EXEC).
 const EXIT_EXEC: i32 = 203;
+/// Exit status of a service whose mount namespace (sandbox) could not be set up.
+const EXIT_NAMESPACE: i32 = 226;
 
 /// What can go wrong talking to the systemd user manager.
 #[derive(thiserror::Error, Debug)]
@@ -124,6 +129,9 @@ fn job_failed_message(
         message.push_str(&format!(", exit status {status}"));
         if status == EXIT_EXEC {
             message.push_str(" (the command could not be executed: missing or not executable?)");
+        }
+        if status == EXIT_NAMESPACE {
+            message.push_str(" (systemd could not set up the unit's sandbox: mount namespaces)");
         }
     }
     message.push_str(&format!(

@@ -80,6 +80,10 @@ pub(crate) trait Manager {
         runtime: bool,
     ) -> zbus::Result<Vec<(String, String, String)>>;
 
+    /// `GetUnitByPID(u pid) -> o`: the unit whose cgroup holds the process.
+    #[zbus(name = "GetUnitByPID")]
+    fn get_unit_by_pid(&self, pid: u32) -> zbus::Result<OwnedObjectPath>;
+
     /// `GetUnit(s name) -> o`; fails with `NoSuchUnit` when the unit is not loaded.
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
 

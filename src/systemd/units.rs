@@ -125,6 +125,56 @@ pub struct ServiceSpec {
     /// the main one.
     pub notify_access_all: bool,
     pub kill_mode: Option<KillMode>,
+    /// `TimeoutStopSec=`: how long a stop waits after SIGTERM before SIGKILL.
+    pub timeout_stop: Option<Duration>,
+    /// `RestartPreventExitStatus=`: exit codes after which `Restart=` does not restart.
+    pub restart_prevent_exit_status: Vec<i32>,
+    /// `LoadCredential=ID:SOURCE` pairs: the unit's processes read them from
+    /// `$CREDENTIALS_DIRECTORY/ID`; only the source (a path or a credential name) is a
+    /// property, never the value.
+    pub load_credentials: Vec<(String, String)>,
+    /// systemd's own sandboxing, enforced by the kernel.
+    pub sandbox: Option<Sandbox>,
+}
+
+/// systemd's sandboxing of a service (systemd.exec(5)): what its processes may see, write
+/// and call. Paths that may be missing are passed with systemd's `-` prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sandbox {
+    /// `ProtectSystem=strict`: every path is read-only unless listed in `read_write_paths`.
+    /// (A user manager keeps the user's home and runtime dir writable under it: list them
+    /// in `read_only_paths`. `ProtectHome=` is not used: in a user manager it hides the
+    /// runtime dir, and with it the notify and journal sockets.)
+    pub read_only_root: bool,
+    pub read_write_paths: Vec<PathBuf>,
+    /// Read-only even inside a read-write path (the more specific path wins).
+    pub read_only_paths: Vec<PathBuf>,
+    pub inaccessible_paths: Vec<PathBuf>,
+    /// `PrivateTmp=yes`: a /tmp and /var/tmp of the unit's own.
+    pub private_tmp: bool,
+    /// `NoNewPrivileges=yes`.
+    pub no_new_privileges: bool,
+    /// `SystemCallFilter=~…` (groups such as `@mount`), failing with EPERM.
+    pub denied_system_calls: Vec<String>,
+    /// `CapabilityBoundingSet=` empty: no capability, even for root.
+    pub drop_capabilities: bool,
+    /// `ProtectKernelModules=`. (Not `ProtectKernelTunables=` or `ProtectControlGroups=`:
+    /// under a user manager of systemd 252 they hide the runtime dir, and with it the
+    /// notify socket a `Type=notify` service needs.)
+    pub protect_kernel_modules: bool,
+}
+
+/// A transient socket unit that activates the service of the same stem with its one
+/// listening socket (`Accept=no`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SocketSpec {
+    /// Unit name, ending in `.socket`.
+    pub name: String,
+    pub description: String,
+    /// `ListenStream=`: an absolute path of a Unix stream socket.
+    pub listen_stream: PathBuf,
+    /// `SocketMode=`.
+    pub socket_mode: u32,
 }
 
 /// A transient timer that activates the service of the same stem (`X.timer` → `X.service`).
@@ -166,6 +216,14 @@ pub enum PropertyValue {
     Exec(Vec<ExecCommand>),
     /// `aay`
     ByteStrings(Vec<Vec<u8>>),
+    /// `i`
+    I32(i32),
+    /// `(bas)`: a list and whether it allows (true) or denies (false).
+    FlaggedList(bool, Vec<String>),
+    /// `a(ss)`
+    StrPairs(Vec<(String, String)>),
+    /// `(aiai)`: exit statuses and signals.
+    StatusSet(Vec<i32>, Vec<i32>),
 }
 
 impl PropertyValue {
@@ -190,6 +248,12 @@ impl PropertyValue {
                     .collect::<Vec<_>>(),
             ),
             PropertyValue::ByteStrings(values) => Value::from(values.clone()),
+            PropertyValue::I32(value) => Value::from(*value),
+            PropertyValue::FlaggedList(flag, values) => Value::from((*flag, values.clone())),
+            PropertyValue::StrPairs(pairs) => Value::from(pairs.clone()),
+            PropertyValue::StatusSet(statuses, signals) => {
+                Value::from((statuses.clone(), signals.clone()))
+            }
         }
     }
 }
@@ -241,6 +305,56 @@ impl TransientUnit {
         Ok(TransientUnit {
             name: timer.name.clone(),
             properties: timer_properties(timer)?,
+            aux: vec![(service.name.clone(), service_properties(service)?)],
+        })
+    }
+
+    /// A socket as the main unit, with the service it activates passed alongside (named
+    /// `X.socket` / `X.service`).
+    pub fn socket(
+        socket: &SocketSpec,
+        service: &ServiceSpec,
+    ) -> Result<TransientUnit, SystemdError> {
+        let socket_stem = unit_stem(&socket.name, ".socket")?;
+        let service_stem = unit_stem(&service.name, ".service")?;
+        if socket_stem != service_stem {
+            return Err(invalid(
+                &socket.name,
+                format!(
+                    "a transient socket activates the service of the same name: name the service {socket_stem}.service, not {}",
+                    service.name
+                ),
+            ));
+        }
+        let Some(path) = socket
+            .listen_stream
+            .to_str()
+            .filter(|_| socket.listen_stream.is_absolute())
+        else {
+            return Err(invalid(
+                &socket.name,
+                format!(
+                    "the socket path {} must be an absolute UTF-8 path",
+                    socket.listen_stream.display()
+                ),
+            ));
+        };
+        let properties = vec![
+            property(
+                "Description",
+                PropertyValue::Str(socket.description.clone()),
+            ),
+            property(
+                "Listen",
+                PropertyValue::StrPairs(vec![("Stream".to_owned(), path.to_owned())]),
+            ),
+            property("Accept", PropertyValue::Bool(false)),
+            property("SocketMode", PropertyValue::U32(socket.socket_mode)),
+            property("RemoveOnStop", PropertyValue::Bool(true)),
+        ];
+        Ok(TransientUnit {
+            name: socket.name.clone(),
+            properties,
             aux: vec![(service.name.clone(), service_properties(service)?)],
         })
     }
@@ -463,7 +577,105 @@ fn service_properties(spec: &ServiceSpec) -> Result<Vec<Property>, SystemdError>
             PropertyValue::Str(kill_mode.as_systemd().to_owned()),
         ));
     }
+    if let Some(timeout) = spec.timeout_stop {
+        properties.push(property(
+            "TimeoutStopUSec",
+            PropertyValue::U64(usec(timeout)),
+        ));
+    }
+    if !spec.restart_prevent_exit_status.is_empty() {
+        properties.push(property(
+            "RestartPreventExitStatus",
+            PropertyValue::StatusSet(spec.restart_prevent_exit_status.clone(), Vec::new()),
+        ));
+    }
+    if !spec.load_credentials.is_empty() {
+        for (id, source) in &spec.load_credentials {
+            let id_ok = !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !id_ok || source.is_empty() || source.contains(['\0', '\n']) {
+                return Err(invalid(
+                    name,
+                    format!("credential {id:?} from {source:?} is not a valid LoadCredential="),
+                ));
+            }
+        }
+        properties.push(property(
+            "LoadCredential",
+            PropertyValue::StrPairs(spec.load_credentials.clone()),
+        ));
+    }
+    if let Some(sandbox) = &spec.sandbox {
+        sandbox_properties(name, sandbox, &mut properties)?;
+    }
     Ok(properties)
+}
+
+fn path_list(unit: &str, paths: &[PathBuf]) -> Result<Vec<String>, SystemdError> {
+    paths
+        .iter()
+        .map(|path| match path.to_str() {
+            // `-`: a path that does not exist is ignored instead of failing the unit.
+            Some(text) if path.is_absolute() && !text.contains(' ') => Ok(format!("-{text}")),
+            _ => Err(invalid(
+                unit,
+                format!(
+                    "sandbox path {} must be an absolute UTF-8 path without spaces",
+                    path.display()
+                ),
+            )),
+        })
+        .collect()
+}
+
+fn sandbox_properties(
+    unit: &str,
+    sandbox: &Sandbox,
+    properties: &mut Vec<Property>,
+) -> Result<(), SystemdError> {
+    if sandbox.read_only_root {
+        properties.push(property(
+            "ProtectSystem",
+            PropertyValue::Str("strict".to_owned()),
+        ));
+    }
+    for (name, paths) in [
+        ("ReadWritePaths", &sandbox.read_write_paths),
+        ("ReadOnlyPaths", &sandbox.read_only_paths),
+        ("InaccessiblePaths", &sandbox.inaccessible_paths),
+    ] {
+        if !paths.is_empty() {
+            properties.push(property(
+                name,
+                PropertyValue::StrList(path_list(unit, paths)?),
+            ));
+        }
+    }
+    for (name, on) in [
+        ("PrivateTmp", sandbox.private_tmp),
+        ("NoNewPrivileges", sandbox.no_new_privileges),
+        ("ProtectKernelModules", sandbox.protect_kernel_modules),
+    ] {
+        if on {
+            properties.push(property(name, PropertyValue::Bool(true)));
+        }
+    }
+    if !sandbox.denied_system_calls.is_empty() {
+        properties.push(property(
+            "SystemCallFilter",
+            PropertyValue::FlaggedList(false, sandbox.denied_system_calls.clone()),
+        ));
+        properties.push(property(
+            "SystemCallErrorNumber",
+            PropertyValue::I32(libc::EPERM),
+        ));
+    }
+    if sandbox.drop_capabilities {
+        properties.push(property("CapabilityBoundingSet", PropertyValue::U64(0)));
+    }
+    Ok(())
 }
 
 fn timer_properties(spec: &TimerSpec) -> Result<Vec<Property>, SystemdError> {

@@ -53,6 +53,37 @@ impl Drop for TranscriptLog {
     }
 }
 
+/// The unit's credentials (`LoadCredential=NAME:…`, one per secret variable) as environment
+/// variables for the agent: the secret's value reaches the agent without ever being a
+/// command-line argument, a unit property or a log line. One trailing newline is dropped.
+fn credentials_as_environment() -> Vec<(String, String)> {
+    let Some(directory) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+        return Vec::new();
+    };
+    let mut env = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&directory) else {
+        return env;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if crate::config::validate_env_name(&name).is_err() {
+            continue;
+        }
+        match std::fs::read(entry.path()) {
+            Ok(bytes) => {
+                let mut value = String::from_utf8_lossy(&bytes).into_owned();
+                if value.ends_with('\n') {
+                    value.pop();
+                }
+                env.push((name, value));
+            }
+            Err(error) => tracing::warn!("cannot read the credential {name}: {error}"),
+        }
+    }
+    env.sort();
+    env
+}
+
 /// Runs the agent; returns its exit code for the process to exit with.
 pub fn run(socket: PathBuf, command: Vec<String>) -> anyhow::Result<i32> {
     let to_journal = std::path::Path::new("/run/systemd/journal/socket").exists();
@@ -61,10 +92,11 @@ pub fn run(socket: PathBuf, command: Vec<String>) -> anyhow::Result<i32> {
         "starting agent: {}",
         shell_words::join(&command)
     );
+    let env = credentials_as_environment();
     let code = run_host(HostOptions {
         command,
         socket,
-        env: Vec::new(),
+        env,
         cols: 120,
         rows: 40,
         transcript: Box::new(TranscriptLog {

@@ -166,6 +166,12 @@ impl Drop for Spawned {
     }
 }
 
+impl From<Child> for Spawned {
+    fn from(child: Child) -> Spawned {
+        Spawned(Some(child))
+    }
+}
+
 impl From<Spawned> for Child {
     fn from(spawned: Spawned) -> Child {
         spawned.into_child()

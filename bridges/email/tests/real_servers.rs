@@ -162,6 +162,7 @@ async fn an_ask_arrives_in_the_mailbox_with_its_subject_and_message_id() {
         text: Some("yes".into()),
         by: "cli:ana".into(),
         at: chrono::Utc::now(),
+        reason: None,
     };
     channel
         .resolved(&the_ask, &resolution, &post)

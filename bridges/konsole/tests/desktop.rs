@@ -203,6 +203,7 @@ fn answered(ask: &Ask) -> Resolution {
         text: Some("yes".into()),
         by: "cli:tester".into(),
         at: chrono::Utc::now(),
+        reason: None,
     }
 }
 

@@ -264,6 +264,7 @@ mod tests {
             text: Some("yes".into()),
             by: "cli:ana".into(),
             at: Utc::now(),
+            reason: None,
         };
         let (text, blocks) = resolved_message(&ask(&["yes", "no"]), &resolution);
         assert!(

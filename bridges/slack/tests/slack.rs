@@ -306,6 +306,7 @@ async fn resolving_updates_the_message_and_removes_the_buttons() {
         text: Some("yes".into()),
         by: "slack:U1".into(),
         at: Utc::now(),
+        reason: None,
     };
     channel
         .resolved(&asked, &resolution, &post)

@@ -391,6 +391,7 @@ async fn a_resolution_is_texted_unless_the_person_gave_it() {
         text: Some("yes".into()),
         by: by.into(),
         at: Utc::now(),
+        reason: None,
     };
     channel
         .resolved(&asked, &resolution(&format!("sms:{PERSON}")), &post)
