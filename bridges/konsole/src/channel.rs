@@ -270,41 +270,46 @@ impl KonsoleChannel {
         Ok(None)
     }
 
-    /// The foreground process group of `session` if it is `action` as this bridge started
-    /// it (a child of the tab's shell, which is a child of Konsole); else why not.
+    /// The process group to signal when `session` runs `action` as this bridge started it:
+    /// the tab's own program (the answer prompt, which replaced the tab's shell), or the
+    /// foreground child of the tab's shell (`rein worker attach`); else why not.
     async fn our_program(
         &self,
         konsole: &Konsole,
         session: u32,
         action: &TabAction,
     ) -> Result<Result<u32, NotOurs>, DbusError> {
-        let shell = konsole.process_id(session).await?;
+        let program = konsole.process_id(session).await?;
         let foreground = konsole.foreground_process_id(session).await?;
-        if shell <= 0 {
-            return Ok(Err(NotOurs::Other("the tab's shell has exited".into())));
+        if program <= 0 {
+            return Ok(Err(NotOurs::Other("the tab's program has exited".into())));
         }
-        if foreground <= 0 || foreground == shell {
-            return Ok(Err(NotOurs::Idle));
-        }
-        let (shell, foreground) = (shell as u32, foreground as u32);
+        let program = program as u32;
         let konsole_pid = konsole.pid().await?;
-        if process::parent(shell) != Some(konsole_pid) {
+        if process::parent(program) != Some(konsole_pid) {
             return Ok(Err(NotOurs::Other(format!(
-                "pid {shell} is not a child of Konsole pid {konsole_pid} here (another pid namespace?)"
+                "pid {program} is not a child of Konsole pid {konsole_pid} here (another pid namespace?)"
             ))));
         }
-        if process::parent(foreground) != Some(shell) {
+        let ours = |pid: u32| {
+            let arguments = process::arguments(pid).unwrap_or_default();
+            if process::runs(&arguments, &self.config.rein_bin, &action.rein_args()) {
+                Ok(pid)
+            } else {
+                Err(NotOurs::Other(format!("pid {pid} runs {arguments:?}")))
+            }
+        };
+        if foreground <= 0 || foreground as u32 == program {
+            // Else the tab's program is the shell, before `exec` or with nothing started.
+            return Ok(ours(program).map_err(|_| NotOurs::Idle));
+        }
+        let foreground = foreground as u32;
+        if process::parent(foreground) != Some(program) {
             return Ok(Err(NotOurs::Other(format!(
                 "pid {foreground} is not a child of the tab's shell"
             ))));
         }
-        let arguments = process::arguments(foreground).unwrap_or_default();
-        if !process::runs(&arguments, &self.config.rein_bin, &action.rein_args()) {
-            return Ok(Err(NotOurs::Other(format!(
-                "pid {foreground} runs {arguments:?}"
-            ))));
-        }
-        Ok(Ok(foreground))
+        Ok(ours(foreground))
     }
 
     /// Moves the window showing `title` to `desktop`.
@@ -387,7 +392,8 @@ impl KonsoleChannel {
                 Err(error) => return Err(error.into()),
             }
         };
-        // The shell then runs `exit`, and Konsole closes the tab.
+        // The prompt exits normally on SIGTERM (after `…; exit`, the shell exits), and
+        // Konsole closes the tab.
         if let Err(error) = process::signal_group(group, libc::SIGTERM) {
             return Ok(Closed::LeftOpen(format!(
                 "cannot signal process group {group}: {error}"

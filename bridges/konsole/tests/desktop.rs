@@ -114,7 +114,8 @@ where
 }
 
 /// A temp dir with a fake `rein` that records how it was run, then waits to be ended (for two
-/// minutes at most, so a failed test leaves nothing running for long).
+/// minutes at most, so a failed test leaves nothing running for long), exiting normally on a
+/// signal as the real prompt does.
 struct Fake {
     dir: tempfile::TempDir,
 }
@@ -124,7 +125,7 @@ impl Fake {
         let dir = tempfile::tempdir().expect("tempdir");
         let record = dir.path().join("record");
         let script = format!(
-            "#!/bin/sh\n{{ printf '%s\\n' \"$@\"; echo \"{IDENTITY_VARIABLE}=${IDENTITY_VARIABLE}\"; echo \"REIN_DATA_DIR=$REIN_DATA_DIR\"; }} > '{record}.tmp'\nmv '{record}.tmp' '{record}'\ni=0\nwhile [ $i -lt 120 ]; do sleep 1; i=$((i + 1)); done\n",
+            "#!/bin/sh\n{{ printf '%s\\n' \"$@\"; echo \"{IDENTITY_VARIABLE}=${IDENTITY_VARIABLE}\"; echo \"REIN_DATA_DIR=$REIN_DATA_DIR\"; }} > '{record}.tmp'\nmv '{record}.tmp' '{record}'\ntrap 'exit 0' INT TERM HUP\ni=0\nwhile [ $i -lt 120 ]; do sleep 1; i=$((i + 1)); done\n",
             record = record.display()
         );
         let rein = dir.path().join("rein");
@@ -283,8 +284,16 @@ async fn an_ask_opens_a_titled_tab_running_the_exact_command() {
             format!("REIN_DATA_DIR={}", fake.data().display()),
         ]
     );
-    // The shell ran the line typed into it: env exec'd the fake with exactly these words.
+    // The shell ran the line typed into it: it became env, which exec'd the fake with exactly
+    // these words; the fake is the tab's program.
     let foreground = konsole.foreground_process_id(session).await.expect("fg") as u32;
+    assert_eq!(
+        konsole
+            .process_id(session)
+            .await
+            .expect("the tab's program") as u32,
+        foreground
+    );
     let arguments = rein_bridge_konsole::process::arguments(foreground).expect("cmdline");
     assert_eq!(
         arguments,
@@ -709,21 +718,195 @@ fn reading_stdin(pid: u32) -> bool {
     })
 }
 
-/// The pid of the tab's program once it is exactly `rein answer --interactive ID`, started
-/// by the tab's shell, and waiting for a line: what a person sees as the `> ` prompt.
+/// The pid of the tab's program once it is exactly `rein answer --interactive ID`, run by
+/// Konsole as the tab's own program (no shell in between), and waiting for a line: what a
+/// person sees as the `> ` prompt.
 async fn waiting_prompt(konsole: &Konsole, session: u32, rein: &Path, id: &str) -> Option<u32> {
-    let shell = konsole.process_id(session).await.ok()?;
+    let program = konsole.process_id(session).await.ok()?;
     let foreground = konsole.foreground_process_id(session).await.ok()?;
-    if shell <= 0 || foreground <= 0 || foreground == shell {
+    if program <= 0 || foreground != program {
         return None;
     }
-    let (shell, foreground) = (shell as u32, foreground as u32);
-    if rein_bridge_konsole::process::parent(foreground) != Some(shell) {
+    let program = program as u32;
+    if rein_bridge_konsole::process::parent(program) != Some(konsole.pid().await.ok()?) {
         return None;
     }
-    let arguments = rein_bridge_konsole::process::arguments(foreground)?;
+    let arguments = rein_bridge_konsole::process::arguments(program)?;
     let expected = [&rein.display().to_string(), "answer", "--interactive", id];
-    (arguments == expected && reading_stdin(foreground)).then_some(foreground)
+    (arguments == expected && reading_stdin(program)).then_some(program)
+}
+
+/// True while `pid` runs (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+/// Runs xdotool with `args` on the test display.
+fn xdotool(args: &[&str]) {
+    let output = Command::new("xdotool")
+        .args(args)
+        .env("DISPLAY", &desktop().display)
+        .output()
+        .expect("run xdotool");
+    assert!(
+        output.status.success(),
+        "xdotool {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Presses keys in the tab as a person at the keyboard would: KWin activates the Konsole
+/// window (switching to its desktop), the tab comes to the front, and xdotool sends X11 key
+/// events (`ctrl+c`, `Return`) or types text.
+async fn keyboard(konsole: &Konsole, session: u32, keys: &[&str], text: Option<&str>) {
+    let window = konsole.window(None).await.expect("a window");
+    let x11 = konsole
+        .window_id("")
+        .await
+        .expect("ask Konsole")
+        .expect("the X11 id of the Konsole window");
+    xdotool(&["windowactivate", "--sync", &x11.to_string()]);
+    konsole
+        .show_session(window, session)
+        .await
+        .expect("bring the tab to the front");
+    let connection = zbus::Connection::session().await.expect("session bus");
+    wait_for("the tab to be in front", || async {
+        let current: i32 = rein_bridge_konsole::dbus::call(
+            &connection,
+            konsole.service(),
+            &format!("/Windows/{window}"),
+            "org.kde.konsole.Window",
+            "currentSession",
+            &(),
+        )
+        .await
+        .ok()?;
+        (current == session as i32).then_some(())
+    })
+    .await;
+    if let Some(text) = text {
+        xdotool(&["type", "--delay", "30", text]);
+    }
+    if !keys.is_empty() {
+        let mut args = vec!["key", "--clearmodifiers"];
+        args.extend_from_slice(keys);
+        xdotool(&args);
+    }
+}
+
+/// How a person (or the fleet) ends the answer prompt in a tab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Types an option and Enter.
+    Answers,
+    CtrlC,
+    CtrlD,
+    /// The ask is answered with `rein answer` elsewhere.
+    AnsweredElsewhere,
+    /// The bridge ends the prompt (as it does when the prompt does not end by itself).
+    EndedByTheBridge,
+}
+
+/// A tab the bridge opens runs the real answer prompt as the tab's own program, so however
+/// the prompt ends — an answer, Ctrl+C, Ctrl+D, the ask answered elsewhere, the bridge ending
+/// it — the tab closes and nothing is left running in it (no shell); only an answer resolves
+/// the ask.
+#[tokio::test]
+async fn ending_the_prompt_any_way_closes_its_tab() {
+    let _turn = TURN.lock().await;
+    let rein = real_rein();
+    let konsole = konsole().await;
+    let profile = Profile {
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    let data = DataDir::new(profile.data());
+    data.create_dirs().expect("data dir");
+    let mailbox = Mailbox::new(data.clone());
+    let mut table = toml::Table::new();
+    table.insert("rein_bin".into(), rein.display().to_string().into());
+    table.insert("service".into(), desktop().service.clone().into());
+    let config = KonsoleConfig::from_table(&table).expect("valid config");
+    let environment = vec![
+        (IDENTITY_VARIABLE.to_owned(), "konsole:tester".to_owned()),
+        (
+            "REIN_DATA_DIR".to_owned(),
+            profile.data().display().to_string(),
+        ),
+        (
+            "REIN_CONFIG".to_owned(),
+            profile.config().display().to_string(),
+        ),
+    ];
+    let mut channel = KonsoleChannel::connect(config, environment)
+        .await
+        .expect("connect to the session bus");
+
+    for ending in [
+        Ending::CtrlC,
+        Ending::CtrlD,
+        Ending::Answers,
+        Ending::AnsweredElsewhere,
+        Ending::EndedByTheBridge,
+    ] {
+        let (ask, _) = mailbox
+            .file(&NewAsk {
+                worker: "w1".into(),
+                prompt: format!("Ending {ending:?}?"),
+                reference: None,
+                options: vec!["yes".into(), "no".into()],
+            })
+            .expect("file ask");
+        let _withdraw = WithdrawOnDrop {
+            data: data.clone(),
+            ask: ask.id.clone(),
+        };
+        let post = channel
+            .post_ask(&ask, "desktop", false)
+            .await
+            .expect("posted");
+        let session = session_of(&post);
+        let prompt = wait_for(
+            "the prompt to be the tab's program, waiting for a line",
+            || waiting_prompt(&konsole, session, &rein, &ask.id),
+        )
+        .await;
+        match ending {
+            Ending::Answers => keyboard(&konsole, session, &["Return"], Some("yes")).await,
+            Ending::CtrlC => keyboard(&konsole, session, &["ctrl+c"], None).await,
+            Ending::CtrlD => keyboard(&konsole, session, &["ctrl+d"], None).await,
+            Ending::AnsweredElsewhere => {
+                mailbox.answer(&ask.id, "no", "cli:tester").expect("answer");
+            }
+            Ending::EndedByTheBridge => assert_eq!(
+                channel
+                    .close_tab(&post, &channel.action_for(&ask))
+                    .await
+                    .expect("close"),
+                Closed::Closed
+            ),
+        }
+        wait_for(&format!("the tab to close after {ending:?}"), || async {
+            (!konsole.session_exists(session).await.expect("ask Konsole")).then_some(())
+        })
+        .await;
+        assert!(!alive(prompt), "{ending:?}: the prompt still runs");
+        let resolution = mailbox.resolution(&ask.id).expect("read the ask");
+        match ending {
+            Ending::Answers => {
+                let resolution = resolution.expect("answered in the tab");
+                assert_eq!(resolution.text.as_deref(), Some("yes"));
+                assert_eq!(resolution.by, "konsole:tester");
+            }
+            Ending::AnsweredElsewhere => {
+                assert_eq!(resolution.expect("answered").by, "cli:tester")
+            }
+            _ => assert_eq!(resolution, None, "{ending:?} resolved the ask"),
+        }
+    }
 }
 
 /// Types `text` into the tab as a person at its keyboard would, through Konsole's own
