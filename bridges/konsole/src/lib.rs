@@ -16,6 +16,16 @@
 //!   open the tab again;
 //! - the ask answered or withdrawn anywhere else: the prompt says so and ends.
 //!
+//! # When the session bus goes away
+//! If the user's dbus-daemon stops or restarts, the bridge notices at once that its connection
+//! closed: its STATUS (`systemctl --user status`) reads "reconnecting: lost the session bus…"
+//! and `rein bridge ls` shows it as `reconnecting`, while it connects again (every few
+//! seconds at most). Once connected — STATUS "connected; …" — it looks at each pending ask:
+//! a tab whose Konsole is no longer on the bus is opened again in the Konsole that is there
+//! now (as soon as one appears), on the configured desktop; a tab still open is left as it
+//! is, so no ask gets two tabs. The same happens for a Konsole that quit while the bridge was
+//! stopped, when the bridge starts.
+//!
 //! # Setting up
 //! 1. A KDE session (Konsole and KWin, X11 or Wayland) with the bridge on its session bus:
 //!    `rein bridge start konsole` runs it as a user unit, which shares the user's bus.

@@ -46,10 +46,20 @@ fn repo_root() -> PathBuf {
 
 /// Runs `contrib/SCRIPT ARGS…` and returns the `export NAME=value` lines it prints.
 fn exports(script: &str, args: &[&Path]) -> BTreeMap<String, String> {
+    exports_with(script, args, &BTreeMap::new())
+}
+
+/// [`exports`] with `environment` added to the script's.
+fn exports_with(
+    script: &str,
+    args: &[&Path],
+    environment: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let script = repo_root().join("contrib").join(script);
     let output = Command::new("bash")
         .arg(&script)
         .args(args)
+        .envs(environment)
         .output()
         .unwrap_or_else(|error| panic!("cannot run {}: {error}", script.display()));
     assert!(
@@ -1099,4 +1109,259 @@ async fn a_person_answers_a_real_ask_in_the_tab() {
         "{journal}\nbridge log:\n{}",
         bridge_log()
     );
+}
+
+/// A systemd user manager and a desktop (Xvfb, KWin, Konsole) of one test's own, so that the
+/// test may stop and restart their session bus: `contrib/user-session.sh` gives that bus a
+/// slice of its own, and nothing else runs on it. Both are stopped when this is dropped.
+struct PrivateDesktop {
+    runtime: PathBuf,
+    desktop: PathBuf,
+    /// `XDG_RUNTIME_DIR` and `DBUS_SESSION_BUS_ADDRESS`.
+    environment: BTreeMap<String, String>,
+}
+
+impl PrivateDesktop {
+    fn start(dir: &Path) -> PrivateDesktop {
+        let runtime = dir.join("run");
+        let desktop = dir.join("desktop");
+        // Only this test's bus: never the caller's, whose variables are replaced here.
+        let mut environment = BTreeMap::new();
+        environment.insert("XDG_RUNTIME_DIR".to_owned(), runtime.display().to_string());
+        environment.insert(
+            "DBUS_SESSION_BUS_ADDRESS".to_owned(),
+            format!("unix:path={}/bus", runtime.display()),
+        );
+        let private = PrivateDesktop {
+            runtime,
+            desktop,
+            environment,
+        };
+        exports_with(
+            "user-session.sh",
+            &[Path::new("start"), &private.runtime],
+            &private.environment,
+        );
+        private.start_desktop();
+        private
+    }
+
+    /// Starts what of the desktop does not run on the bus now; returns Konsole's bus name.
+    fn start_desktop(&self) -> String {
+        let exports = exports_with(
+            "desktop-session.sh",
+            &[Path::new("start"), &self.desktop],
+            &self.environment,
+        );
+        exports
+            .get("REIN_KONSOLE_SERVICE")
+            .expect("REIN_KONSOLE_SERVICE exported")
+            .clone()
+    }
+
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        command.envs(&self.environment);
+        command
+    }
+
+    /// `systemctl --user ARGS…` on this manager (over its private socket when the bus is away).
+    fn systemctl(&self, args: &[&str]) {
+        let output = self
+            .command("systemctl")
+            .arg("--user")
+            .args(args)
+            .output()
+            .expect("run systemctl");
+        assert!(
+            output.status.success(),
+            "systemctl --user {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    async fn bus(&self) -> zbus::Connection {
+        zbus::connection::Builder::address(self.environment["DBUS_SESSION_BUS_ADDRESS"].as_str())
+            .expect("bus address")
+            .build()
+            .await
+            .expect("connect to the test's session bus")
+    }
+}
+
+impl Drop for PrivateDesktop {
+    fn drop(&mut self) {
+        for (script, dir) in [
+            ("desktop-session.sh", &self.desktop),
+            ("user-session.sh", &self.runtime),
+        ] {
+            let _ = self
+                .command("bash")
+                .arg(repo_root().join("contrib").join(script))
+                .arg("stop")
+                .arg(dir)
+                .output();
+        }
+    }
+}
+
+/// The tabs of `konsole`'s first window titled `title`.
+async fn tabs_titled(konsole: &Konsole, title: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(window) = konsole.window(None).await else {
+        return found;
+    };
+    for session in konsole.sessions(window).await.unwrap_or_default() {
+        if konsole.title(session).await.ok().as_deref() == Some(title) {
+            found.push(session);
+        }
+    }
+    found
+}
+
+/// The bridge's row of `rein bridge ls --json`.
+fn bridge_row(profile: &Profile, private: &PrivateDesktop, rein: &Path) -> serde_json::Value {
+    let output = profile
+        .command(rein)
+        .envs(&private.environment)
+        .args(["bridge", "ls", "--json"])
+        .output()
+        .expect("run rein bridge ls");
+    assert!(output.status.success(), "{output:?}");
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    rows.as_array()
+        .and_then(|rows| rows.iter().find(|row| row["name"] == "konsole"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no konsole bridge in {rows}"))
+}
+
+/// The session bus goes away under a running bridge and comes back with a new KWin and
+/// Konsole: meanwhile STATUS and `rein bridge ls` say it is reconnecting; then it is connected
+/// again and the pending ask gets its tab (one) in the new Konsole, which closes once the ask
+/// is answered. The bridge runs as `rein bridge start` runs it, a unit of the test's own
+/// user manager.
+#[tokio::test]
+async fn the_bridge_comes_back_after_the_session_bus_restarts() {
+    let rein = real_rein();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("konsole-bus-restart");
+    let private = PrivateDesktop::start(&dir);
+    let profile = Profile {
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    let user = rein::mailbox::current_user();
+    std::fs::write(
+        profile.config(),
+        format!(
+            "[bridges.konsole]\nallow = [\"konsole:{user}\"]\nroutes = [\"desktop\"]\nnotes = false\nrein_bin = {:?}\n",
+            rein.display().to_string()
+        ),
+    )
+    .expect("write config");
+    let started = profile
+        .command(&rein)
+        .envs(&private.environment)
+        .args(["bridge", "start", "konsole"])
+        .output()
+        .expect("run rein bridge start");
+    assert!(started.status.success(), "{started:?}");
+    struct StopBridge<'a>(&'a Profile, &'a PrivateDesktop, &'a Path);
+    impl Drop for StopBridge<'_> {
+        fn drop(&mut self) {
+            let _ = self
+                .0
+                .command(self.2)
+                .envs(&self.1.environment)
+                .args(["bridge", "stop", "konsole"])
+                .output();
+        }
+    }
+    let _stop_bridge = StopBridge(&profile, &private, &rein);
+    let data = DataDir::new(profile.data());
+    let mailbox = Mailbox::new(data.clone());
+    wait_for("the bridge to say it is connected", || {
+        let row = bridge_row(&profile, &private, &rein);
+        std::future::ready(
+            (row["health"] == "running"
+                && row["status"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("connected")))
+            .then_some(()),
+        )
+    })
+    .await;
+
+    let (ask, _) = mailbox
+        .file(&NewAsk {
+            worker: "w1".into(),
+            prompt: "Still there?".into(),
+            reference: None,
+            options: vec!["yes".into(), "no".into()],
+        })
+        .expect("file ask");
+    let _withdraw = WithdrawOnDrop {
+        data: data.clone(),
+        ask: ask.id.clone(),
+    };
+    let title = format!("ask {}", ask.id);
+    let bus = private.bus().await;
+    let first = Konsole::find(&bus, None).await.expect("the test's Konsole");
+    wait_for("the ask's tab", || async {
+        (tabs_titled(&first, &title).await.len() == 1).then_some(())
+    })
+    .await;
+
+    // The bus goes away (socket and daemon), and with it Konsole's and KWin's names.
+    private.systemctl(&["stop", "dbus.socket", "dbus.service"]);
+    wait_for(
+        "STATUS and `rein bridge ls` to say the bridge is reconnecting",
+        || {
+            let row = bridge_row(&profile, &private, &rein);
+            std::future::ready(
+                (row["health"] == "reconnecting"
+                    && row["status"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("reconnecting: lost the session bus")))
+                .then_some(()),
+            )
+        },
+    )
+    .await;
+
+    // It comes back; KWin and a Konsole start on the new bus.
+    private.systemctl(&["start", "dbus.socket"]);
+    let service = private.start_desktop();
+    assert_ne!(service, first.service(), "a new Konsole on the new bus");
+    let bus = private.bus().await;
+    let second = Konsole::find(&bus, Some(&service))
+        .await
+        .expect("the new Konsole");
+    let session = wait_for("the ask's tab in the new Konsole", || async {
+        match tabs_titled(&second, &title).await.as_slice() {
+            [session] => Some(*session),
+            _ => None,
+        }
+    })
+    .await;
+    wait_for("the prompt in the new tab", || {
+        waiting_prompt(&second, session, &rein, &ask.id)
+    })
+    .await;
+    wait_for("the bridge to say it is connected again", || {
+        let row = bridge_row(&profile, &private, &rein);
+        std::future::ready(
+            (row["health"] == "running"
+                && row["status"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("connected")))
+            .then_some(()),
+        )
+    })
+    .await;
+    // Raised links and retries did not open it twice.
+    assert_eq!(tabs_titled(&second, &title).await, [session]);
+
+    mailbox
+        .answer(&ask.id, "yes", "cli:tester")
+        .expect("answer");
+    wait_gone(&second, session).await;
 }
