@@ -13,6 +13,12 @@
 # DIR defaults to $XDG_RUNTIME_DIR when set, else /run/user/$(id -u) when that can be
 # created, else a fixed directory under /tmp. Only the `export` lines go to stdout; every
 # diagnostic goes to stderr, so `eval "$(... start)"` is safe.
+#
+# Before a manager starts, `start` writes DIR/systemd/user/dbus.service.d/rein-slice.conf,
+# which puts that manager's bus in a slice of its own. Where several managers share one
+# cgroup tree (cgroup v1 without delegation, as in containers) they would otherwise share
+# /session.slice/dbus.service, and stopping or restarting one manager's bus would kill the
+# dbus-daemons of all of them.
 set -euo pipefail
 
 readonly PID_FILE_NAME=rein-user-manager.pid
@@ -146,6 +152,15 @@ prepare_sandboxing() {
     fi
 }
 
+# The drop-in that gives DIR's bus a slice named after DIR. A `-` in a slice name means
+# nesting, so the name is a word and a checksum of the path.
+write_bus_slice() {
+    local dir=$1 sum
+    sum=$(printf '%s' "$dir" | cksum | cut -d' ' -f1)
+    mkdir -p "$dir/systemd/user/dbus.service.d"
+    printf '[Service]\nSlice=reinbus%s.slice\n' "$sum" >"$dir/systemd/user/dbus.service.d/rein-slice.conf"
+}
+
 cmd_start() {
     local dir
     dir=$(runtime_dir "${1:-}")
@@ -179,6 +194,7 @@ cmd_start() {
         fi
         local manager=/lib/systemd/systemd
         [[ -x "$manager" ]] || die "$manager not found (install the systemd package)"
+        write_bus_slice "$dir"
         say "starting $manager --user with XDG_RUNTIME_DIR=$dir (log: $dir/$MANAGER_LOG_NAME)"
         XDG_RUNTIME_DIR="$dir" DBUS_SESSION_BUS_ADDRESS="unix:path=$dir/bus" \
             setsid nohup "$manager" --user </dev/null >>"$dir/$MANAGER_LOG_NAME" 2>&1 &

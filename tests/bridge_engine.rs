@@ -11,7 +11,7 @@ use std::time::Duration;
 use rein::bridge::config::BridgeSettings;
 use rein::bridge::engine::Engine;
 use rein::bridge::ledger::{Entry, Kind, Ledger, Stage};
-use rein::bridge::{Channel, Inbound, PostRef, SendError, Target};
+use rein::bridge::{Channel, Inbound, Link, PostRef, SendError, Target};
 use rein::mailbox::{Ask, Mailbox, NewAsk, Resolution};
 use rein::notes::Note;
 use rein::store::DataDir;
@@ -23,6 +23,10 @@ struct Log {
     replies: Vec<(String, String)>,
     /// Outcomes to return for the next posts, before succeeding.
     failures: VecDeque<SendError>,
+    /// Posts no longer in front of people (`still_posted` says false).
+    gone: Vec<PostRef>,
+    /// Posts `still_posted` was asked about.
+    checked: Vec<PostRef>,
 }
 
 #[derive(Clone, Default)]
@@ -45,11 +49,26 @@ impl Channel for Recorder {
         if let Some(failure) = log.failures.pop_front() {
             return Err(failure);
         }
+        // A post of the same ask to the same route again gets an id of its own.
+        let earlier = log
+            .posts
+            .iter()
+            .filter(|(id, to, _)| *id == ask.id && to == route)
+            .count();
         log.posts.push((ask.id.clone(), route.to_owned(), resent));
+        let id = match earlier {
+            0 => format!("msg-{}-{route}", ask.id),
+            n => format!("msg-{}-{route}-{n}", ask.id),
+        };
         Ok(PostRef {
             route: route.to_owned(),
-            id: format!("msg-{}-{route}", ask.id),
+            id,
         })
+    }
+    async fn still_posted(&mut self, _ask: &Ask, post: &PostRef) -> Result<bool, SendError> {
+        let mut log = self.log();
+        log.checked.push(post.clone());
+        Ok(!log.gone.contains(post))
     }
     async fn post_note(
         &mut self,
@@ -474,4 +493,95 @@ async fn notes_are_relayed_once() {
     engine.sync().await.expect("sync");
     engine.sync().await.expect("sync");
     assert_eq!(recorder.log().posts, vec![(note.id, "a@b.c".into(), false)]);
+}
+
+/// A channel that lost its connection: STATUS says so; when it is back up, what waited for a
+/// retry is retried at once, and a pending ask whose post went away with the connection is
+/// posted again (as it is when the engine starts), but nothing still shown is.
+#[tokio::test]
+async fn a_link_back_up_retries_now_and_reposts_what_went_away() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(temp.path());
+    let shown = file_ask(&data, "still shown?", &[]);
+    let lost = file_ask(&data, "lost with the bus?", &[]);
+    let recorder = Recorder::default();
+    let mut engine = new_engine(recorder.clone(), "konsole", &["konsole:u"], &["1"], &data);
+    engine.sync().await.expect("sync");
+    assert_eq!(recorder.log().posts.len(), 2);
+    let ledger = Ledger::open(&data, "konsole").expect("ledger");
+    let post_of = |id: &str| {
+        ledger
+            .get(Kind::Ask, id, "1")
+            .expect("get")
+            .and_then(|entry| entry.post)
+            .expect("posted")
+    };
+    recorder.log().gone.push(post_of(&lost.id));
+    assert!(
+        engine.status().starts_with("delivered 2"),
+        "{}",
+        engine.status()
+    );
+
+    engine.link_changed(Link::Down("lost the session bus; reconnecting…".into()));
+    assert!(
+        engine
+            .status()
+            .starts_with("reconnecting: lost the session bus; reconnecting…; delivered 2"),
+        "{}",
+        engine.status()
+    );
+    recorder.log().failures.push_back(SendError::Retry {
+        after: Some(Duration::from_secs(300)),
+        reason: "reconnecting".into(),
+    });
+    let waiting = file_ask(&data, "filed while the link was down?", &[]);
+    let checked = recorder.log().checked.len();
+    engine.sync().await.expect("sync");
+    assert_eq!(recorder.log().posts.len(), 2, "retried only after 300 s");
+    assert_eq!(
+        recorder.log().checked.len(),
+        checked,
+        "posts are checked on Up, not on every sync"
+    );
+
+    engine.link_changed(Link::Up);
+    engine.sync().await.expect("sync");
+    assert!(
+        engine.status().starts_with("connected; "),
+        "{}",
+        engine.status()
+    );
+    let posted: Vec<String> = recorder.log().posts[2..]
+        .iter()
+        .map(|(id, _, _)| id.clone())
+        .collect();
+    let mut expected = vec![lost.id.clone(), waiting.id.clone()];
+    expected.sort();
+    let mut posted_sorted = posted.clone();
+    posted_sorted.sort();
+    assert_eq!(posted_sorted, expected, "{posted:?}");
+    assert_ne!(
+        post_of(&lost.id),
+        recorder.log().gone[0],
+        "the new post is recorded"
+    );
+    assert_eq!(post_of(&shown.id).id, format!("msg-{}-1", shown.id));
+
+    // A restarted engine checks too; an answered ask is not asked about.
+    Mailbox::new(data.clone())
+        .answer(&shown.id, "done", "cli:u")
+        .expect("answer");
+    recorder.log().gone.push(post_of(&waiting.id));
+    recorder.log().checked.clear();
+    drop(engine);
+    let mut restarted = new_engine(recorder.clone(), "konsole", &["konsole:u"], &["1"], &data);
+    restarted.sync().await.expect("sync");
+    let log = recorder.log();
+    assert_eq!(log.checked.len(), 2, "{:?}", log.checked);
+    assert_eq!(
+        log.posts.last().map(|(id, _, _)| id.as_str()),
+        Some(waiting.id.as_str())
+    );
+    assert_eq!(log.posts.len(), 5);
 }

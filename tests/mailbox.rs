@@ -288,3 +288,57 @@ fn interactive_answer_prompts_until_valid_and_ends_when_answered_elsewhere() {
     third.kill().expect("kill");
     third.wait().expect("reap");
 }
+
+/// Ctrl+C, a hang-up or SIGTERM end the prompt with a normal exit (a terminal keeps the tab of
+/// a program killed by a signal open) that says the ask stays pending.
+#[test]
+fn interactive_answer_ends_normally_on_signals_and_leaves_the_ask_pending() {
+    let rein = Rein::new().env("REIN_ANSWER_IDENTITY", "konsole:tester");
+    let mut asker = rein.spawn(&["ask", "--prompt", "deploy now?"]);
+    let id = rein.wait_for_one_ask();
+    for (signal, code) in [
+        (libc::SIGINT, 130),
+        (libc::SIGTERM, 143),
+        (libc::SIGHUP, 129),
+    ] {
+        let prompt = rein
+            .command(&["answer", "--interactive", &id])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("interactive");
+        let mut prompt = prompt;
+        // The prompt is up once it has shown the question.
+        let mut stdout = prompt.stdout.take().expect("stdout");
+        let mut shown = Vec::new();
+        let mut byte = [0u8; 1];
+        while !String::from_utf8_lossy(&shown).contains("Type your answer") {
+            use std::io::Read;
+            let read = stdout.read(&mut byte).expect("read the prompt");
+            assert!(
+                read > 0,
+                "the prompt ended early: {}",
+                String::from_utf8_lossy(&shown)
+            );
+            shown.push(byte[0]);
+        }
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(prompt.id() as i32, signal) }, 0);
+        let out = wait_child(prompt, Duration::from_secs(10), "interactive answer");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "signal {signal}: {:?}",
+            out.status
+        );
+        assert!(
+            stderr_of(&out).contains(&format!("ask {id} stays pending")),
+            "{}",
+            stderr_of(&out)
+        );
+        assert_eq!(rein.pending_ids(), vec![id.clone()]);
+    }
+    asker.kill().expect("kill");
+    asker.wait().expect("reap");
+}

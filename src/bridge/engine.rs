@@ -6,6 +6,11 @@
 //! it reconciles the mailbox with the [`Ledger`] ([`Engine::sync`]), which is level-triggered
 //! and so safe to run at any time, any number of times. Sends are rate-limited per channel
 //! and retried with exponential backoff, honouring the channel's Retry-After.
+//!
+//! A channel with a [`Link`] (a connection it can lose and rebuild) wakes the engine when the
+//! link changes: STATUS says `reconnecting: …` while it is down, and when it is up again the
+//! engine retries at once what waits for a retry and re-posts pending asks whose posts the
+//! channel says went away ([`Channel::still_posted`], also asked at start).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -18,7 +23,7 @@ use tokio::sync::mpsc;
 use crate::bridge::config::{self, BridgeSettings};
 use crate::bridge::ledger::{Entry, Kind, Ledger, SeenLedger, Stage};
 use crate::bridge::secrets::{self, Secrets};
-use crate::bridge::{Channel, Inbound, PostRef, SendError, Target};
+use crate::bridge::{Channel, Inbound, Link, PostRef, SendError, Target};
 
 use crate::mailbox::{AnswerOutcome, Ask, Mailbox};
 use crate::notes::{self, Note};
@@ -36,6 +41,9 @@ pub struct BridgeContext {
     /// Inbound message ids already handled (for channels that re-read, like SMS polling).
     pub seen: SeenLedger,
 }
+
+/// How STATUS begins while the channel's [`Link`] is down (`rein bridge ls` reads it).
+pub const RECONNECTING: &str = "reconnecting";
 
 /// The longest wait between retries of one send.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -92,6 +100,12 @@ pub struct Engine<C: Channel> {
     /// Sends not yet done (sending or retrying), as of the last sync: only a sync changes
     /// the ledger, so the status line need not read it again.
     pending: usize,
+    /// The channel's link, for channels that have one.
+    link: Option<Link>,
+    /// At the next sync, ask the channel whether pending asks are still posted.
+    recheck_posts: bool,
+    /// At the next sync, retry at once what waits for a retry.
+    retry_now: bool,
 }
 
 impl<C: Channel> Engine<C> {
@@ -124,6 +138,9 @@ impl<C: Channel> Engine<C> {
             delivered: 0,
             pending: 0,
             last_delivery: None,
+            link: None,
+            recheck_posts: true,
+            retry_now: false,
         })
     }
 
@@ -231,8 +248,78 @@ impl<C: Channel> Engine<C> {
         self.record(entry, outcome)
     }
 
+    /// The channel's link changed: on [`Link::Up`], retry what waits and check what was posted.
+    pub fn link_changed(&mut self, link: Link) {
+        match &link {
+            Link::Up => {
+                if matches!(self.link, Some(Link::Down(_))) {
+                    tracing::info!("{} is connected again", self.settings.name);
+                }
+                self.retry_now = true;
+                self.recheck_posts = true;
+            }
+            Link::Down(why) => tracing::warn!("{}: {why}", self.settings.name),
+        }
+        self.link = Some(link);
+    }
+
+    /// Asks the channel whether each pending ask it posted is still shown; one that is not
+    /// is posted again by the sync.
+    async fn recheck_posts(&mut self) -> anyhow::Result<()> {
+        for mut entry in self.ledger.entries()? {
+            let Some(post) = entry.post.clone() else {
+                continue;
+            };
+            if entry.kind != Kind::Ask
+                || entry.stage != Stage::Sent
+                || self.mailbox.resolution(&entry.item)?.is_some()
+            {
+                continue;
+            }
+            let Ok(record) = self.mailbox.get(&entry.item) else {
+                continue;
+            };
+            match self.channel.still_posted(&record.ask, &post).await {
+                Ok(true) | Err(SendError::Fatal(_)) => {}
+                Ok(false) => {
+                    tracing::info!(
+                        "{}: ask {} is no longer shown at {} ({}); posting it again",
+                        self.settings.name,
+                        entry.item,
+                        entry.route,
+                        post.id
+                    );
+                    entry.stage = Stage::Retrying;
+                    entry.retry_at = None;
+                    entry.attempts = 0;
+                    self.ledger.put(&entry)?;
+                }
+                Err(SendError::Retry { reason, .. }) => {
+                    tracing::warn!(
+                        "{} cannot tell whether ask {} is still shown ({reason}); asking again later",
+                        self.settings.name,
+                        entry.item
+                    );
+                    self.recheck_posts = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Brings the channel up to date with the mailbox. Returns when the next retry is due.
     pub async fn sync(&mut self) -> anyhow::Result<Option<DateTime<Utc>>> {
+        if std::mem::take(&mut self.retry_now) {
+            for mut entry in self.ledger.entries()? {
+                if entry.stage == Stage::Retrying && entry.retry_at.is_some() {
+                    entry.retry_at = None;
+                    self.ledger.put(&entry)?;
+                }
+            }
+        }
+        if std::mem::take(&mut self.recheck_posts) {
+            self.recheck_posts().await?;
+        }
         let listing = self.mailbox.list(false)?;
         for problem in &listing.problems {
             tracing::warn!("{problem}");
@@ -424,10 +511,15 @@ impl<C: Channel> Engine<C> {
             .last_delivery
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_else(|| "none yet".into());
-        format!(
+        let counts = format!(
             "delivered {} since start, last delivery {last}, {pending} pending",
             self.delivered
-        )
+        );
+        match &self.link {
+            None => counts,
+            Some(Link::Up) => format!("connected; {counts}"),
+            Some(Link::Down(why)) => format!("{RECONNECTING}: {why}; {counts}"),
+        }
     }
 }
 
@@ -466,6 +558,10 @@ pub async fn run<C: Channel>(
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
     let mut watchdog_tick =
         tokio::time::interval(Duration::from_micros(watchdog_usec.max(2_000_000) / 2));
+    let mut link = engine.channel.link();
+    if let Some(link) = &mut link {
+        engine.link = Some(link.borrow_and_update().clone());
+    }
     let mut next_retry = sync_logged(&mut engine).await;
     let mut status = engine.status();
     notify(&[
@@ -486,6 +582,13 @@ pub async fn run<C: Channel>(
                 }
             }
             () = tokio::time::sleep(retry_in), if next_retry.is_some() => next_retry = sync_logged(&mut engine).await,
+            changed = link_changed(&mut link) => {
+                let up = changed == Link::Up;
+                engine.link_changed(changed);
+                if up {
+                    next_retry = sync_logged(&mut engine).await;
+                }
+            }
             _ = watchdog_tick.tick(), if watchdog => notify(&[sd_notify::NotifyState::Watchdog]),
         }
         // Only a changed status is sent, so a busy loop does not chatter at systemd.
@@ -497,6 +600,18 @@ pub async fn run<C: Channel>(
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     Ok(())
+}
+
+/// The next value of the channel's link; never, for a channel without one (or once its
+/// sender is gone).
+async fn link_changed(link: &mut Option<tokio::sync::watch::Receiver<Link>>) -> Link {
+    if let Some(receiver) = link {
+        if receiver.changed().await.is_ok() {
+            return receiver.borrow_and_update().clone();
+        }
+        *link = None;
+    }
+    std::future::pending().await
 }
 
 async fn sync_logged<C: Channel>(engine: &mut Engine<C>) -> Option<DateTime<Utc>> {

@@ -70,6 +70,16 @@ pub enum SendError {
     Fatal(String),
 }
 
+/// How a channel's connection to its service stands, for channels that hold one (a session
+/// bus) and rebuild it when it is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// Connected. Sent again whenever something the channel posts to came (back) up.
+    Up,
+    /// Lost; says what was lost and what the channel is doing about it.
+    Down(String),
+}
+
 /// One channel. Implementations only talk to their service; the engine decides what to send,
 /// when, to whom, and keeps the ledger.
 pub trait Channel: Send {
@@ -109,6 +119,26 @@ pub trait Channel: Send {
 
     /// Sends a test message to `route`; returns what happened, for `rein bridge test`.
     fn test(&mut self, route: &str) -> impl Future<Output = Result<String, SendError>> + Send;
+
+    /// The [`Link`] of a channel that can lose its connection and rebuild it; None (the
+    /// default) for one that has none. The engine shows a down link in STATUS (so `rein
+    /// bridge ls` does not call the bridge healthy), and on every [`Link::Up`] retries at
+    /// once what waits for a retry and asks [`Channel::still_posted`] about pending asks.
+    fn link(&self) -> Option<tokio::sync::watch::Receiver<Link>> {
+        None
+    }
+
+    /// Whether `post`, an ask that is still pending, is still in front of people. A channel
+    /// whose posts can vanish (a Konsole tab whose Konsole went away with its bus) answers
+    /// false, and the engine posts the ask again. Asked when the engine starts and on every
+    /// [`Link::Up`].
+    fn still_posted(
+        &mut self,
+        _ask: &Ask,
+        _post: &PostRef,
+    ) -> impl Future<Output = Result<bool, SendError>> + Send {
+        async { Ok(true) }
+    }
 }
 
 /// The wait a `Retry-After` header asks for: delay-seconds, or an HTTP date (RFC 9110).

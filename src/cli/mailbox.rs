@@ -191,6 +191,7 @@ pub fn answer_interactive(
     } else {
         lines.push(format!("Answer one of: {}", ask.options.join(", ")));
     }
+    leave_pending_on_signal(id);
     output::lines(lines)?;
     let reader_mailbox = Mailbox::new(context.data());
     let reader_id = id.to_owned();
@@ -240,6 +241,40 @@ pub fn answer_interactive(
         )])?;
     }
     Ok(0)
+}
+
+/// What the prompt says when a signal ends it; set once, before the handler is installed.
+static LEFT_PENDING: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+extern "C" fn end_prompt(signal: libc::c_int) {
+    if let Some(message) = LEFT_PENDING.get() {
+        // SAFETY: write(2) is async-signal-safe and the message is never freed or changed.
+        unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
+    }
+    // SAFETY: _exit(2) is async-signal-safe.
+    unsafe { libc::_exit(128 + signal) };
+}
+
+/// Ctrl+C (SIGINT), a closed terminal (SIGHUP) or SIGTERM end the prompt with a normal exit
+/// (128 + the signal's number) after saying that the ask stays pending. A process killed by
+/// a signal is a crash to a terminal emulator: Konsole keeps the tab of one open, with a
+/// warning, instead of closing it.
+fn leave_pending_on_signal(id: &str) {
+    if LEFT_PENDING
+        .set(format!("\nrein: ask {id} stays pending\n"))
+        .is_err()
+    {
+        return;
+    }
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: sigaction is plain data; all-zero is a valid start, then filled in.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = end_prompt as *const () as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
 }
 
 pub fn withdraw(context: &Context, id: &str, identity: Option<String>) -> anyhow::Result<i32> {

@@ -306,7 +306,8 @@ pub enum BridgeCommand {
     Start { name: String },
     /// Stop a bridge's unit.
     Stop { name: String },
-    /// List bridges: unit health and delivery counts from each ledger.
+    /// List bridges: unit health (`reconnecting` while a running bridge has lost its
+    /// connection), delivery counts from each ledger, and with --json each bridge's STATUS.
     Ls,
     /// Send a test message to every route of a bridge and report what happened.
     Test { name: String },

@@ -139,6 +139,8 @@ pub struct BridgeView {
     pub unit: String,
     pub configured: bool,
     pub health: String,
+    /// The bridge's own word on how it stands (its STATUS=).
+    pub status: String,
     pub sent: usize,
     pub pending: usize,
     pub failed: usize,
@@ -156,6 +158,15 @@ pub async fn list(
         let state = manager.service_state(&unit).await?;
         let health = match &state {
             None => "stopped".to_owned(),
+            // Running, but its channel lost its connection (see the engine's STATUS).
+            Some(state)
+                if health(state) == Health::Running
+                    && state
+                        .status_text
+                        .starts_with(crate::bridge::engine::RECONNECTING) =>
+            {
+                crate::bridge::engine::RECONNECTING.to_owned()
+            }
             Some(state) => format!("{:?}", health(state)).to_lowercase(),
         };
         if !configured && state.is_none() {
@@ -168,6 +179,7 @@ pub async fn list(
             unit,
             configured,
             health,
+            status: state.map(|state| state.status_text).unwrap_or_default(),
             sent: count(&[Stage::Sent, Stage::Closed]),
             pending: count(&[Stage::Sending, Stage::Retrying]),
             failed: count(&[Stage::Failed]),

@@ -91,6 +91,8 @@ pub struct ServiceState {
     pub exec_main_status: i32,
     /// `si_code` of the last main process: 1 exited, 2 killed, 3 dumped core; 0 none yet.
     pub exec_main_code: i32,
+    /// What the service last said with sd_notify `STATUS=`.
+    pub status_text: String,
 }
 
 impl ServiceState {
@@ -128,6 +130,7 @@ impl ServiceState {
             }
             "ExecMainStatus" => set_i32(&mut self.exec_main_status, value),
             "ExecMainCode" => set_i32(&mut self.exec_main_code, value),
+            "StatusText" => set_string(&mut self.status_text, value),
             _ => {}
         }
     }
@@ -147,6 +150,7 @@ impl ServiceState {
                 | "MemoryCurrent"
                 | "ExecMainStatus"
                 | "ExecMainCode"
+                | "StatusText"
         )
     }
 

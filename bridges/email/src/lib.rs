@@ -6,7 +6,9 @@
 //! `[ask:ID] WORKER: FIRST LINE OF THE PROMPT` (`(resent)` appended when an earlier copy may
 //! have arrived) and the ask's text with "Reply to this email with your answer (first line
 //! counts)". Notes from `rein notify` go out as plain emails. When an ask is resolved anywhere,
-//! a short follow-up ("answered: yes — by cli:ana via cli") goes into the same thread.
+//! a short follow-up ("answered: yes — by cli:ana via cli") goes into the same thread, and so
+//! does whatever the bridge says back about the ask (a refusal, "not an option", "got it"):
+//! `Re: [ask:ID] …`, with `References:` naming the ask's mail to that person first.
 //! Everything sent carries `Auto-Submitted: auto-generated`, so out-of-office responders stay
 //! quiet.
 //!
@@ -94,7 +96,8 @@ pub async fn build(context: BridgeContext) -> anyhow::Result<EmailChannel> {
         &context.settings.all_routes(),
         &context.secrets,
     )?);
-    let channel = EmailChannel::new(settings.clone())?;
+    let channel =
+        EmailChannel::new(settings.clone())?.with_data(&context.data, &context.settings.name)?;
     let reader = Reader::new(settings, context.inbound.clone())?;
     reader.check().await?;
     tokio::spawn(reader.run(std::future::pending()));

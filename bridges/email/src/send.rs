@@ -1,5 +1,10 @@
 //! Sending over SMTP with lettre: asks, notes, resolution follow-ups and replies, each with its
 //! own Message-ID so a person's reply can be threaded back to what it answers.
+//!
+//! Every mail about one ask stays in that ask's thread, as mail clients build threads: the
+//! subject `Re: [ask:ID] …` and `References:` starting with the Message-ID of the ask's mail
+//! to that person (a follow-up or a notice answering their message then adds theirs, and
+//! `In-Reply-To:` names it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +14,11 @@ use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::Tls;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use rein::bridge::{ask_text, describe_resolution, Channel, Inbound, PostRef, SendError};
-use rein::mailbox::{Ask, Resolution};
+use rein::bridge::ledger::{Kind, Ledger};
+use rein::bridge::{ask_text, describe_resolution, Channel, Inbound, PostRef, SendError, Target};
+use rein::mailbox::{Ask, Mailbox as Asks, Resolution};
 use rein::notes::Note;
+use rein::store::DataDir;
 
 use crate::config::{parse_address, EmailSettings, Security};
 use crate::parse::{ask_message_id, other_message_id};
@@ -43,6 +50,18 @@ pub struct EmailChannel {
     settings: Arc<EmailSettings>,
     transport: AsyncSmtpTransport<Tokio1Executor>,
     sender: Mailbox,
+    /// The asks and the bridge's ledger, to find the thread of an ask a person wrote about.
+    threads: Option<(Asks, Ledger)>,
+}
+
+/// The thread of one ask in one person's mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Thread {
+    /// `[ask:ID] WORKER: PROMPT`, or `[ask:ID]` when the ask cannot be read; None when the
+    /// ask is unknown.
+    subject: Option<String>,
+    /// The Message-ID of the ask's mail to this person, when one was sent.
+    root: Option<String>,
 }
 
 fn first_line(text: &str) -> &str {
@@ -119,7 +138,15 @@ impl EmailChannel {
             transport: builder.build(),
             sender,
             settings,
+            threads: None,
         })
+    }
+
+    /// Reads the asks and the ledger of bridge `bridge` in `data`, so that what the bridge says
+    /// back about an ask goes into the ask's thread.
+    pub fn with_data(mut self, data: &DataDir, bridge: &str) -> anyhow::Result<EmailChannel> {
+        self.threads = Some((Asks::new(data.clone()), Ledger::open(data, bridge)?));
+        Ok(self)
     }
 
     pub fn settings(&self) -> &EmailSettings {
@@ -134,14 +161,40 @@ impl EmailChannel {
         }
     }
 
+    /// The thread an inbound message belongs to: the ask it replied to or named.
+    fn thread_of(&self, inbound: &Inbound) -> Option<Thread> {
+        let (asks, ledger) = self.threads.as_ref()?;
+        let (ask, root) = match &inbound.target {
+            Target::Post(post) => (
+                ledger.ask_for_post(post).ok().flatten(),
+                Some(post.id.clone()),
+            ),
+            Target::Ask(id) => {
+                let sent = ledger
+                    .get(Kind::Ask, id, &inbound.reply_to.route)
+                    .ok()
+                    .flatten()
+                    .and_then(|entry| entry.post);
+                (Some(id.clone()), sent.map(|post| post.id))
+            }
+            Target::Unspecified => return None,
+        };
+        let subject = ask.map(|id| match asks.get(&id) {
+            Ok(record) => ask_subject(&record.ask, false),
+            Err(_) => format!("[ask:{id}]"),
+        });
+        (subject.is_some() || root.is_some()).then_some(Thread { subject, root })
+    }
+
     /// Sends one plain-text message; returns its Message-ID (without angle brackets).
+    /// `thread` lists the Message-IDs it follows, oldest first: the last is its parent.
     async fn send(
         &self,
         to: &str,
         subject: &str,
         body: String,
         message_id: String,
-        in_reply_to: Option<&str>,
+        thread: &[&str],
     ) -> Result<String, SendError> {
         let to_address =
             parse_address("routes", to).map_err(|error| SendError::Fatal(format!("{error:#}")))?;
@@ -152,10 +205,15 @@ impl EmailChannel {
             .message_id(Some(format!("<{message_id}>")))
             .header(AutoSubmitted)
             .header(ContentType::TEXT_PLAIN);
-        if let Some(parent) = in_reply_to.filter(|p| !p.is_empty()) {
+        let thread: Vec<String> = thread
+            .iter()
+            .filter(|id| !id.is_empty())
+            .map(|id| format!("<{id}>"))
+            .collect();
+        if let Some(parent) = thread.last() {
             builder = builder
-                .in_reply_to(format!("<{parent}>"))
-                .references(format!("<{parent}>"));
+                .in_reply_to(parent.clone())
+                .references(thread.join(" "));
         }
         let message = builder
             .body(body)
@@ -200,7 +258,7 @@ impl Channel for EmailChannel {
                 &ask_subject(ask, resent),
                 ask_body(ask, resent),
                 id,
-                None,
+                &[],
             )
             .await?;
         Ok(PostRef {
@@ -228,7 +286,7 @@ impl Channel for EmailChannel {
             note.worker, note.message
         );
         let id = self.new_id("note", &note.id);
-        let id = self.send(route, &subject, body, id, None).await?;
+        let id = self.send(route, &subject, body, id, &[]).await?;
         Ok(PostRef {
             route: route.to_owned(),
             id,
@@ -244,20 +302,28 @@ impl Channel for EmailChannel {
         let subject = format!("Re: {}", ask_subject(ask, false));
         let body = format!("{}\n", describe_resolution(resolution));
         let id = self.new_id("resolved", &ask.id);
-        self.send(&post.route, &subject, body, id, Some(&post.id))
+        self.send(&post.route, &subject, body, id, &[&post.id])
             .await
             .map(drop)
     }
 
     async fn reply(&mut self, to: &Inbound, text: &str) -> Result<(), SendError> {
-        let subject = format!("rein: {}", shorten(first_line(text), 100));
+        let thread = self.thread_of(to);
+        let subject = match thread.as_ref().and_then(|t| t.subject.as_ref()) {
+            Some(subject) => format!("Re: {subject}"),
+            None => format!("rein: {}", shorten(first_line(text), 100)),
+        };
+        let mut follows: Vec<&str> = thread.iter().filter_map(|t| t.root.as_deref()).collect();
+        if !follows.contains(&to.reply_to.id.as_str()) {
+            follows.push(&to.reply_to.id);
+        }
         let id = self.new_id("reply", "to");
         self.send(
             &to.reply_to.route,
             &subject,
             format!("{text}\n"),
             id,
-            Some(&to.reply_to.id),
+            &follows,
         )
         .await
         .map(drop)
@@ -267,7 +333,7 @@ impl Channel for EmailChannel {
         let id = self.new_id("test", "message");
         let body = "This is a test message from rein's email bridge (`rein bridge test email`). Nothing needs doing.\n".to_owned();
         let id = self
-            .send(route, "[rein] test message", body, id, None)
+            .send(route, "[rein] test message", body, id, &[])
             .await?;
         let smtp = &self.settings.smtp;
         Ok(format!(

@@ -523,6 +523,64 @@ async fn tls_verification_fails_without_the_ca_file() {
         .expect("IMAP with the CA");
 }
 
+/// The shared engine driving the email channel of bridge account `account`, in a temp data
+/// dir, until [`RunningEngine::stop`].
+struct RunningEngine {
+    data: DataDir,
+    _temp: tempfile::TempDir,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningEngine {
+    async fn start(
+        servers: &support::MailServers,
+        account: &str,
+        allow: &[&str],
+        routes: &[&str],
+    ) -> RunningEngine {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let data = DataDir::new(temp.path());
+        data.create_dirs().expect("data dir");
+        let settings = rein::bridge::config::BridgeSettings {
+            name: "email".into(),
+            allow: allow.iter().map(|a| format!("email:{a}")).collect(),
+            routes: routes.iter().map(|r| r.to_string()).collect(),
+            worker_routes: Default::default(),
+            rate_per_minute: 60,
+            notes: true,
+            secret_file: None,
+            credential: None,
+            channel: servers.table(account),
+        };
+        let (inbound_tx, inbound_rx) = mpsc::channel(16);
+        let context = BridgeContext {
+            settings: settings.clone(),
+            secrets: servers.secrets(),
+            inbound: inbound_tx,
+            data: data.clone(),
+            seen: SeenLedger::open(&data, "email").expect("seen ledger"),
+        };
+        let channel = rein_bridge_email::build(context).await.expect("build");
+        let engine = Engine::new(channel, settings, data.clone()).expect("engine");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(engine::run(engine, inbound_rx, async move {
+            let _ = stopped.await;
+        }));
+        RunningEngine {
+            data,
+            _temp: temp,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("join").expect("engine ran");
+    }
+}
+
 /// The whole loop through the shared engine: an ask filed in the mailbox is emailed, a
 /// stranger's answer is refused, the person's reply answers it, and the thread hears how.
 #[tokio::test]
@@ -531,34 +589,8 @@ async fn the_engine_answers_an_ask_from_an_email_reply() {
     servers.empty_mailbox("rein7").await;
     let ana = servers.address("ana");
     let rein7 = servers.address("rein7");
-    let temp = tempfile::tempdir().expect("tempdir");
-    let data = DataDir::new(temp.path());
-    data.create_dirs().expect("data dir");
-    let settings = rein::bridge::config::BridgeSettings {
-        name: "email".into(),
-        allow: vec![format!("email:{ana}")],
-        routes: vec![ana.clone()],
-        worker_routes: Default::default(),
-        rate_per_minute: 60,
-        notes: true,
-        secret_file: None,
-        credential: None,
-        channel: servers.table("rein7"),
-    };
-    let (inbound_tx, inbound_rx) = mpsc::channel(16);
-    let context = BridgeContext {
-        settings: settings.clone(),
-        secrets: servers.secrets(),
-        inbound: inbound_tx,
-        data: data.clone(),
-        seen: SeenLedger::open(&data, "email").expect("seen ledger"),
-    };
-    let channel = rein_bridge_email::build(context).await.expect("build");
-    let engine = Engine::new(channel, settings, data.clone()).expect("engine");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(engine::run(engine, inbound_rx, async move {
-        let _ = stop_rx.await;
-    }));
+    let running = RunningEngine::start(servers, "rein7", &[&ana], &[&ana]).await;
+    let data = running.data.clone();
 
     let mailbox = Mailbox::new(data.clone());
     let prompt = format!("Ship release {}?", unique_id());
@@ -664,6 +696,107 @@ async fn the_engine_answers_an_ask_from_an_email_reply() {
         "{}",
         body(&follow_up)
     );
-    let _ = stop_tx.send(());
-    running.await.expect("join").expect("engine ran");
+    running.stop().await;
+}
+
+/// What the bridge says back about an ask — a refusal, "not an option" — lands in the ask's
+/// thread of the person's mailbox, as the IMAP server threads it for a mail client, whether
+/// the person replied to the ask or wrote anew with its subject token.
+#[tokio::test]
+async fn notices_about_an_ask_stay_in_its_thread() {
+    let servers = servers();
+    servers.empty_mailbox("rein8").await;
+    let ana = servers.address("ana");
+    let bob = servers.address("bob");
+    let rein8 = servers.address("rein8");
+    // Bob gets the asks but may not answer them.
+    let running = RunningEngine::start(servers, "rein8", &[&ana], &[&ana, &bob]).await;
+    let mailbox = Mailbox::new(running.data.clone());
+    let prompt = format!("Drop table {}?", unique_id());
+    let (filed, _) = mailbox
+        .file(&NewAsk {
+            worker: "w1".into(),
+            prompt: prompt.clone(),
+            reference: None,
+            options: vec!["yes".into(), "no".into()],
+        })
+        .expect("ask filed");
+    let subject = format!("[ask:{}] w1: {prompt}", filed.id);
+    let ask_mail = |user: &'static str| {
+        let subject = subject.clone();
+        async move {
+            let raw = servers
+                .wait_for_message(user, &format!("SUBJECT \"{subject}\""), MAIL_DEADLINE)
+                .await;
+            header(&raw, "Message-ID")
+                .expect("Message-ID")
+                .trim_matches(['<', '>'])
+                .to_owned()
+        }
+    };
+    let (to_ana, to_bob) = (ask_mail("ana").await, ask_mail("bob").await);
+
+    // Bob replies in the thread: refused.
+    let bob_reply = person_message_id("bob");
+    servers
+        .send_raw(
+            "bob",
+            "rein8",
+            &threaded_reply(&bob, &rein8, &bob_reply, &to_bob, &subject, "yes"),
+        )
+        .await;
+    // Ana replies in the thread with something that is not an option.
+    let ana_reply = person_message_id("ana");
+    servers
+        .send_raw(
+            "ana",
+            "rein8",
+            &threaded_reply(&ana, &rein8, &ana_reply, &to_ana, &subject, "maybe"),
+        )
+        .await;
+    // And once more as a new mail that names the ask only by its subject token.
+    let ana_new = person_message_id("ana");
+    servers
+        .send_raw(
+            "ana",
+            "rein8",
+            &format!("From: {ana}\nTo: {rein8}\nSubject: {subject}\nMessage-ID: <{ana_new}>\n\nperhaps\n"),
+        )
+        .await;
+
+    for (user, ask_id, reply_id, says) in [
+        ("bob", &to_bob, &bob_reply, "not on this fleet's list"),
+        ("ana", &to_ana, &ana_reply, "not an option"),
+        ("ana", &to_ana, &ana_new, "not an option"),
+    ] {
+        let criteria = format!("HEADER In-Reply-To \"{reply_id}\"");
+        let notice = servers
+            .wait_for_message(user, &criteria, MAIL_DEADLINE)
+            .await;
+        assert!(body(&notice).contains(says), "{}", body(&notice));
+        assert_eq!(
+            header(&notice, "Subject"),
+            Some(format!("Re: {subject}")),
+            "{user}'s notice about {reply_id}"
+        );
+        let references = header(&notice, "References").unwrap_or_default();
+        assert!(
+            references.starts_with(&format!("<{ask_id}>"))
+                && references.ends_with(&format!("<{reply_id}>")),
+            "{references}"
+        );
+        let ask_uid = servers
+            .uid_of(user, &format!("HEADER Message-ID \"{ask_id}\""))
+            .await;
+        let notice_uid = servers.uid_of(user, &criteria).await;
+        let threads = servers.threads(user).await;
+        assert!(
+            threads
+                .iter()
+                .any(|thread| thread.contains(&ask_uid) && thread.contains(&notice_uid)),
+            "{user}'s ask (UID {ask_uid}) and notice (UID {notice_uid}) are in different threads: {threads:?}"
+        );
+    }
+    assert!(mailbox.resolution(&filed.id).expect("read").is_none());
+    running.stop().await;
 }

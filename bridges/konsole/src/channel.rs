@@ -3,13 +3,23 @@
 //! window KWin moves to the worker's desktop; a resolution closes the tab if it is still
 //! open. Answers never pass through the bridge: the prompt in the tab writes them to the
 //! mailbox itself, as `konsole:USER`.
+//!
+//! The session bus can go away (the user's dbus-daemon restarts) and take Konsole's and KWin's
+//! names with it. A task watches the bridge's connection; when it closes, the [`Link`] goes
+//! down (STATUS says "reconnecting"), the task connects again with a growing wait (at most
+//! [`RECONNECT_MAX`]), and the next call uses the new connection, with KWin's reply object
+//! served on it. The link is also raised whenever a Konsole or KWin appears on the bus; on
+//! each the engine asks [`Channel::still_posted`] about pending asks, and a tab whose Konsole
+//! is no longer on the bus is opened again in the Konsole there is now.
 
 use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::StreamExt;
+use tokio::sync::watch;
 
 use rein::bridge::engine::BridgeContext;
-use rein::bridge::{Channel, Inbound, PostRef, SendError};
+use rein::bridge::{Channel, Inbound, Link, PostRef, SendError};
 use rein::mailbox::{Ask, Resolution};
 use rein::notes::Note;
 use rein::paths::Paths;
@@ -18,8 +28,8 @@ use zbus::Connection;
 use crate::command::{check_shell_safe, tab_command, TabAction, IDENTITY_VARIABLE};
 use crate::config::{check_route, check_service_name, KonsoleConfig};
 use crate::dbus::DbusError;
-use crate::konsole::{Konsole, KonsoleError};
-use crate::kwin::{KWin, KWinError, Placed, Placement};
+use crate::konsole::{Konsole, KonsoleError, SERVICE_PREFIX};
+use crate::kwin::{KWin, KWinError, Placed, Placement, KWIN_SERVICE};
 use crate::process;
 
 /// How long to wait for a signalled tab to close.
@@ -32,8 +42,12 @@ const START_DEADLINE: Duration = Duration::from_secs(2);
 /// How long an answer prompt gets to end by itself once its ask is resolved (it notices at
 /// once, records its journal line and exits) before the bridge tells it to.
 const PROMPT_GRACE: Duration = Duration::from_secs(2);
-/// When no Konsole runs, try again after this long.
+/// When no Konsole runs, try again after this long (or as soon as one appears on the bus).
 const NO_KONSOLE_RETRY: Duration = Duration::from_secs(30);
+/// The first wait before connecting to the session bus again, doubled after each failure.
+const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+/// The longest wait between attempts to connect to the session bus again.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// The environment variable that names the Konsole when the config does not
 /// (`contrib/desktop-session.sh` prints it).
 pub const SERVICE_VARIABLE: &str = "REIN_KONSOLE_SERVICE";
@@ -86,12 +100,98 @@ pub struct KonsoleChannel {
     environment: Vec<(String, String)>,
     kwin: KWin,
     told_about_notes: bool,
+    /// New connections from [`keep_connected`], after the one in use was lost.
+    connections: watch::Receiver<Connection>,
+    link: watch::Receiver<Link>,
+    keeper: tokio::task::JoinHandle<()>,
 }
 
-/// The variables a tab's `rein` needs: who answers, and which profile it answers in.
+impl Drop for KonsoleChannel {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
+/// Watches `connection` until it closes, then connects again, for as long as the channel
+/// lives. Raises the link when a Konsole or KWin appears on the bus.
+async fn keep_connected(
+    mut connection: Connection,
+    link: watch::Sender<Link>,
+    connections: watch::Sender<Connection>,
+) {
+    loop {
+        announce_arrivals(&connection, &link).await;
+        let lost = "lost the session bus; reconnecting…";
+        tracing::warn!("{lost}");
+        let _ = link.send(Link::Down(lost.to_owned()));
+        let mut wait = RECONNECT_FIRST;
+        connection = loop {
+            match Connection::session().await {
+                Ok(connection) => break connection,
+                Err(error) => {
+                    let _ = link.send(Link::Down(format!(
+                        "{lost} (the last try, {wait:?} ago, failed: {error})"
+                    )));
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RECONNECT_MAX);
+                }
+            }
+        };
+        tracing::info!(
+            "connected to the session bus again, as {}",
+            connection
+                .unique_name()
+                .map(|name| name.to_string())
+                .unwrap_or_default()
+        );
+        if connections.send(connection.clone()).is_err() {
+            return; // the channel is gone
+        }
+        let _ = link.send(Link::Up);
+    }
+}
+
+/// Returns when `connection` closes. Meanwhile raises `link` whenever a Konsole or KWin
+/// takes its name on the bus, so that asks waiting for one are shown at once.
+async fn announce_arrivals(connection: &Connection, link: &watch::Sender<Link>) {
+    let arrivals = match zbus::fdo::DBusProxy::new(connection).await {
+        Ok(bus) => bus.receive_name_owner_changed().await.ok(),
+        Err(_) => None,
+    };
+    let Some(mut arrivals) = arrivals else {
+        connection.closed().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = connection.closed() => return,
+            signal = arrivals.next() => {
+                let Some(signal) = signal else {
+                    connection.closed().await;
+                    return;
+                };
+                let Ok(arrived) = signal.args() else {
+                    continue;
+                };
+                let name = arrived.name().as_str();
+                if arrived.new_owner().is_some()
+                    && (name.starts_with(SERVICE_PREFIX) || name == KWIN_SERVICE)
+                {
+                    tracing::info!("{name} appeared on the session bus");
+                    let _ = link.send(Link::Up);
+                }
+            }
+        }
+    }
+}
+
+/// The variables a tab's `rein` needs: who answers (the bridge's user, who is the person at
+/// this desktop; `rein answer` accepts `konsole:$USER` only for its own `$USER`), and which
+/// profile it answers in.
 pub fn tab_environment(paths: &Paths, user: &str) -> Vec<(String, String)> {
     vec![
         (IDENTITY_VARIABLE.to_owned(), format!("konsole:{user}")),
+        ("USER".to_owned(), user.to_owned()),
         (
             "REIN_DATA_DIR".to_owned(),
             paths.data_dir.display().to_string(),
@@ -164,13 +264,41 @@ impl KonsoleChannel {
             )
         })?;
         let kwin = KWin::new(&connection).await?;
+        let (link_sender, link) = watch::channel(Link::Up);
+        let (connection_sender, connections) = watch::channel(connection.clone());
+        let keeper = tokio::spawn(keep_connected(
+            connection.clone(),
+            link_sender,
+            connection_sender,
+        ));
         Ok(KonsoleChannel {
             connection,
             config,
             environment,
             kwin,
             told_about_notes: false,
+            connections,
+            link,
+            keeper,
         })
+    }
+
+    /// Takes up the newest connection to the session bus, with KWin's reply object served
+    /// on it; a temporary failure while the bus is away.
+    async fn current_bus(&mut self) -> Result<(), SendError> {
+        if let Link::Down(why) = &*self.link.borrow() {
+            return Err(retry(why));
+        }
+        if self.connections.has_changed().unwrap_or(false) {
+            let connection = self.connections.borrow_and_update().clone();
+            self.kwin = KWin::new(&connection).await.map_err(|error| {
+                retry(format!(
+                    "cannot serve KWin's replies on the new bus connection: {error}"
+                ))
+            })?;
+            self.connection = connection;
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &KonsoleConfig {
@@ -204,6 +332,7 @@ impl KonsoleChannel {
     ) -> Result<OpenedTab, SendError> {
         let line = tab_command(&self.config.rein_bin, &self.environment, action)
             .map_err(|error| SendError::Fatal(error.to_string()))?;
+        self.current_bus().await?;
         let konsole = self.konsole().await?;
         let window = konsole.window(self.config.window).await?;
         let (session, new) = match self.running_tab(&konsole, window, title, action).await? {
@@ -270,41 +399,46 @@ impl KonsoleChannel {
         Ok(None)
     }
 
-    /// The foreground process group of `session` if it is `action` as this bridge started
-    /// it (a child of the tab's shell, which is a child of Konsole); else why not.
+    /// The process group to signal when `session` runs `action` as this bridge started it:
+    /// the tab's own program (the answer prompt, which replaced the tab's shell), or the
+    /// foreground child of the tab's shell (`rein worker attach`); else why not.
     async fn our_program(
         &self,
         konsole: &Konsole,
         session: u32,
         action: &TabAction,
     ) -> Result<Result<u32, NotOurs>, DbusError> {
-        let shell = konsole.process_id(session).await?;
+        let program = konsole.process_id(session).await?;
         let foreground = konsole.foreground_process_id(session).await?;
-        if shell <= 0 {
-            return Ok(Err(NotOurs::Other("the tab's shell has exited".into())));
+        if program <= 0 {
+            return Ok(Err(NotOurs::Other("the tab's program has exited".into())));
         }
-        if foreground <= 0 || foreground == shell {
-            return Ok(Err(NotOurs::Idle));
-        }
-        let (shell, foreground) = (shell as u32, foreground as u32);
+        let program = program as u32;
         let konsole_pid = konsole.pid().await?;
-        if process::parent(shell) != Some(konsole_pid) {
+        if process::parent(program) != Some(konsole_pid) {
             return Ok(Err(NotOurs::Other(format!(
-                "pid {shell} is not a child of Konsole pid {konsole_pid} here (another pid namespace?)"
+                "pid {program} is not a child of Konsole pid {konsole_pid} here (another pid namespace?)"
             ))));
         }
-        if process::parent(foreground) != Some(shell) {
+        let ours = |pid: u32| {
+            let arguments = process::arguments(pid).unwrap_or_default();
+            if process::runs(&arguments, &self.config.rein_bin, &action.rein_args()) {
+                Ok(pid)
+            } else {
+                Err(NotOurs::Other(format!("pid {pid} runs {arguments:?}")))
+            }
+        };
+        if foreground <= 0 || foreground as u32 == program {
+            // Else the tab's program is the shell, before `exec` or with nothing started.
+            return Ok(ours(program).map_err(|_| NotOurs::Idle));
+        }
+        let foreground = foreground as u32;
+        if process::parent(foreground) != Some(program) {
             return Ok(Err(NotOurs::Other(format!(
                 "pid {foreground} is not a child of the tab's shell"
             ))));
         }
-        let arguments = process::arguments(foreground).unwrap_or_default();
-        if !process::runs(&arguments, &self.config.rein_bin, &action.rein_args()) {
-            return Ok(Err(NotOurs::Other(format!(
-                "pid {foreground} runs {arguments:?}"
-            ))));
-        }
-        Ok(Ok(foreground))
+        Ok(ours(foreground))
     }
 
     /// Moves the window showing `title` to `desktop`.
@@ -345,16 +479,13 @@ impl KonsoleChannel {
         post: &PostRef,
         action: &TabAction,
     ) -> Result<Closed, SendError> {
-        let Some((service, session)) = post
-            .id
-            .rsplit_once('/')
-            .and_then(|(service, session)| Some((service, session.parse::<u32>().ok()?)))
-        else {
+        let Some((service, session)) = tab_of(post) else {
             return Err(SendError::Fatal(format!(
                 "{:?} does not name a Konsole tab",
                 post.id
             )));
         };
+        self.current_bus().await?;
         let konsole = Konsole::at(&self.connection, service);
         if !konsole.session_exists(session).await? {
             return Ok(Closed::AlreadyGone);
@@ -387,7 +518,8 @@ impl KonsoleChannel {
                 Err(error) => return Err(error.into()),
             }
         };
-        // The shell then runs `exit`, and Konsole closes the tab.
+        // The prompt exits normally on SIGTERM (after `…; exit`, the shell exits), and
+        // Konsole closes the tab.
         if let Err(error) = process::signal_group(group, libc::SIGTERM) {
             return Ok(Closed::LeftOpen(format!(
                 "cannot signal process group {group}: {error}"
@@ -404,6 +536,12 @@ impl KonsoleChannel {
         }
         Ok(Closed::Closed)
     }
+}
+
+/// The Konsole service and session number a tab's [`PostRef`] names.
+fn tab_of(post: &PostRef) -> Option<(&str, u32)> {
+    let (service, session) = post.id.rsplit_once('/')?;
+    Some((service, session.parse().ok()?))
 }
 
 fn describe_placement(placed: &Option<Result<Placed, String>>) -> String {
@@ -488,6 +626,24 @@ impl Channel for KonsoleChannel {
         // Nothing arrives inbound from Konsole: the tab answers through the mailbox itself.
         tracing::info!("konsole has no way to reply to {}: {text}", to.identity);
         Ok(())
+    }
+
+    fn link(&self) -> Option<watch::Receiver<Link>> {
+        Some(self.link.clone())
+    }
+
+    /// A tab is still shown while its Konsole is on the bus. (A tab the person closed is not
+    /// opened again; a Konsole that went away, with its bus or by itself, takes its tabs.)
+    async fn still_posted(&mut self, _ask: &Ask, post: &PostRef) -> Result<bool, SendError> {
+        let Some((service, _)) = tab_of(post) else {
+            return Ok(true);
+        };
+        self.current_bus().await?;
+        match crate::dbus::owner(&self.connection, service).await {
+            Ok(_) => Ok(true),
+            Err(error) if error.is_missing() => Ok(false),
+            Err(error) => Err(error.into()),
+        }
     }
 
     async fn test(&mut self, route: &str) -> Result<String, SendError> {

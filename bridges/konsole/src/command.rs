@@ -7,8 +7,18 @@
 //! through here: `rein answer --interactive` reads it from the mailbox and shows it.
 //!
 //! The line works in sh, bash, zsh and fish: `env` sets the variables (fish has no
-//! `VAR=value cmd` before 3.1), and `; exit` closes the tab when the command ends, however it
-//! ends (Konsole keeps a tab open when its shell is killed by a signal).
+//! `VAR=value cmd` before 3.1).
+//!
+//! The answer prompt replaces the tab's shell (`exec env … rein answer --interactive ID`), so
+//! it is the tab's own program: however it ends — an answer, Ctrl+C, Ctrl+D, the ask resolved
+//! elsewhere — Konsole closes the tab, and no shell is left in it. (With `prompt; exit`
+//! instead, Ctrl+C would end the prompt and the rest of the line, and leave a shell.) The
+//! prompt exits normally on SIGINT, SIGTERM and SIGHUP: Konsole keeps the tab of a program
+//! killed by a signal open, with a warning.
+//!
+//! `rein worker attach` is not signal-aware in that way, so it runs as `…; exit`: the shell
+//! closes the tab when attach ends, even when the bridge ends it with SIGTERM. Attach puts
+//! the terminal in raw mode, so Ctrl+C reaches the agent and never ends that line.
 
 use std::path::Path;
 
@@ -79,7 +89,11 @@ pub fn tab_command(
         .to_str()
         .ok_or_else(|| Error::invalid(format!("rein_bin {} is not UTF-8", rein_bin.display())))?;
     check_shell_safe("rein_bin", rein)?;
-    let mut words = vec!["env".to_owned()];
+    let mut words = Vec::new();
+    if matches!(action, TabAction::Answer { .. }) {
+        words.push("exec".to_owned());
+    }
+    words.push("env".to_owned());
     for (name, value) in env {
         let valid_name = name.starts_with(|c: char| c.is_ascii_uppercase())
             && name
@@ -96,7 +110,11 @@ pub fn tab_command(
     words.push(shell_quote(rein));
     // The arguments are fixed words and a checked id: nothing in them needs quoting.
     words.extend(action.rein_args());
-    Ok(format!("{}; exit", words.join(" ")))
+    let line = words.join(" ");
+    Ok(match action {
+        TabAction::Answer { .. } => line,
+        _ => format!("{line}; exit"),
+    })
 }
 
 #[cfg(test)]
@@ -122,13 +140,14 @@ mod tests {
         .expect("valid");
         assert_eq!(
             answer,
-            r"env 'REIN_ANSWER_IDENTITY=konsole:ana' 'REIN_DATA_DIR=/home/ana/my data' '/opt/rein'\''s tools/rein' answer --interactive k3x9ab; exit"
+            r"exec env 'REIN_ANSWER_IDENTITY=konsole:ana' 'REIN_DATA_DIR=/home/ana/my data' '/opt/rein'\''s tools/rein' answer --interactive k3x9ab"
         );
         // A POSIX shell reads it back as exactly these words.
-        let words = shell_words::split(answer.trim_end_matches("; exit")).expect("parses");
+        let words = shell_words::split(&answer).expect("parses");
         assert_eq!(
             words,
             [
+                "exec",
                 "env",
                 "REIN_ANSWER_IDENTITY=konsole:ana",
                 "REIN_DATA_DIR=/home/ana/my data",

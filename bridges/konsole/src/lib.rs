@@ -5,6 +5,27 @@
 //! (Slack, SMS, `rein answer`), the prompt ends by itself and the tab closes; a tab still
 //! running the bridge's program at that point is ended by the bridge.
 //!
+//! # In a tab
+//! The prompt is the tab's own program (no shell runs in the tab), so however it ends, the
+//! tab closes:
+//! - type one of the options (or any answer when the ask has none) and Enter: the ask is
+//!   answered as `konsole:$USER`; an answer that is not an option is refused and the prompt
+//!   asks again;
+//! - Ctrl+C or Ctrl+D, or closing the tab: the prompt says "ask ID stays pending" and ends;
+//!   the ask stays pending for any other channel or `rein answer`, and the bridge does not
+//!   open the tab again;
+//! - the ask answered or withdrawn anywhere else: the prompt says so and ends.
+//!
+//! # When the session bus goes away
+//! If the user's dbus-daemon stops or restarts, the bridge notices at once that its connection
+//! closed: its STATUS (`systemctl --user status`) reads "reconnecting: lost the session bus…"
+//! and `rein bridge ls` shows it as `reconnecting`, while it connects again (every few
+//! seconds at most). Once connected — STATUS "connected; …" — it looks at each pending ask:
+//! a tab whose Konsole is no longer on the bus is opened again in the Konsole that is there
+//! now (as soon as one appears), on the configured desktop; a tab still open is left as it
+//! is, so no ask gets two tabs. The same happens for a Konsole that quit while the bridge was
+//! stopped, when the bridge starts.
+//!
 //! # Setting up
 //! 1. A KDE session (Konsole and KWin, X11 or Wayland) with the bridge on its session bus:
 //!    `rein bridge start konsole` runs it as a user unit, which shares the user's bus.
@@ -49,7 +70,8 @@
 //!   loaded through `/Scripting`, which reports back over D-Bus.
 //! - [`process`]: before ending a tab's program the bridge checks in `/proc` that it is the
 //!   one it started; Konsole has no D-Bus call to close a tab, and a tab closes when its
-//!   shell exits (`…; exit` after the program).
+//!   program exits: the answer prompt is the tab's program (`exec`), `rein worker attach`
+//!   runs in the tab's shell followed by `; exit`.
 //! - [`KonsoleChannel`]: the [`rein::bridge::Channel`] the engine drives. A tab is
 //!   `PostRef { route, id: "org.kde.konsole-PID/SESSION" }`.
 

@@ -46,10 +46,20 @@ fn repo_root() -> PathBuf {
 
 /// Runs `contrib/SCRIPT ARGS…` and returns the `export NAME=value` lines it prints.
 fn exports(script: &str, args: &[&Path]) -> BTreeMap<String, String> {
+    exports_with(script, args, &BTreeMap::new())
+}
+
+/// [`exports`] with `environment` added to the script's.
+fn exports_with(
+    script: &str,
+    args: &[&Path],
+    environment: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let script = repo_root().join("contrib").join(script);
     let output = Command::new("bash")
         .arg(&script)
         .args(args)
+        .envs(environment)
         .output()
         .unwrap_or_else(|error| panic!("cannot run {}: {error}", script.display()));
     assert!(
@@ -114,7 +124,8 @@ where
 }
 
 /// A temp dir with a fake `rein` that records how it was run, then waits to be ended (for two
-/// minutes at most, so a failed test leaves nothing running for long).
+/// minutes at most, so a failed test leaves nothing running for long), exiting normally on a
+/// signal as the real prompt does.
 struct Fake {
     dir: tempfile::TempDir,
 }
@@ -124,7 +135,7 @@ impl Fake {
         let dir = tempfile::tempdir().expect("tempdir");
         let record = dir.path().join("record");
         let script = format!(
-            "#!/bin/sh\n{{ printf '%s\\n' \"$@\"; echo \"{IDENTITY_VARIABLE}=${IDENTITY_VARIABLE}\"; echo \"REIN_DATA_DIR=$REIN_DATA_DIR\"; }} > '{record}.tmp'\nmv '{record}.tmp' '{record}'\ni=0\nwhile [ $i -lt 120 ]; do sleep 1; i=$((i + 1)); done\n",
+            "#!/bin/sh\n{{ printf '%s\\n' \"$@\"; echo \"{IDENTITY_VARIABLE}=${IDENTITY_VARIABLE}\"; echo \"REIN_DATA_DIR=$REIN_DATA_DIR\"; }} > '{record}.tmp'\nmv '{record}.tmp' '{record}'\ntrap 'exit 0' INT TERM HUP\ni=0\nwhile [ $i -lt 120 ]; do sleep 1; i=$((i + 1)); done\n",
             record = record.display()
         );
         let rein = dir.path().join("rein");
@@ -284,8 +295,16 @@ async fn an_ask_opens_a_titled_tab_running_the_exact_command() {
             format!("REIN_DATA_DIR={}", fake.data().display()),
         ]
     );
-    // The shell ran the line typed into it: env exec'd the fake with exactly these words.
+    // The shell ran the line typed into it: it became env, which exec'd the fake with exactly
+    // these words; the fake is the tab's program.
     let foreground = konsole.foreground_process_id(session).await.expect("fg") as u32;
+    assert_eq!(
+        konsole
+            .process_id(session)
+            .await
+            .expect("the tab's program") as u32,
+        foreground
+    );
     let arguments = rein_bridge_konsole::process::arguments(foreground).expect("cmdline");
     assert_eq!(
         arguments,
@@ -710,21 +729,195 @@ fn reading_stdin(pid: u32) -> bool {
     })
 }
 
-/// The pid of the tab's program once it is exactly `rein answer --interactive ID`, started
-/// by the tab's shell, and waiting for a line: what a person sees as the `> ` prompt.
+/// The pid of the tab's program once it is exactly `rein answer --interactive ID`, run by
+/// Konsole as the tab's own program (no shell in between), and waiting for a line: what a
+/// person sees as the `> ` prompt.
 async fn waiting_prompt(konsole: &Konsole, session: u32, rein: &Path, id: &str) -> Option<u32> {
-    let shell = konsole.process_id(session).await.ok()?;
+    let program = konsole.process_id(session).await.ok()?;
     let foreground = konsole.foreground_process_id(session).await.ok()?;
-    if shell <= 0 || foreground <= 0 || foreground == shell {
+    if program <= 0 || foreground != program {
         return None;
     }
-    let (shell, foreground) = (shell as u32, foreground as u32);
-    if rein_bridge_konsole::process::parent(foreground) != Some(shell) {
+    let program = program as u32;
+    if rein_bridge_konsole::process::parent(program) != Some(konsole.pid().await.ok()?) {
         return None;
     }
-    let arguments = rein_bridge_konsole::process::arguments(foreground)?;
+    let arguments = rein_bridge_konsole::process::arguments(program)?;
     let expected = [&rein.display().to_string(), "answer", "--interactive", id];
-    (arguments == expected && reading_stdin(foreground)).then_some(foreground)
+    (arguments == expected && reading_stdin(program)).then_some(program)
+}
+
+/// True while `pid` runs (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+/// Runs xdotool with `args` on the test display.
+fn xdotool(args: &[&str]) {
+    let output = Command::new("xdotool")
+        .args(args)
+        .env("DISPLAY", &desktop().display)
+        .output()
+        .expect("run xdotool");
+    assert!(
+        output.status.success(),
+        "xdotool {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Presses keys in the tab as a person at the keyboard would: KWin activates the Konsole
+/// window (switching to its desktop), the tab comes to the front, and xdotool sends X11 key
+/// events (`ctrl+c`, `Return`) or types text.
+async fn keyboard(konsole: &Konsole, session: u32, keys: &[&str], text: Option<&str>) {
+    let window = konsole.window(None).await.expect("a window");
+    let x11 = konsole
+        .window_id("")
+        .await
+        .expect("ask Konsole")
+        .expect("the X11 id of the Konsole window");
+    xdotool(&["windowactivate", "--sync", &x11.to_string()]);
+    konsole
+        .show_session(window, session)
+        .await
+        .expect("bring the tab to the front");
+    let connection = zbus::Connection::session().await.expect("session bus");
+    wait_for("the tab to be in front", || async {
+        let current: i32 = rein_bridge_konsole::dbus::call(
+            &connection,
+            konsole.service(),
+            &format!("/Windows/{window}"),
+            "org.kde.konsole.Window",
+            "currentSession",
+            &(),
+        )
+        .await
+        .ok()?;
+        (current == session as i32).then_some(())
+    })
+    .await;
+    if let Some(text) = text {
+        xdotool(&["type", "--delay", "30", text]);
+    }
+    if !keys.is_empty() {
+        let mut args = vec!["key", "--clearmodifiers"];
+        args.extend_from_slice(keys);
+        xdotool(&args);
+    }
+}
+
+/// How a person (or the fleet) ends the answer prompt in a tab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Types an option and Enter.
+    Answers,
+    CtrlC,
+    CtrlD,
+    /// The ask is answered with `rein answer` elsewhere.
+    AnsweredElsewhere,
+    /// The bridge ends the prompt (as it does when the prompt does not end by itself).
+    EndedByTheBridge,
+}
+
+/// A tab the bridge opens runs the real answer prompt as the tab's own program, so however
+/// the prompt ends — an answer, Ctrl+C, Ctrl+D, the ask answered elsewhere, the bridge ending
+/// it — the tab closes and nothing is left running in it (no shell); only an answer resolves
+/// the ask.
+#[tokio::test]
+async fn ending_the_prompt_any_way_closes_its_tab() {
+    let _turn = TURN.lock().await;
+    let rein = real_rein();
+    let konsole = konsole().await;
+    let profile = Profile {
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    let data = DataDir::new(profile.data());
+    data.create_dirs().expect("data dir");
+    let mailbox = Mailbox::new(data.clone());
+    let mut table = toml::Table::new();
+    table.insert("rein_bin".into(), rein.display().to_string().into());
+    table.insert("service".into(), desktop().service.clone().into());
+    let config = KonsoleConfig::from_table(&table).expect("valid config");
+    let environment = vec![
+        (IDENTITY_VARIABLE.to_owned(), "konsole:tester".to_owned()),
+        (
+            "REIN_DATA_DIR".to_owned(),
+            profile.data().display().to_string(),
+        ),
+        (
+            "REIN_CONFIG".to_owned(),
+            profile.config().display().to_string(),
+        ),
+    ];
+    let mut channel = KonsoleChannel::connect(config, environment)
+        .await
+        .expect("connect to the session bus");
+
+    for ending in [
+        Ending::CtrlC,
+        Ending::CtrlD,
+        Ending::Answers,
+        Ending::AnsweredElsewhere,
+        Ending::EndedByTheBridge,
+    ] {
+        let (ask, _) = mailbox
+            .file(&NewAsk {
+                worker: "w1".into(),
+                prompt: format!("Ending {ending:?}?"),
+                reference: None,
+                options: vec!["yes".into(), "no".into()],
+            })
+            .expect("file ask");
+        let _withdraw = WithdrawOnDrop {
+            data: data.clone(),
+            ask: ask.id.clone(),
+        };
+        let post = channel
+            .post_ask(&ask, "desktop", false)
+            .await
+            .expect("posted");
+        let session = session_of(&post);
+        let prompt = wait_for(
+            "the prompt to be the tab's program, waiting for a line",
+            || waiting_prompt(&konsole, session, &rein, &ask.id),
+        )
+        .await;
+        match ending {
+            Ending::Answers => keyboard(&konsole, session, &["Return"], Some("yes")).await,
+            Ending::CtrlC => keyboard(&konsole, session, &["ctrl+c"], None).await,
+            Ending::CtrlD => keyboard(&konsole, session, &["ctrl+d"], None).await,
+            Ending::AnsweredElsewhere => {
+                mailbox.answer(&ask.id, "no", "cli:tester").expect("answer");
+            }
+            Ending::EndedByTheBridge => assert_eq!(
+                channel
+                    .close_tab(&post, &channel.action_for(&ask))
+                    .await
+                    .expect("close"),
+                Closed::Closed
+            ),
+        }
+        wait_for(&format!("the tab to close after {ending:?}"), || async {
+            (!konsole.session_exists(session).await.expect("ask Konsole")).then_some(())
+        })
+        .await;
+        assert!(!alive(prompt), "{ending:?}: the prompt still runs");
+        let resolution = mailbox.resolution(&ask.id).expect("read the ask");
+        match ending {
+            Ending::Answers => {
+                let resolution = resolution.expect("answered in the tab");
+                assert_eq!(resolution.text.as_deref(), Some("yes"));
+                assert_eq!(resolution.by, "konsole:tester");
+            }
+            Ending::AnsweredElsewhere => {
+                assert_eq!(resolution.expect("answered").by, "cli:tester")
+            }
+            _ => assert_eq!(resolution, None, "{ending:?} resolved the ask"),
+        }
+    }
 }
 
 /// Types `text` into the tab as a person at its keyboard would, through Konsole's own
@@ -917,4 +1110,259 @@ async fn a_person_answers_a_real_ask_in_the_tab() {
         "{journal}\nbridge log:\n{}",
         bridge_log()
     );
+}
+
+/// A systemd user manager and a desktop (Xvfb, KWin, Konsole) of one test's own, so that the
+/// test may stop and restart their session bus: `contrib/user-session.sh` gives that bus a
+/// slice of its own, and nothing else runs on it. Both are stopped when this is dropped.
+struct PrivateDesktop {
+    runtime: PathBuf,
+    desktop: PathBuf,
+    /// `XDG_RUNTIME_DIR` and `DBUS_SESSION_BUS_ADDRESS`.
+    environment: BTreeMap<String, String>,
+}
+
+impl PrivateDesktop {
+    fn start(dir: &Path) -> PrivateDesktop {
+        let runtime = dir.join("run");
+        let desktop = dir.join("desktop");
+        // Only this test's bus: never the caller's, whose variables are replaced here.
+        let mut environment = BTreeMap::new();
+        environment.insert("XDG_RUNTIME_DIR".to_owned(), runtime.display().to_string());
+        environment.insert(
+            "DBUS_SESSION_BUS_ADDRESS".to_owned(),
+            format!("unix:path={}/bus", runtime.display()),
+        );
+        let private = PrivateDesktop {
+            runtime,
+            desktop,
+            environment,
+        };
+        exports_with(
+            "user-session.sh",
+            &[Path::new("start"), &private.runtime],
+            &private.environment,
+        );
+        private.start_desktop();
+        private
+    }
+
+    /// Starts what of the desktop does not run on the bus now; returns Konsole's bus name.
+    fn start_desktop(&self) -> String {
+        let exports = exports_with(
+            "desktop-session.sh",
+            &[Path::new("start"), &self.desktop],
+            &self.environment,
+        );
+        exports
+            .get("REIN_KONSOLE_SERVICE")
+            .expect("REIN_KONSOLE_SERVICE exported")
+            .clone()
+    }
+
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        command.envs(&self.environment);
+        command
+    }
+
+    /// `systemctl --user ARGS…` on this manager (over its private socket when the bus is away).
+    fn systemctl(&self, args: &[&str]) {
+        let output = self
+            .command("systemctl")
+            .arg("--user")
+            .args(args)
+            .output()
+            .expect("run systemctl");
+        assert!(
+            output.status.success(),
+            "systemctl --user {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    async fn bus(&self) -> zbus::Connection {
+        zbus::connection::Builder::address(self.environment["DBUS_SESSION_BUS_ADDRESS"].as_str())
+            .expect("bus address")
+            .build()
+            .await
+            .expect("connect to the test's session bus")
+    }
+}
+
+impl Drop for PrivateDesktop {
+    fn drop(&mut self) {
+        for (script, dir) in [
+            ("desktop-session.sh", &self.desktop),
+            ("user-session.sh", &self.runtime),
+        ] {
+            let _ = self
+                .command("bash")
+                .arg(repo_root().join("contrib").join(script))
+                .arg("stop")
+                .arg(dir)
+                .output();
+        }
+    }
+}
+
+/// The tabs of `konsole`'s first window titled `title`.
+async fn tabs_titled(konsole: &Konsole, title: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(window) = konsole.window(None).await else {
+        return found;
+    };
+    for session in konsole.sessions(window).await.unwrap_or_default() {
+        if konsole.title(session).await.ok().as_deref() == Some(title) {
+            found.push(session);
+        }
+    }
+    found
+}
+
+/// The bridge's row of `rein bridge ls --json`.
+fn bridge_row(profile: &Profile, private: &PrivateDesktop, rein: &Path) -> serde_json::Value {
+    let output = profile
+        .command(rein)
+        .envs(&private.environment)
+        .args(["bridge", "ls", "--json"])
+        .output()
+        .expect("run rein bridge ls");
+    assert!(output.status.success(), "{output:?}");
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    rows.as_array()
+        .and_then(|rows| rows.iter().find(|row| row["name"] == "konsole"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no konsole bridge in {rows}"))
+}
+
+/// The session bus goes away under a running bridge and comes back with a new KWin and
+/// Konsole: meanwhile STATUS and `rein bridge ls` say it is reconnecting; then it is connected
+/// again and the pending ask gets its tab (one) in the new Konsole, which closes once the ask
+/// is answered. The bridge runs as `rein bridge start` runs it, a unit of the test's own
+/// user manager.
+#[tokio::test]
+async fn the_bridge_comes_back_after_the_session_bus_restarts() {
+    let rein = real_rein();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("konsole-bus-restart");
+    let private = PrivateDesktop::start(&dir);
+    let profile = Profile {
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    let user = rein::mailbox::current_user();
+    std::fs::write(
+        profile.config(),
+        format!(
+            "[bridges.konsole]\nallow = [\"konsole:{user}\"]\nroutes = [\"desktop\"]\nnotes = false\nrein_bin = {:?}\n",
+            rein.display().to_string()
+        ),
+    )
+    .expect("write config");
+    let started = profile
+        .command(&rein)
+        .envs(&private.environment)
+        .args(["bridge", "start", "konsole"])
+        .output()
+        .expect("run rein bridge start");
+    assert!(started.status.success(), "{started:?}");
+    struct StopBridge<'a>(&'a Profile, &'a PrivateDesktop, &'a Path);
+    impl Drop for StopBridge<'_> {
+        fn drop(&mut self) {
+            let _ = self
+                .0
+                .command(self.2)
+                .envs(&self.1.environment)
+                .args(["bridge", "stop", "konsole"])
+                .output();
+        }
+    }
+    let _stop_bridge = StopBridge(&profile, &private, &rein);
+    let data = DataDir::new(profile.data());
+    let mailbox = Mailbox::new(data.clone());
+    wait_for("the bridge to say it is connected", || {
+        let row = bridge_row(&profile, &private, &rein);
+        std::future::ready(
+            (row["health"] == "running"
+                && row["status"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("connected")))
+            .then_some(()),
+        )
+    })
+    .await;
+
+    let (ask, _) = mailbox
+        .file(&NewAsk {
+            worker: "w1".into(),
+            prompt: "Still there?".into(),
+            reference: None,
+            options: vec!["yes".into(), "no".into()],
+        })
+        .expect("file ask");
+    let _withdraw = WithdrawOnDrop {
+        data: data.clone(),
+        ask: ask.id.clone(),
+    };
+    let title = format!("ask {}", ask.id);
+    let bus = private.bus().await;
+    let first = Konsole::find(&bus, None).await.expect("the test's Konsole");
+    wait_for("the ask's tab", || async {
+        (tabs_titled(&first, &title).await.len() == 1).then_some(())
+    })
+    .await;
+
+    // The bus goes away (socket and daemon), and with it Konsole's and KWin's names.
+    private.systemctl(&["stop", "dbus.socket", "dbus.service"]);
+    wait_for(
+        "STATUS and `rein bridge ls` to say the bridge is reconnecting",
+        || {
+            let row = bridge_row(&profile, &private, &rein);
+            std::future::ready(
+                (row["health"] == "reconnecting"
+                    && row["status"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("reconnecting: lost the session bus")))
+                .then_some(()),
+            )
+        },
+    )
+    .await;
+
+    // It comes back; KWin and a Konsole start on the new bus.
+    private.systemctl(&["start", "dbus.socket"]);
+    let service = private.start_desktop();
+    assert_ne!(service, first.service(), "a new Konsole on the new bus");
+    let bus = private.bus().await;
+    let second = Konsole::find(&bus, Some(&service))
+        .await
+        .expect("the new Konsole");
+    let session = wait_for("the ask's tab in the new Konsole", || async {
+        match tabs_titled(&second, &title).await.as_slice() {
+            [session] => Some(*session),
+            _ => None,
+        }
+    })
+    .await;
+    wait_for("the prompt in the new tab", || {
+        waiting_prompt(&second, session, &rein, &ask.id)
+    })
+    .await;
+    wait_for("the bridge to say it is connected again", || {
+        let row = bridge_row(&profile, &private, &rein);
+        std::future::ready(
+            (row["health"] == "running"
+                && row["status"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("connected")))
+            .then_some(()),
+        )
+    })
+    .await;
+    // Raised links and retries did not open it twice.
+    assert_eq!(tabs_titled(&second, &title).await, [session]);
+
+    mailbox
+        .answer(&ask.id, "yes", "cli:tester")
+        .expect("answer");
+    wait_gone(&second, session).await;
 }

@@ -306,6 +306,77 @@ impl MailServers {
         }
     }
 
+    /// The UID of the first message in `user`'s INBOX matching `criteria`.
+    pub async fn uid_of(&self, user: &str, criteria: &str) -> u32 {
+        let mut session = self.imap(user).await;
+        let uid = session
+            .uid_search(criteria)
+            .await
+            .expect("search")
+            .into_iter()
+            .min()
+            .unwrap_or_else(|| panic!("no message matching {criteria} in {user}'s INBOX"));
+        let _ = session.logout().await;
+        uid
+    }
+
+    /// The threads of `user`'s INBOX as the server groups them for a mail client (`UID
+    /// THREAD REFERENCES`, RFC 5256): the UIDs of each thread. Spoken raw, since the IMAP
+    /// client crate does not parse THREAD answers.
+    pub async fn threads(&self, user: &str) -> Vec<Vec<u32>> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let tcp = TcpStream::connect((self.host.as_str(), self.imaps_port))
+            .await
+            .expect("connect IMAP");
+        let name = ServerName::try_from(self.host.clone()).expect("server name");
+        let tls = tokio_rustls::TlsConnector::from(self.tls_config())
+            .connect(name, tcp)
+            .await
+            .expect("TLS with IMAP");
+        let mut stream = BufReader::new(tls);
+        let quote = |text: &str| format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
+        let mut threads = None;
+        let mut greeting = String::new();
+        stream.read_line(&mut greeting).await.expect("greeting");
+        for (tag, command) in [
+            (
+                "a1",
+                format!(
+                    "LOGIN {} {}",
+                    quote(&self.address(user)),
+                    quote(&self.password)
+                ),
+            ),
+            ("a2", "SELECT INBOX".to_owned()),
+            ("a3", "UID THREAD REFERENCES UTF-8 ALL".to_owned()),
+            ("a4", "LOGOUT".to_owned()),
+        ] {
+            let line = format!("{tag} {command}\r\n");
+            stream
+                .get_mut()
+                .write_all(line.as_bytes())
+                .await
+                .expect("write");
+            loop {
+                let mut line = String::new();
+                let read =
+                    tokio::time::timeout(Duration::from_secs(10), stream.read_line(&mut line))
+                        .await
+                        .expect("the IMAP server answered in time")
+                        .expect("read");
+                assert!(read > 0, "the IMAP server hung up during {command}");
+                if let Some(list) = line.strip_prefix("* THREAD") {
+                    threads = Some(parse_threads(list));
+                }
+                if let Some(status) = line.strip_prefix(&format!("{tag} ")) {
+                    assert!(status.starts_with("OK"), "{command}: {line}");
+                    break;
+                }
+            }
+        }
+        threads.expect("a THREAD answer")
+    }
+
     /// The UIDs in `user`'s INBOX that are still unseen.
     pub async fn unseen(&self, user: &str) -> Vec<u32> {
         let mut session = self.imap(user).await;
@@ -350,6 +421,36 @@ pub async fn wait_event(
             }
         }
     }
+}
+
+/// The top-level threads of a THREAD answer, `(1 2)(3 (4)(5))` → `[[1, 2], [3, 4, 5]]`.
+pub fn parse_threads(list: &str) -> Vec<Vec<u32>> {
+    let mut threads: Vec<Vec<u32>> = Vec::new();
+    let mut depth = 0;
+    let mut number = String::new();
+    for c in list.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        if !number.is_empty() {
+            if let (Some(thread), Ok(uid)) = (threads.last_mut(), number.parse()) {
+                thread.push(uid);
+            }
+            number.clear();
+        }
+        match c {
+            '(' => {
+                if depth == 0 {
+                    threads.push(Vec::new());
+                }
+                depth += 1;
+            }
+            ')' => depth -= 1,
+            _ => {}
+        }
+    }
+    threads
 }
 
 /// A header of a raw message, unfolded and trimmed.
