@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 say() { printf 'test.sh: %s\n' "$*" >&2; }
 
 # Debian packages the test suite drives for real.
-PACKAGES=(dbus dbus-user-session systemd)
+PACKAGES=(dbus dbus-user-session systemd tmux git)
 
 install_packages() {
     local missing=()
@@ -59,6 +59,9 @@ else
     eval "$(contrib/user-session.sh start)"
     started_session="$XDG_RUNTIME_DIR"
 fi
+
+# The real agent CLIs at pinned versions, for tests/agents_offline.rs (a no-op when present).
+eval "$(contrib/agents.sh install)"
 
 cargo test --workspace "$@"
 # The benchmark program, run as a quick smoke check of itself (not a measurement).

@@ -2,6 +2,7 @@
 //! waiting helpers with deadlines.
 #![allow(dead_code)]
 
+pub mod model_server;
 pub mod user_manager;
 
 use std::collections::BTreeMap;
