@@ -83,14 +83,14 @@ pub fn claim(dir: &DataDir, name: &str, worker: &str, pid: u32) -> Result<ClaimO
         return Ok(ClaimOutcome::HeldBy(existing));
     }
     store::remove_file(&path)?;
-    crate::journal::record(
+    crate::journal::record_or_warn(
         dir,
         "reap",
         &format!(
             "claim {name} held by {} (pid {}) whose process is gone",
             existing.worker, existing.pid
         ),
-    )?;
+    );
     if store::create_exclusive(&path, &bytes)? {
         Ok(ClaimOutcome::ClaimedAfterReaping {
             claim,

@@ -503,7 +503,7 @@ mod optional_percent_text {
 impl Config {
     /// Loads the config at `path`, or the embedded defaults when it does not exist.
     pub fn load(path: &Path) -> Result<Config> {
-        match store::read_text(path)? {
+        match store::read_user_text(path)? {
             None => Ok(Config::default()),
             Some(text) => Config::parse(path, &text),
         }

@@ -147,11 +147,11 @@ fn perform_checked(dir: &DataDir, caller: Caller<'_>, request: &Request) -> Resu
                 FileOptions { final_since },
             )?;
             if filing == Filing::New {
-                warn_only(journal::record(
+                journal::record_or_warn(
                     dir,
                     "ask",
                     &format!("{worker} asked {}: {}", ask.id, short(&ask.prompt, 120)),
-                ));
+                );
             }
             let filing = match filing {
                 Filing::New => "new",
@@ -212,11 +212,11 @@ fn perform_checked(dir: &DataDir, caller: Caller<'_>, request: &Request) -> Resu
             dir.create_dirs()?;
             store::ensure_dir(path.parent().unwrap_or(dir.root()))?;
             store::write_atomic(&path, body.as_bytes())?;
-            warn_only(journal::record(
+            journal::record_or_warn(
                 dir,
                 "report",
                 &format!("{worker} filed report {name} ({} bytes)", body.len()),
-            ));
+            );
             Ok(Reply::ok(
                 format!("report {name} filed at {}", path.display()),
                 serde_json::json!({"path": path}),
@@ -252,11 +252,7 @@ fn claim(dir: &DataDir, worker: &str, name: &str, pid: u32) -> Result<Reply> {
         }
     };
     if code == 0 {
-        warn_only(journal::record(
-            dir,
-            "claim",
-            &format!("{worker} claimed {name}"),
-        ));
+        journal::record_or_warn(dir, "claim", &format!("{worker} claimed {name}"));
     }
     Ok(Reply {
         code,
@@ -289,21 +285,13 @@ fn unclaim(dir: &DataDir, caller: Caller<'_>, name: &str, force: bool) -> Result
     match claims::unclaim(dir, name)? {
         Some(claim) => {
             let message = format!("released {name} (held by {})", claim.worker);
-            warn_only(journal::record(dir, "unclaim", &message));
+            journal::record_or_warn(dir, "unclaim", &message);
             Ok(Reply::ok(
                 message,
                 serde_json::to_value(&claim).unwrap_or_default(),
             ))
         }
         None => Err(Error::NotFound(format!("{name:?} is not claimed"))),
-    }
-}
-
-/// An operation that happened reports success; a journal line that could not be written is
-/// a warning on stderr, not a failure.
-fn warn_only(result: Result<()>) {
-    if let Err(error) = result {
-        eprintln!("rein: warning: the journal line was not written: {error}");
     }
 }
 

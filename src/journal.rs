@@ -1,17 +1,47 @@
 //! The journal: one line per move in `journal.md`, and the same event in journald.
 //!
 //! A line is `- <RFC 3339 time> <event>: <message>`, appended in one write and fsynced, so a
-//! crash leaves whole lines (a torn last line, if any, is dropped when reading).
+//! crash leaves whole lines (a torn last line, if any, is dropped when reading). A message is
+//! cut to [`MAX_MESSAGE`] bytes, so one huge prompt or answer cannot push every other line
+//! out of what `rein journal` and `rein state` read.
+//!
+//! The journal records what happened; it is not the thing that happened. Where the operation
+//! itself succeeded, a journal line that cannot be written is a warning
+//! ([`record_or_warn`]), never a failure of the operation.
 
 use chrono::{SecondsFormat, Utc};
 
 use crate::error::Result;
 use crate::store::{self, DataDir};
 
+/// The longest message a journal line keeps, in bytes; the rest is cut with an ellipsis.
+pub const MAX_MESSAGE: usize = 2000;
+
 /// Appends an event to `journal.md` and emits it to the log (journald when available).
 pub fn record(dir: &DataDir, event: &str, message: &str) -> Result<()> {
-    tracing::info!(REIN_EVENT = event, "{message}");
+    tracing::info!(REIN_EVENT = event, "{}", capped(message));
     append(dir, event, message)
+}
+
+/// [`record`] after an operation that already happened: a journal line that cannot be
+/// written is said on stderr as a warning, and the caller reports its success.
+pub fn record_or_warn(dir: &DataDir, event: &str, message: &str) {
+    if let Err(error) = record(dir, event, message) {
+        eprintln!("rein: warning: the journal line was not written: {error}");
+    }
+}
+
+/// `message` on one line, cut to [`MAX_MESSAGE`] bytes at a character boundary.
+fn capped(message: &str) -> String {
+    let line = message.replace(['\n', '\r'], " ");
+    if line.len() <= MAX_MESSAGE {
+        return line;
+    }
+    let mut end = MAX_MESSAGE;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &line[..end], line.len())
 }
 
 /// Appends an event to `journal.md` only (the caller logs it with its own fields).
@@ -19,7 +49,7 @@ pub fn append(dir: &DataDir, event: &str, message: &str) -> Result<()> {
     let line = format!(
         "- {} {event}: {}",
         Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-        message.replace(['\n', '\r'], " ")
+        capped(message)
     );
     store::ensure_dir(dir.root())?;
     store::append_line(&dir.journal(), &line)
@@ -64,5 +94,14 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert!(lines[1].ends_with("beat: two lines"), "{lines:?}");
         assert_eq!(tail(&data, 1).expect("tail").len(), 1);
+    }
+
+    #[test]
+    fn long_messages_are_cut() {
+        assert_eq!(capped("a\nb"), "a b");
+        let long = "é".repeat(MAX_MESSAGE);
+        let cut = capped(&long);
+        assert!(cut.len() < MAX_MESSAGE + 40, "{}", cut.len());
+        assert!(cut.ends_with(&format!("… ({} bytes)", long.len())), "{cut}");
     }
 }

@@ -10,6 +10,9 @@ use crate::store::{self, DataDir};
 
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The longest note, in bytes.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Note {
     pub version: u32,
@@ -26,6 +29,7 @@ pub fn notify(dir: &DataDir, worker: &str, message: &str) -> Result<Note> {
             "the message is empty; say what the human should know",
         ));
     }
+    crate::mailbox::check_size("message", message, MAX_MESSAGE)?;
     dir.create_dirs()?;
     let at = Utc::now();
     let id = format!(
@@ -41,7 +45,7 @@ pub fn notify(dir: &DataDir, worker: &str, message: &str) -> Result<Note> {
         at,
     };
     store::write_json(&dir.notes().join(format!("{id}.json")), &note)?;
-    crate::journal::record(dir, "notify", &format!("{worker}: {message}"))?;
+    crate::journal::record_or_warn(dir, "notify", &format!("{worker}: {message}"));
     Ok(note)
 }
 

@@ -64,9 +64,9 @@ pub fn seed(dir: &DataDir) -> Result<Seeded> {
     let mut seeded = Seeded::default();
     dir.create_dirs()?;
     let files: [(std::path::PathBuf, &str, u32); 3] = [
-        (dir.playbook(), PLAYBOOK, 0o644),
-        (dir.goal("setup")?, SETUP_GOAL, 0o644),
-        (dir.sensor("today")?, TODAY_SENSOR, 0o755),
+        (dir.playbook(), PLAYBOOK, store::FILE_MODE),
+        (dir.goal("setup")?, SETUP_GOAL, store::FILE_MODE),
+        (dir.sensor("today")?, TODAY_SENSOR, store::SCRIPT_MODE),
     ];
     for (path, text, mode) in files {
         let shown = path.display().to_string();
@@ -84,11 +84,11 @@ pub fn seed(dir: &DataDir) -> Result<Seeded> {
             options: vec!["done".into()],
         })?;
         if filing == Filing::New {
-            crate::journal::record(
+            crate::journal::record_or_warn(
                 dir,
                 "init",
                 &format!("seeded the data dir; setup ask {}", ask.id),
-            )?;
+            );
         }
         seeded.setup_ask = Some(ask.id);
         store::write_atomic(&dir.seeded_marker(), b"1\n")?;
@@ -116,7 +116,11 @@ pub fn init(config_path: &Path, dir: &DataDir, preset: Preset) -> Result<InitRep
         ..InitReport::default()
     };
     let shown = config_path.display().to_string();
-    if store::seed_file(config_path, config::template(preset).as_bytes(), 0o644)? {
+    if store::seed_file(
+        config_path,
+        config::template(preset).as_bytes(),
+        store::FILE_MODE,
+    )? {
         report.created.push(shown);
     } else {
         report.kept.push(shown);

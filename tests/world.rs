@@ -198,7 +198,17 @@ fn claims_are_exclusive_and_dead_holders_are_reaped() {
     holder.wait().expect("reap");
     let reaped = rein.ok(&["claim", "issue-7", "--pid", &other_pid, "--worker", "w2"]);
     assert!(reaped.contains("reaped"), "{reaped}");
-    rein.ok(&["unclaim", "issue-7"]);
+    // Another holder's live lease is not released by accident (issue 8, item 7).
+    let refused = rein.run(&["unclaim", "issue-7"]);
+    assert_eq!(refused.status.code(), Some(5), "{}", stderr_of(&refused));
+    assert!(
+        stderr_of(&refused).contains("held by w2") && stderr_of(&refused).contains("--force"),
+        "{}",
+        stderr_of(&refused)
+    );
+    assert!(rein.data.join("claims/issue-7.json").exists());
+    let forced = rein.ok(&["unclaim", "--force", "issue-7"]);
+    assert!(forced.contains("released issue-7 (held by w2)"), "{forced}");
     assert_eq!(rein.run(&["unclaim", "issue-7"]).status.code(), Some(1));
     other.kill().expect("kill");
     other.wait().expect("reap");

@@ -118,7 +118,11 @@ impl<C: Channel> Engine<C> {
         let ledger = Ledger::open(&data, &settings.name)?;
         let seen = SeenLedger::open(&data, &settings.name)?;
         let since_path = data.bridge(&settings.name)?.join("since");
-        store::seed_file(&since_path, Utc::now().to_rfc3339().as_bytes(), 0o644)?;
+        store::seed_file(
+            &since_path,
+            Utc::now().to_rfc3339().as_bytes(),
+            store::FILE_MODE,
+        )?;
         let since = store::read_text(&since_path)?
             .and_then(|t| DateTime::parse_from_rfc3339(t.trim()).ok())
             .map(|t| t.with_timezone(&Utc))
@@ -216,14 +220,14 @@ impl<C: Channel> Engine<C> {
             }
             Err(SendError::Fatal(reason)) => {
                 entry.stage = Stage::Failed;
-                journal::record(
+                journal::record_or_warn(
                     &self.data,
                     "bridge-failed",
                     &format!(
                         "{} could not deliver {} to {}: {reason}",
                         self.settings.name, entry.item, entry.route
                     ),
-                )?;
+                );
                 entry.error = Some(reason);
             }
         }
@@ -446,14 +450,14 @@ impl<C: Channel> Engine<C> {
             return Ok(());
         }
         if !self.settings.allows(&inbound.identity) {
-            journal::record(
+            journal::record_or_warn(
                 &self.data,
                 "bridge-refused",
                 &format!(
                     "{} refused an answer from {} (not in the allowlist)",
                     self.settings.name, inbound.identity
                 ),
-            )?;
+            );
             self.reply(&inbound, "Sorry, you are not on this fleet's list of people who may answer asks; nothing was answered.").await;
             self.seen.mark(&inbound.message_id)?;
             return Ok(());
@@ -467,7 +471,7 @@ impl<C: Channel> Engine<C> {
             }
             let text = match self.mailbox.answer(&id, &inbound.text, &inbound.identity) {
                 Ok(AnswerOutcome::Accepted(resolution)) => {
-                    journal::record(
+                    journal::record_or_warn(
                         &self.data,
                         "answer",
                         &format!(
@@ -475,7 +479,7 @@ impl<C: Channel> Engine<C> {
                             resolution.describe(),
                             self.settings.name
                         ),
-                    )?;
+                    );
                     format!(
                         "Got it: [{id}] answered {}.",
                         resolution.text.unwrap_or_default()
@@ -493,9 +497,8 @@ impl<C: Channel> Engine<C> {
                         options.join(", ")
                     )
                 }
-                Err(ReinError::NotFound(_) | ReinError::Invalid(_)) => {
-                    format!("There is no ask [{id}].")
-                }
+                Err(ReinError::NotFound(_)) => format!("There is no ask [{id}]."),
+                Err(ReinError::Invalid(why)) => format!("[{id}]: {why}; nothing was answered."),
                 Err(other) => return Err(other.into()),
             };
             self.reply(&inbound, &text).await;

@@ -50,11 +50,11 @@ pub fn goal(context: &Context, command: GoalCommand) -> anyhow::Result<i32> {
             data.create_dirs()?;
             let existed = path.exists();
             store::write_atomic(&path, ensure_newline(body).as_bytes())?;
-            journal::record(
+            journal::record_or_warn(
                 &data,
                 "goal",
                 &format!("{} goal {id}", if existed { "updated" } else { "wrote" }),
-            )?;
+            );
             output::lines([format!("goal {id} written to {}", path.display())])?;
         }
         GoalCommand::Archive { id } => {
@@ -65,7 +65,7 @@ pub fn goal(context: &Context, command: GoalCommand) -> anyhow::Result<i32> {
                     Error::NotFound(format!("no goal {id:?}; `rein goal ls` lists them")).into(),
                 );
             }
-            journal::record(&data, "goal", &format!("archived goal {id}"))?;
+            journal::record_or_warn(&data, "goal", &format!("archived goal {id}"));
             output::lines([format!("goal {id} archived to {}", target.display())])?;
         }
         GoalCommand::Ls => {
@@ -96,8 +96,8 @@ pub fn sensor(context: &Context, command: SensorCommand) -> anyhow::Result<i32> 
             let body = read_body(&body, "sensor script")?;
             require_body(&body, "sensor script")?;
             data.create_dirs()?;
-            store::write_atomic_mode(&path, ensure_newline(body).as_bytes(), 0o755)?;
-            journal::record(&data, "sensor", &format!("wrote sensor {name}"))?;
+            store::write_atomic_mode(&path, ensure_newline(body).as_bytes(), store::SCRIPT_MODE)?;
+            journal::record_or_warn(&data, "sensor", &format!("wrote sensor {name}"));
             output::lines([format!(
                 "sensor {name} written to {}; `rein sense` runs it",
                 path.display()
@@ -112,11 +112,11 @@ pub fn sensor(context: &Context, command: SensorCommand) -> anyhow::Result<i32> 
                 ))
                 .into());
             }
-            journal::record(
+            journal::record_or_warn(
                 &data,
                 "sensor",
                 &format!("removed sensor {name} (archived)"),
-            )?;
+            );
             output::lines([format!("sensor {name} archived to {}", target.display())])?;
         }
         SensorCommand::Ls => {
@@ -161,7 +161,7 @@ pub fn playbook(context: &Context, command: PlaybookCommand) -> anyhow::Result<i
             require_body(&body, "playbook")?;
             data.create_dirs()?;
             store::write_atomic(&data.playbook(), ensure_newline(body).as_bytes())?;
-            journal::record(&data, "playbook", "rewrote the playbook")?;
+            journal::record_or_warn(&data, "playbook", "rewrote the playbook");
             output::lines([format!("playbook written to {}", data.playbook().display())])?;
         }
         PlaybookCommand::Show => {

@@ -104,12 +104,14 @@ pub fn status(context: &Context) -> anyhow::Result<i32> {
         anyhow::Ok((pulse, workers))
     })??;
     let asks = Mailbox::new(context.data()).pending()?;
+    let warnings: Vec<String> = context.data().mode_warning().into_iter().collect();
     if context.json {
         output::json(&serde_json::json!({
             "profile": context.paths.profile,
             "pulse": pulse,
             "workers": workers,
             "asks": asks.records.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+            "warnings": warnings,
         }))?;
         return Ok(0);
     }
@@ -141,6 +143,7 @@ pub fn status(context: &Context) -> anyhow::Result<i32> {
     lines.push(format!("workers  {}", workers.len()));
     lines.extend(worker_table(&workers).into_iter().map(|l| format!("  {l}")));
     lines.push(format!("asks     {} pending", asks.records.len()));
+    lines.extend(warnings.iter().map(|w| format!("warning  {w}")));
     output::lines(lines)?;
     Ok(0)
 }

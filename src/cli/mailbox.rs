@@ -228,11 +228,11 @@ pub fn answer_interactive(
         .wait(id, None)?
         .ok_or_else(|| anyhow::anyhow!("stopped waiting for ask {id}"))?;
     if resolution.by == by {
-        journal::record(
+        journal::record_or_warn(
             mailbox.data_dir(),
             "answer",
             &format!("ask {id} {}", resolution.describe()),
-        )?;
+        );
         output::lines([format!("\nThanks: ask {id} {}", resolution.describe())])?;
     } else {
         output::lines([format!(
@@ -294,11 +294,11 @@ fn report_outcome(
 ) -> anyhow::Result<i32> {
     match outcome {
         AnswerOutcome::Accepted(resolution) => {
-            journal::record(
+            journal::record_or_warn(
                 mailbox.data_dir(),
                 verb,
                 &format!("ask {id} {}", resolution.describe()),
-            )?;
+            );
             if context.json {
                 output::json(&resolution)?;
             } else {

@@ -57,13 +57,14 @@ pub enum Command {
     /// ask (same worker, same prompt) waits on the existing ask instead of filing a duplicate,
     /// and an answer that came while nobody waited is delivered.
     Ask {
-        /// The question; `-` reads it from stdin.
+        /// The question (at most 64 KiB); `-` reads it from stdin.
         #[arg(long, short = 'p', value_name = "TEXT|-")]
         prompt: Option<String>,
-        /// What the question is about (a file, a PR, a goal).
+        /// What the question is about (a file, a PR, a goal; at most 1 KiB).
         #[arg(long = "ref", value_name = "R")]
         reference: Option<String>,
-        /// Allowed answers, comma-separated (e.g. yes,no). Without it the answer is free text.
+        /// Allowed answers, comma-separated (e.g. yes,no; at most 32 of 200 bytes each).
+        /// Without it the answer is free text.
         #[arg(long, value_name = "A,B")]
         options: Option<String>,
         /// Give up after this long (500ms, 30s, 5m, 1h) with exit 3.
@@ -77,7 +78,7 @@ pub enum Command {
     Answer {
         /// The ask's id (see `rein asks`).
         id: String,
-        /// The answer; `-` reads it from stdin.
+        /// The answer (at most 64 KiB); `-` reads it from stdin.
         #[arg(value_name = "TEXT|-", conflicts_with = "interactive")]
         text: Option<String>,
         /// Who is answering: cli:$USER (the default) or konsole:$USER (a tab the Konsole
@@ -133,6 +134,8 @@ pub enum Command {
     Playbook(PlaybookCommand),
     /// Leave a note for the human; bridges relay it.
     Notify {
+        /// The note (at most 64 KiB); `-` reads it from stdin.
+        #[arg(value_name = "MESSAGE|-")]
         message: String,
         /// The worker sending it (default $REIN_WORKER_ID, else `human`).
         #[arg(long, value_name = "ID")]
@@ -438,6 +441,11 @@ pub fn print_reply(context: &Context, reply: &crate::gate::Reply) -> anyhow::Res
     Ok(reply.code)
 }
 
+/// The most a body read from stdin may hold: more than any limit a verb accepts, so the
+/// verb's own limit is the one that speaks, yet bounded, so endless input cannot exhaust
+/// memory.
+const MAX_STDIN: u64 = 16 << 20;
+
 /// A body from an argument, or from stdin when the argument is `-`.
 pub fn read_body(argument: &str, what: &str) -> anyhow::Result<String> {
     if argument != "-" {
@@ -445,8 +453,15 @@ pub fn read_body(argument: &str, what: &str) -> anyhow::Result<String> {
     }
     let mut body = String::new();
     std::io::stdin()
+        .take(MAX_STDIN + 1)
         .read_to_string(&mut body)
         .with_context(|| format!("reading the {what} from stdin"))?;
+    if body.len() as u64 > MAX_STDIN {
+        return Err(Error::invalid(format!(
+            "the {what} on stdin is larger than {MAX_STDIN} bytes; the limit is far lower"
+        ))
+        .into());
+    }
     Ok(body)
 }
 

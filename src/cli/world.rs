@@ -19,7 +19,7 @@ pub fn sense(context: &Context) -> anyhow::Result<i32> {
         .map(|s| s.sensor.as_str())
         .collect();
     if report.changed {
-        journal::record(
+        journal::record_or_warn(
             &data,
             "sense",
             &format!(
@@ -28,7 +28,7 @@ pub fn sense(context: &Context) -> anyhow::Result<i32> {
                 report.snapshots.len(),
                 failed.len()
             ),
-        )?;
+        );
     }
     if context.json {
         output::json(&report)?;
@@ -88,6 +88,9 @@ impl Workers {
 }
 
 pub fn state(context: &Context) -> anyhow::Result<i32> {
+    if let Some(warning) = context.data().mode_warning() {
+        eprintln!("rein: warning: {warning}");
+    }
     let state = state::state(&context.data(), &context.paths.profile)?;
     print_state(context, &Workers::connect()?.fill(context, state))?;
     Ok(0)

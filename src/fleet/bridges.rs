@@ -104,11 +104,11 @@ pub async fn start(
     manager
         .start_transient(&TransientUnit::service(&spec)?)
         .await?;
-    crate::journal::record(
+    crate::journal::record_or_warn(
         &paths.data(),
         "bridge",
         &format!("started the {name} bridge ({unit})"),
-    )?;
+    );
     Ok(unit)
 }
 
@@ -124,11 +124,11 @@ pub async fn stop(manager: &Manager, paths: &Paths, name: &str) -> anyhow::Resul
     let loaded = !manager.list(&[&unit]).await?.is_empty();
     remove_unit(manager, &unit).await?;
     if loaded {
-        crate::journal::record(
+        crate::journal::record_or_warn(
             &paths.data(),
             "bridge",
             &format!("stopped the {name} bridge"),
-        )?;
+        );
     }
     Ok(loaded)
 }

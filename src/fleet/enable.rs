@@ -114,11 +114,11 @@ pub async fn enable(manager: &Manager, paths: &Paths) -> anyhow::Result<EnableRe
     manager
         .enable_unit_files(&[&path.display().to_string()])
         .await?;
-    crate::journal::record(
+    crate::journal::record_or_warn(
         &paths.data(),
         "enable",
         &format!("{action} {}", path.display()),
-    )?;
+    );
     Ok(EnableReport {
         unit,
         path: path.display().to_string(),
@@ -137,11 +137,11 @@ pub async fn disable(manager: &Manager, paths: &Paths) -> anyhow::Result<EnableR
         }
         store::remove_file(&path)?;
         manager.reload().await?;
-        crate::journal::record(
+        crate::journal::record_or_warn(
             &paths.data(),
             "disable",
             &format!("removed {}", path.display()),
-        )?;
+        );
         "removed"
     } else {
         "not installed"

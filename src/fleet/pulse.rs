@@ -58,6 +58,12 @@ pub async fn beat(
     manager: Option<&Manager>,
 ) -> anyhow::Result<BeatReport> {
     let dir = paths.data();
+    // Temp files of writers killed mid-write are swept once they are clearly stale.
+    for swept in dir.all_dirs() {
+        if let Err(error) = store::sweep_temps(&swept, store::STALE_TEMP) {
+            tracing::warn!("sweeping stale temp files: {error}");
+        }
+    }
     let sensed = world::sense(&dir, &config.sensors)?;
     let number = last_beat(paths)?.map(|b| b.beat).unwrap_or(0) + 1;
     let failed_sensors: Vec<String> = sensed
@@ -212,11 +218,11 @@ pub async fn up(manager: &Manager, paths: &Paths, config: &Config) -> anyhow::Re
         }
     };
     if pulse != "unchanged" {
-        journal::record(
+        journal::record_or_warn(
             &paths.data(),
             "up",
             &format!("pulse {pulse}: {description}"),
-        )?;
+        );
     }
     crate::fleet::gate_unit::ensure(manager, paths).await?;
     let workers_restarted = workers::restore(manager, paths, config).await?;
@@ -279,7 +285,7 @@ pub async fn down(manager: &Manager, paths: &Paths) -> anyhow::Result<DownReport
         stopped.push(names.gate_socket());
     }
     crate::fleet::gate_unit::remove(manager, paths).await?;
-    journal::record(
+    journal::record_or_warn(
         &paths.data(),
         "down",
         &format!(
@@ -290,7 +296,7 @@ pub async fn down(manager: &Manager, paths: &Paths) -> anyhow::Result<DownReport
                 stopped.join(", ")
             }
         ),
-    )?;
+    );
     Ok(DownReport {
         profile: paths.profile.clone(),
         stopped,

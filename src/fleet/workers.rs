@@ -464,11 +464,11 @@ pub async fn start(
         return Err(error);
     }
     store::write_json(&dir.worker(&record.id)?, &record)?;
-    journal::record(
+    journal::record_or_warn(
         &dir,
         "worker",
         &format!("started worker {} ({unit})", record.id),
-    )?;
+    );
     Ok(record)
 }
 
@@ -506,7 +506,7 @@ async fn launch(
             record.id
         );
         eprintln!("rein: warning: {message}");
-        journal::record(&paths.data(), "sandbox", &message)?;
+        journal::record_or_warn(&paths.data(), "sandbox", &message);
         return Ok("off".to_owned());
     }
     let state = manager.service_state(&spec.name).await?;
@@ -547,11 +547,11 @@ pub async fn restore(
             // A fresh start: its next failure is news again.
             record.failure_reported = None;
             store::write_json(&paths.data().worker(&record.id)?, &record)?;
-            journal::record(
+            journal::record_or_warn(
                 &paths.data(),
                 "worker",
                 &format!("restarted worker {} from its record", record.id),
-            )?;
+            );
             restarted.push(record.id);
         }
     }
@@ -583,11 +583,11 @@ pub fn withdraw_asks(paths: &Paths, id: &str, reason: &str) -> Result<Vec<String
         }
     }
     if !withdrawn.is_empty() {
-        journal::record(
+        journal::record_or_warn(
             &paths.data(),
             "withdraw",
             &format!("withdrew {} of worker {id}: {reason}", withdrawn.join(", ")),
-        )?;
+        );
     }
     Ok(withdrawn)
 }
@@ -625,7 +625,7 @@ pub async fn kill(manager: &Manager, paths: &Paths, id: &str) -> anyhow::Result<
     }
     let withdrawn = withdraw_asks(paths, id, &format!("worker {id} was killed"))?;
     if loaded {
-        journal::record(&dir, "worker", &format!("killed worker {id}"))?;
+        journal::record_or_warn(&dir, "worker", &format!("killed worker {id}"));
     }
     Ok(KillReport {
         id: id.to_owned(),
@@ -693,7 +693,7 @@ pub async fn remove(
         done.push(format!("archived its directory to {}", archived.display()));
     }
     store::move_file(&record_path, &dir.archived_worker(id, &stamp))?;
-    journal::record(&dir, "worker", &format!("removed worker {id}"))?;
+    journal::record_or_warn(&dir, "worker", &format!("removed worker {id}"));
     Ok(done)
 }
 
@@ -851,7 +851,7 @@ pub async fn report_failures(manager: &Manager, paths: &Paths) -> anyhow::Result
             "worker {} failed (result {}, {} restarts); see `rein worker logs {}`",
             view.id, view.result, view.restarts, view.id
         );
-        journal::record(&dir, "worker-failed", &message)?;
+        journal::record_or_warn(&dir, "worker-failed", &message);
         notes::notify(&dir, "rein", &message)?;
         record.failure_reported = Some(Utc::now());
         store::write_json(&path, &record)?;

@@ -24,6 +24,27 @@ use crate::store::{self, DataDir};
 
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The longest prompt an ask may have, in bytes.
+pub const MAX_PROMPT: usize = 64 * 1024;
+/// The longest `--ref`, in bytes.
+pub const MAX_REFERENCE: usize = 1024;
+/// The most options an ask may offer, and the longest option, in bytes.
+pub const MAX_OPTIONS: usize = 32;
+pub const MAX_OPTION: usize = 200;
+/// The longest answer, in bytes.
+pub const MAX_ANSWER: usize = 64 * 1024;
+
+/// Refuses text longer than `limit` bytes, naming what it is (exit 2, nothing written).
+pub fn check_size(what: &str, text: &str, limit: usize) -> Result<()> {
+    if text.len() > limit {
+        return Err(Error::invalid(format!(
+            "the {what} is {} bytes; the limit is {limit} bytes",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Characters of ask ids: short enough to type in a text message, no look-alikes.
 const ID_ALPHABET: &[u8] = b"23456789abcdefghjkmnpqrstuvwxyz";
 const ID_LEN: usize = 6;
@@ -228,6 +249,7 @@ fn new_id() -> String {
 /// Parses and checks the `--options a,b` list.
 pub fn parse_options(text: &str) -> Result<Vec<String>> {
     let options: Vec<String> = text.split(',').map(|o| o.trim().to_owned()).collect();
+    check_options(&options)?;
     if options.iter().any(String::is_empty) {
         return Err(Error::invalid(format!(
             "invalid --options {text:?}: an option is empty; write them like yes,no"
@@ -240,6 +262,20 @@ pub fn parse_options(text: &str) -> Result<Vec<String>> {
         )));
     }
     Ok(options)
+}
+
+/// Refuses more than [`MAX_OPTIONS`] options or an option longer than [`MAX_OPTION`] bytes.
+fn check_options(options: &[String]) -> Result<()> {
+    if options.len() > MAX_OPTIONS {
+        return Err(Error::invalid(format!(
+            "the ask offers {} options; the limit is {MAX_OPTIONS}",
+            options.len()
+        )));
+    }
+    for option in options {
+        check_size("option", option, MAX_OPTION)?;
+    }
+    Ok(())
 }
 
 impl Mailbox {
@@ -276,9 +312,18 @@ impl Mailbox {
                 "the ask's prompt is empty; pass --prompt TEXT or --prompt - to read it from stdin",
             ));
         }
+        check_size("prompt", &new.prompt, MAX_PROMPT)?;
+        if let Some(reference) = &new.reference {
+            check_size("reference (--ref)", reference, MAX_REFERENCE)?;
+        }
+        check_options(&new.options)?;
         self.dir.create_dirs()?;
         let key = question_key(new);
         let _lock = store::lock(&self.dir.asks_lock())?;
+        // Killed askers may have left temp files here; the lock makes this the one sweeper.
+        for dir in [self.dir.asks(), self.dir.ask_keys()] {
+            store::sweep_temps(&dir, store::STALE_TEMP)?;
+        }
         self.ensure_key_index()?;
         if let Some(id) = store::read_text(&self.dir.ask_key(&key))? {
             let id = id.trim();
@@ -413,6 +458,7 @@ impl Mailbox {
                 "the answer to {id} is empty; give the answer text"
             )));
         }
+        check_size("answer", text, MAX_ANSWER)?;
         if let Some(resolution) = record.resolution {
             return Ok(AnswerOutcome::AlreadyResolved(resolution));
         }
@@ -469,6 +515,8 @@ impl Mailbox {
                 "invalid identity {by:?}: write it like cli:ana or slack:U123"
             )));
         }
+        // A resolution written through a symlinked answers/ would land wherever it points.
+        store::ensure_real_dir(&self.dir.answers())?;
         let resolution = Resolution {
             version: FORMAT_VERSION,
             ask: id.to_owned(),

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::store::{ensure_dir, validate_id};
+use crate::store::{ensure_dir, ensure_real_dir, validate_id};
 
 /// A data dir (one profile). Construct with [`DataDir::new`]; paths are derived, never typed
 /// by hand elsewhere.
@@ -42,13 +42,41 @@ impl DataDir {
         &self.root
     }
 
-    /// Creates the directory skeleton (idempotent).
+    /// Creates the directory skeleton (idempotent), private to the user, and checks that each
+    /// of its directories is a real one: a directory replaced by a symlink is refused by name
+    /// rather than written through.
     pub fn create_dirs(&self) -> Result<()> {
         ensure_dir(&self.root)?;
         for dir in DIRS {
-            ensure_dir(&self.root.join(dir))?;
+            ensure_real_dir(&self.root.join(dir))?;
         }
         Ok(())
+    }
+
+    /// The data dir's modes as `rein status` judges them: `Some(mode)` when others (group or
+    /// world) may enter or read it.
+    pub fn open_to_others(&self) -> Option<u32> {
+        use std::os::unix::fs::MetadataExt;
+        let mode = std::fs::metadata(&self.root).ok()?.mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+
+    /// The warning `rein status` and `rein state` print for a data dir others can read.
+    pub fn mode_warning(&self) -> Option<String> {
+        self.open_to_others().map(|mode| {
+            format!(
+                "the data dir {} is mode {mode:o}: other users can read its asks and answers; run chmod 700 {}",
+                self.root.display(),
+                self.root.display()
+            )
+        })
+    }
+
+    /// Every directory rein writes into, for sweeping stale temp files.
+    pub fn all_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.root.clone(), self.ask_keys()];
+        dirs.extend(DIRS.iter().map(|dir| self.root.join(dir)));
+        dirs
     }
 
     pub fn playbook(&self) -> PathBuf {

@@ -6,7 +6,15 @@
 //! - an exclusive create publishes a complete file or nothing (hard link of the finished temp
 //!   file, which fails if the name exists), so "first writer wins" holds across processes;
 //! - appends are one `write` of a whole line followed by fsync; a reader drops a torn tail;
-//! - ids and names pass [`validate_id`] before they become part of a path.
+//! - ids and names pass [`validate_id`] before they become part of a path;
+//! - everything rein creates is private whatever the umask: directories 0700, files 0600
+//!   (sensor scripts 0700), because asks and answers can hold secrets and an answer written
+//!   by someone else is a forged decision;
+//! - reads take regular files only, never through a symlink, and at most [`MAX_READ`] bytes,
+//!   so a FIFO, a device or a symlink planted in the data dir is reported by name instead of
+//!   hanging or exhausting the reader; the data dir's own directories must be real ones
+//!   ([`ensure_real_dir`], checked by [`DataDir`]), so no write goes through a symlink;
+//! - temp files a killed writer left behind are removed by age ([`sweep_temps`]).
 
 pub mod layout;
 pub mod watch;
@@ -57,12 +65,30 @@ pub fn is_hidden(name: &str) -> bool {
     name.starts_with('.')
 }
 
+/// The mode of every directory rein creates.
+pub const DIR_MODE: u32 = 0o700;
+/// The mode of every file rein creates (sensor scripts add the owner's exec bit).
+pub const FILE_MODE: u32 = 0o600;
+/// The mode of sensor scripts: the owner's, executable.
+pub const SCRIPT_MODE: u32 = 0o700;
+/// The largest file a store read accepts.
+pub const MAX_READ: u64 = 8 << 20;
+/// How old a temp file must be before [`sweep_temps`] takes it for a killed writer's.
+pub const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The prefix of every temp file rein writes.
+const TEMP_PREFIX: &str = ".tmp-";
+
 fn temp_path_for(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".tmp-{}-{}", uuid::Uuid::new_v4().simple(), name))
+    path.with_file_name(format!(
+        "{TEMP_PREFIX}{}-{}",
+        uuid::Uuid::new_v4().simple(),
+        name
+    ))
 }
 
 fn parent_of(path: &Path) -> &Path {
@@ -76,8 +102,83 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("syncing directory", dir, e))
 }
 
+/// Creates a directory (and its missing parents) private to the user: mode 0700 whatever
+/// the umask. An existing directory is left as it is.
 pub fn ensure_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(|e| Error::io("creating directory", dir, e))
+}
+
+/// [`ensure_dir`] for a directory inside the data dir, which must be a real directory: one
+/// replaced by a symlink would send rein's writes (answers!) wherever it points.
+pub fn ensure_real_dir(dir: &Path) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(meta) => Err(Error::Corrupt {
+            path: dir.to_owned(),
+            detail: format!(
+                "it is {} where rein keeps a directory; rein writes only into real directories",
+                describe_type(&meta.file_type())
+            ),
+        }),
+        Err(e) if e.kind() == ErrorKind::NotFound => ensure_dir(dir),
+        Err(e) => Err(Error::io("checking directory", dir, e)),
+    }
+}
+
+/// Says what a non-regular file is, for messages.
+fn describe_type(file_type: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_symlink() {
+        "a symlink"
+    } else if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        "a device"
+    } else if file_type.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Removes temp files in `dir` older than `older_than`: what a writer killed between its
+/// temp file and the rename left behind. Returns how many went. A fresh temp file may be
+/// another writer's work in progress and is kept.
+pub fn sweep_temps(dir: &Path, older_than: std::time::Duration) -> Result<usize> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io("listing", dir, e)),
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        let stale = meta
+            .modified()
+            .ok()
+            .and_then(|at| now.duration_since(at).ok())
+            .is_some_and(|age| age >= older_than);
+        if stale && meta.is_file() && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf> {
@@ -100,7 +201,7 @@ fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf> {
 
 /// Replaces `path` with `bytes` atomically (readers see the old or the new file, never a mix).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_mode(path, bytes, 0o644)
+    write_atomic_mode(path, bytes, FILE_MODE)
 }
 
 pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
@@ -115,7 +216,7 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// Publishes `bytes` at `path` only if nothing is there yet. Returns false (and writes
 /// nothing) when the name already exists. Atomic across processes.
 pub fn create_exclusive(path: &Path, bytes: &[u8]) -> Result<bool> {
-    create_exclusive_mode(path, bytes, 0o644)
+    create_exclusive_mode(path, bytes, FILE_MODE)
 }
 
 pub fn create_exclusive_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<bool> {
@@ -148,7 +249,8 @@ pub fn append_line(path: &Path, line: &str) -> Result<()> {
     let result = OpenOptions::new()
         .create(true)
         .append(true)
-        .mode(0o644)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .and_then(|mut file| {
             file.write_all(record.as_bytes())?;
@@ -157,30 +259,94 @@ pub fn append_line(path: &Path, line: &str) -> Result<()> {
     result.map_err(|e| Error::io("appending to", path, e))
 }
 
-/// Reads a whole file; `Ok(None)` when it does not exist.
-pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("reading", path, e)),
+/// Opens a file rein reads: a regular file only, never through a symlink (`O_NOFOLLOW`), and
+/// without blocking on a FIFO (`O_NONBLOCK`, then `fstat`). `Ok(None)` when it does not exist.
+/// Anything else is [`Error::Corrupt`] naming the file and what it is.
+pub fn open_regular(path: &Path) -> Result<Option<(File, u64)>> {
+    open_checked(path, libc::O_NOFOLLOW)
+}
+
+fn open_checked(path: &Path, follow: libc::c_int) -> Result<Option<(File, u64)>> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(follow | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(not_regular(path, "a symlink"))
+        }
+        Err(e) => return Err(Error::io("reading", path, e)),
+    };
+    let meta = file.metadata().map_err(|e| Error::io("reading", path, e))?;
+    if !meta.is_file() {
+        return Err(not_regular(path, describe_type(&meta.file_type())));
     }
+    Ok(Some((file, meta.len())))
+}
+
+fn not_regular(path: &Path, what: &str) -> Error {
+    Error::Corrupt {
+        path: path.to_owned(),
+        detail: format!("it is {what}, not a regular file; rein reads only regular files"),
+    }
+}
+
+/// Reads a whole file (a regular file of at most [`MAX_READ`] bytes, see [`open_regular`]);
+/// `Ok(None)` when it does not exist.
+pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    read_opened(path, open_regular(path)?)
+}
+
+/// [`read_text`] for a file the user keeps outside the data dir and may link from elsewhere
+/// (the config): a symlink is followed, but the target must still be a regular file.
+pub fn read_user_text(path: &Path) -> Result<Option<String>> {
+    read_opened(path, open_checked(path, 0)?)?
+        .map(|bytes| utf8(path, bytes))
+        .transpose()
+}
+
+fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|_| Error::Corrupt {
+        path: path.to_owned(),
+        detail: "not UTF-8 text".into(),
+    })
+}
+
+fn read_opened(path: &Path, opened: Option<(File, u64)>) -> Result<Option<Vec<u8>>> {
+    let Some((file, length)) = opened else {
+        return Ok(None);
+    };
+    let too_big = || Error::Corrupt {
+        path: path.to_owned(),
+        detail: format!("it is larger than {MAX_READ} bytes, more than any record rein writes"),
+    };
+    if length > MAX_READ {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::with_capacity(length as usize);
+    file.take(MAX_READ + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("reading", path, e))?;
+    if bytes.len() as u64 > MAX_READ {
+        return Err(too_big());
+    }
+    Ok(Some(bytes))
 }
 
 /// Reads at most the last `window` bytes of a file, starting after a newline when it had to
 /// cut; `Ok(None)` when it does not exist.
 pub fn read_tail(path: &Path, window: u64) -> Result<Option<Vec<u8>>> {
     use std::io::{Seek, SeekFrom};
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("reading", path, e)),
+    let Some((mut file, length)) = open_regular(path)? else {
+        return Ok(None);
     };
     let read = (|| {
-        let length = file.metadata()?.len();
         let start = length.saturating_sub(window);
         file.seek(SeekFrom::Start(start))?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+        (&mut file).take(window).read_to_end(&mut bytes)?;
         if start > 0 {
             let cut = bytes
                 .iter()
@@ -194,15 +360,9 @@ pub fn read_tail(path: &Path, window: u64) -> Result<Option<Vec<u8>>> {
 }
 
 pub fn read_text(path: &Path) -> Result<Option<String>> {
-    match read_optional(path)? {
-        None => Ok(None),
-        Some(bytes) => String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| Error::Corrupt {
-                path: path.to_owned(),
-                detail: "not UTF-8 text".into(),
-            }),
-    }
+    read_optional(path)?
+        .map(|bytes| utf8(path, bytes))
+        .transpose()
 }
 
 /// Reads and parses a JSON record; a parse failure is reported with the file's name.
@@ -296,7 +456,8 @@ pub fn lock(path: &Path) -> Result<Lock> {
         .truncate(false)
         .read(true)
         .write(true)
-        .mode(0o644)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| Error::io("opening lock", path, e))?;
     use std::os::fd::AsRawFd;

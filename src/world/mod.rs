@@ -118,16 +118,22 @@ fn run_capped(
     timeout: Duration,
     cap: usize,
 ) -> std::result::Result<Vec<u8>, String> {
+    // Only a regular file is run: a FIFO or device planted as a sensor would hang the shell
+    // that reads it (and a check that opened it would hang rein).
+    let (mut file, _) = store::open_regular(script)
+        .map_err(|error| match error {
+            crate::Error::Corrupt { detail, .. } => detail,
+            other => other.to_string(),
+        })?
+        .ok_or("it is gone")?;
     // A script with a shebang and the exec bit runs as it asks; anything else runs with sh.
-    let executable = std::fs::metadata(script)
+    let executable = file
+        .metadata()
         .map(|m| m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false);
-    let has_shebang = std::fs::File::open(script)
-        .and_then(|mut file| {
-            let mut head = [0u8; 2];
-            std::io::Read::read_exact(&mut file, &mut head).map(|_| head == *b"#!")
-        })
-        .unwrap_or(false);
+    let mut head = [0u8; 2];
+    let has_shebang = std::io::Read::read_exact(&mut file, &mut head).is_ok() && head == *b"#!";
+    drop(file);
     let mut command = if executable && has_shebang {
         Command::new(script)
     } else {

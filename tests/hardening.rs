@@ -1,0 +1,302 @@
+//! What an attacker or a careless user tried, and what rein must do about it: private modes
+//! whatever the umask, planted files refused by name, bounded sizes, success reported when
+//! the operation happened, no stale temp files, seeds written once, and the small misuses a
+//! new user hits first.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, SystemTime};
+
+use support::{stderr_of, stdout_of, wait_child, Rein};
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .mode()
+        & 0o777
+}
+
+/// Item 2: the data dir, its subdirectories and its files are private whatever the umask.
+#[test]
+fn data_dir_is_private_whatever_the_umask() {
+    for umask in [0o022, 0o002, 0o000] {
+        let rein = Rein::new();
+        let with_umask = |args: &[&str]| {
+            let mut command = rein.command(args);
+            // SAFETY: umask(2) is async-signal-safe and only changes the child.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::umask(umask);
+                    Ok(())
+                });
+            }
+            command.output().expect("run rein")
+        };
+        let asked = with_umask(&[
+            "ask",
+            "--prompt",
+            "password is hunter2?",
+            "--timeout",
+            "1ms",
+        ]);
+        assert_eq!(asked.status.code(), Some(3), "{}", stderr_of(&asked));
+        let id = rein.pending_ids()[0].clone();
+        let answered = with_umask(&["answer", &id, "yes"]);
+        assert!(answered.status.success(), "{}", stderr_of(&answered));
+        with_umask(&["notify", "hello"]);
+        with_umask(&["goal", "write", "g1", "body"]);
+        with_umask(&["sensor", "write", "s1", "echo '{}'"]);
+        let mut checked = 0;
+        let mut stack = vec![rein.data.clone()];
+        while let Some(dir) = stack.pop() {
+            assert_eq!(mode_of(&dir), 0o700, "umask {umask:o}: {}", dir.display());
+            for entry in std::fs::read_dir(&dir).expect("read dir") {
+                let path = entry.expect("entry").path();
+                let meta = std::fs::symlink_metadata(&path).expect("stat");
+                if meta.is_dir() {
+                    stack.push(path);
+                } else {
+                    let mode = meta.mode() & 0o777;
+                    assert_eq!(
+                        mode & 0o077,
+                        0,
+                        "umask {umask:o}: {} is mode {mode:o}",
+                        path.display()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 6, "files were checked: {checked}");
+    }
+}
+
+/// Item 2: `rein status` (and `rein state`) warn about a data dir others can read.
+#[test]
+fn a_data_dir_others_can_read_is_warned_about() {
+    let rein = Rein::new();
+    rein.ok(&["notify", "hi"]);
+    std::fs::set_permissions(&rein.data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let state = rein.run(&["state"]);
+    assert!(
+        stderr_of(&state).contains("chmod 700"),
+        "{}",
+        stderr_of(&state)
+    );
+    support::user_manager::ensure();
+    let status = rein.ok(&["status"]);
+    assert!(
+        status.contains("warning") && status.contains("chmod 700"),
+        "{status}"
+    );
+}
+
+/// Item 3: a FIFO, a symlink to /dev/zero and a symlinked answers/ are refused by name.
+#[test]
+fn planted_files_are_refused_by_name() {
+    let rein = Rein::new();
+    rein.ok(&["notify", "make the data dir"]);
+    let fifo = rein.data.join("asks/x.json");
+    let c_path = std::ffi::CString::new(fifo.to_str().expect("utf8")).expect("c path");
+    // SAFETY: mkfifo on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    std::os::unix::fs::symlink("/dev/zero", rein.data.join("asks/z.json")).expect("symlink");
+    for args in [&["asks"][..], &["state"][..]] {
+        let child = rein.spawn(args);
+        let out = wait_child(child, Duration::from_secs(10), "rein with planted files");
+        let said = format!("{}{}", stdout_of(&out), stderr_of(&out));
+        assert!(
+            said.contains("asks/x.json") && said.contains("a FIFO, not a regular file"),
+            "rein {args:?}: {said}"
+        );
+        assert!(said.contains("asks/z.json"), "rein {args:?}: {said}");
+    }
+    let waiter = rein.spawn(&["wait", "--timeout", "10ms", "--since", "v1.0.none"]);
+    let out = wait_child(
+        waiter,
+        Duration::from_secs(10),
+        "rein wait with planted files",
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    let asker = rein.spawn(&["ask", "--prompt", "still works?", "--timeout", "50ms"]);
+    let out = wait_child(asker, Duration::from_secs(10), "rein ask");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+
+    for planted in ["asks/x.json", "asks/z.json"] {
+        std::fs::remove_file(rein.data.join(planted)).expect("remove");
+    }
+
+    // answers/ replaced by a symlink: nothing is written through it.
+    let elsewhere = rein.temp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("mkdir");
+    std::fs::rename(
+        rein.data.join("answers"),
+        rein.temp.path().join("old-answers"),
+    )
+    .expect("move");
+    std::os::unix::fs::symlink(&elsewhere, rein.data.join("answers")).expect("symlink");
+    let listed = rein.json(&["asks"]);
+    let id = listed
+        .as_array()
+        .expect("asks")
+        .iter()
+        .find(|a| a["prompt"] == "still works?")
+        .expect("the ask")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let answered = rein.run(&["answer", &id, "yes"]);
+    assert_ne!(answered.status.code(), Some(0));
+    assert!(
+        stderr_of(&answered).contains("answers") && stderr_of(&answered).contains("symlink"),
+        "{}",
+        stderr_of(&answered)
+    );
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).expect("ls").count(),
+        0,
+        "nothing was written through the symlink"
+    );
+}
+
+/// Item 3: a FIFO planted as a sensor does not hang `rein sense`.
+#[test]
+fn a_planted_fifo_sensor_does_not_hang_sense() {
+    let rein = Rein::new();
+    rein.write_config("[sensors]\ntimeout = \"2s\"\n");
+    rein.ok(&["sensor", "write", "ok", "echo '{\"a\":1}'"]);
+    let fifo = rein.data.join("sensors/f.sh");
+    let c_path = std::ffi::CString::new(fifo.to_str().expect("utf8")).expect("c path");
+    // SAFETY: mkfifo on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let started = std::time::Instant::now();
+    let sense = rein.spawn(&["sense", "--json"]);
+    let out = wait_child(sense, Duration::from_secs(10), "rein sense");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout_of(&out)).expect("json");
+    let f = report["snapshots"]
+        .as_array()
+        .expect("snapshots")
+        .iter()
+        .find(|s| s["sensor"] == "f")
+        .expect("f's snapshot")
+        .clone();
+    assert_eq!(f["ok"], false);
+    assert!(
+        f["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not a regular file"),
+        "{f}"
+    );
+}
+
+/// Item 4: prompts, references, options and answers have limits; journal lines are capped.
+#[test]
+fn sizes_are_limited() {
+    let rein = Rein::new();
+    let huge = "x".repeat(10 << 20);
+    let refused = rein.run_stdin(&["ask", "--prompt", "-", "--timeout", "1ms"], &huge);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr_of(&refused));
+    assert!(
+        stderr_of(&refused).contains("limit"),
+        "{}",
+        stderr_of(&refused)
+    );
+    let long_ref = "r".repeat(5000);
+    let refused = rein.run(&["ask", "--prompt", "q", "--ref", &long_ref]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr_of(&refused));
+    let many: Vec<String> = (0..100).map(|n| format!("o{n}")).collect();
+    let refused = rein.run(&["ask", "--prompt", "q", "--options", &many.join(",")]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr_of(&refused));
+    assert!(rein.pending_ids().is_empty(), "nothing was filed");
+
+    let asked = rein.run(&["ask", "--prompt", "free text?", "--timeout", "1ms"]);
+    assert_eq!(asked.status.code(), Some(3));
+    let id = rein.pending_ids()[0].clone();
+    let answer = "y".repeat(13 << 20);
+    let refused = rein.run_stdin(&["answer", &id, "-"], &answer);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr_of(&refused));
+    assert_eq!(rein.pending_ids(), vec![id.clone()]);
+
+    // A long (but allowed) prompt makes a capped journal line; the journal stays readable.
+    let long = format!("{}\n", "p".repeat(60_000));
+    let asked = rein.run_stdin(&["ask", "--prompt", "-", "--timeout", "1ms"], &long);
+    assert_eq!(asked.status.code(), Some(3), "{}", stderr_of(&asked));
+    rein.ok(&["notify", "after the long one"]);
+    let journal = rein.ok(&["journal", "-n", "5"]);
+    assert!(journal.contains("after the long one"), "{journal}");
+    assert!(
+        journal.lines().all(|l| l.len() <= 4096),
+        "journal lines are capped"
+    );
+}
+
+/// Item 10: an answer that was recorded reports success even when the journal cannot be
+/// written; the journal failure is a warning.
+#[test]
+fn a_failed_journal_line_is_a_warning_not_a_failure() {
+    let rein = Rein::new();
+    rein.ok(&["notify", "make the data dir"]);
+    let asker = rein.spawn(&["ask", "--prompt", "deploy?", "--options", "yes,no"]);
+    let id = rein.wait_for_one_ask();
+    let journal = rein.data.join("journal.md");
+    std::fs::remove_file(&journal).expect("rm journal");
+    std::fs::create_dir(&journal).expect("a directory where the journal goes");
+    let answered = rein.run(&["answer", &id, "yes"]);
+    assert_eq!(answered.status.code(), Some(0), "{}", stderr_of(&answered));
+    assert!(
+        stderr_of(&answered).contains("warning"),
+        "{}",
+        stderr_of(&answered)
+    );
+    let asked = wait_child(asker, Duration::from_secs(10), "asker");
+    assert_eq!(stdout_of(&asked), "yes\n");
+    assert_eq!(asked.status.code(), Some(0), "{}", stderr_of(&asked));
+    let again = rein.run(&["ask", "--prompt", "another?", "--timeout", "1ms"]);
+    assert_eq!(again.status.code(), Some(3), "{}", stderr_of(&again));
+    let noted = rein.run(&["notify", "still fine"]);
+    assert_eq!(noted.status.code(), Some(0), "{}", stderr_of(&noted));
+    let goal = rein.run(&["goal", "write", "g", "body"]);
+    assert_eq!(goal.status.code(), Some(0), "{}", stderr_of(&goal));
+}
+
+/// Item 11: stale temp files left by killed writers are removed the next time.
+#[test]
+fn stale_temp_files_are_removed() {
+    let rein = Rein::new();
+    rein.ok(&["notify", "make the data dir"]);
+    let old = rein.data.join("asks/.tmp-0123456789abcdef-x.json");
+    let fresh = rein.data.join("asks/.tmp-fedcba9876543210-y.json");
+    for path in [&old, &fresh] {
+        std::fs::write(path, "half").expect("write temp");
+    }
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .and_then(|f| f.set_modified(hour_ago))
+        .expect("age the temp file");
+    let old_note = rein.data.join("notes/.tmp-0123456789abcdef-n.json");
+    std::fs::write(&old_note, "half").expect("write temp");
+    std::fs::File::options()
+        .write(true)
+        .open(&old_note)
+        .and_then(|f| f.set_modified(hour_ago))
+        .expect("age the temp file");
+    let asked = rein.run(&["ask", "--prompt", "q", "--timeout", "1ms"]);
+    assert_eq!(asked.status.code(), Some(3));
+    assert!(
+        !old.exists(),
+        "a stale temp in asks/ is removed when an ask is filed"
+    );
+    assert!(fresh.exists(), "a fresh temp may be another writer's: kept");
+    rein.ok(&["tick"]);
+    assert!(!old_note.exists(), "a beat removes stale temps everywhere");
+}
