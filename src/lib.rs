@@ -10,6 +10,8 @@
 //! - [`config`] and [`paths`]: where things live and what the user configured.
 //! - [`judge`]: the `llm` judgment mode: one typed move per changed world.
 //! - [`journal`], [`claims`], [`notes`], [`seed`]: the remaining data-dir records.
+//! - [`capture`]: running a command (a sensor, the judge's tick) within a timeout and output
+//!   caps, stopping everything it started.
 //! - [`systemd`]: the user manager over D-Bus; [`fleet`]: the pulse and workers as
 //!   transient units; [`worker`]: the PTY host inside a worker unit.
 //! - [`gate`]: how sandboxed workers file asks, claims, notes and reports as themselves.
@@ -18,6 +20,7 @@
 //!   and one file per verb group.
 
 pub mod bridge;
+pub mod capture;
 pub mod claims;
 pub mod cli;
 pub mod config;

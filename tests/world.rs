@@ -173,6 +173,69 @@ fn bad_sensors_yield_error_snapshots() {
     );
 }
 
+/// Issue 8, item 8: a sensor's timeout holds whatever it starts. A child that left the
+/// process group with setsid and keeps stdout open neither delays `rein sense` past the
+/// timeout nor outlives it, and a flood on stderr does not stall the sensor.
+#[test]
+fn sensors_cannot_outlive_their_timeout() {
+    let rein = Rein::new();
+    rein.write_config("[sensors]\ntimeout = \"2s\"\n");
+    rein.ok(&[
+        "sensor",
+        "write",
+        "daemon",
+        "setsid sleep 25.0111 & echo '{\"ok\": 1}'",
+    ]);
+    rein.ok(&[
+        "sensor",
+        "write",
+        "stuck",
+        "setsid sleep 25.0222 & sleep 25.0333",
+    ]);
+    rein.ok(&[
+        "sensor",
+        "write",
+        "noisy",
+        "head -c 200000 /dev/zero >&2; echo '{\"n\": 2}'",
+    ]);
+    let started = std::time::Instant::now();
+    let report = rein.json(&["sense"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "sense took {:?} with a 2 s timeout",
+        started.elapsed()
+    );
+    let snapshots = report["snapshots"].as_array().expect("array");
+    let by_name = |name: &str| {
+        snapshots
+            .iter()
+            .find(|s| s["sensor"] == name)
+            .expect(name)
+            .clone()
+    };
+    assert_eq!(by_name("daemon")["value"]["ok"], 1, "{}", by_name("daemon"));
+    assert_eq!(by_name("noisy")["value"]["n"], 2, "{}", by_name("noisy"));
+    assert!(
+        by_name("stuck")["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timed out"),
+        "{}",
+        by_name("stuck")
+    );
+    wait_until(
+        Duration::from_secs(2),
+        "the sensors' leftovers to be gone",
+        || {
+            let left = std::process::Command::new("pgrep")
+                .args(["-f", "sleep 25.0[123]"])
+                .output()
+                .expect("pgrep");
+            String::from_utf8_lossy(&left.stdout).trim().is_empty()
+        },
+    );
+}
+
 #[test]
 fn claims_are_exclusive_and_dead_holders_are_reaped() {
     let rein = Rein::new();

@@ -97,6 +97,8 @@ pub fn tick(context: &Context) -> anyhow::Result<i32> {
 }
 
 pub fn status(context: &Context) -> anyhow::Result<i32> {
+    // A broken config is said here too, before `rein up` or the next beat trips on it.
+    context.config()?;
     let (pulse, workers) = block_on(async {
         let manager = connect().await?;
         let pulse = pulse::status(&manager, &context.paths).await?;
@@ -122,24 +124,46 @@ pub fn status(context: &Context) -> anyhow::Result<i32> {
     let mut lines = vec![format!("profile  {}", context.paths.profile)];
     if pulse.active {
         lines.push(format!(
-            "pulse    up ({}), every {}, last {}, next {}, last result {}",
+            "pulse    up ({}), every {}, last {}, next {}",
             pulse.timer,
-            pulse.interval.as_deref().unwrap_or("?"),
+            pulse
+                .interval
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "?".into()),
             time(pulse.last_elapse),
             time(pulse.next_elapse),
-            pulse.last_result.as_deref().unwrap_or("-")
         ));
     } else {
         lines.push("pulse    down (`rein up` starts it)".to_owned());
     }
-    if let Some(beat) = &pulse.last_beat {
-        lines.push(format!(
-            "beat     {} at {}: world {}",
-            beat.beat,
-            time(Some(beat.at)),
-            beat.world
-        ));
-    }
+    let beat = match &pulse.beat {
+        pulse::BeatState::NotYet => None,
+        pulse::BeatState::Idle => pulse.last_beat.as_ref().map(|beat| {
+            format!(
+                "beat     {} at {}: world {}, succeeded",
+                beat.beat,
+                time(Some(beat.at)),
+                beat.world
+            )
+        }),
+        pulse::BeatState::Running { since, late } => Some(format!(
+            "beat     running for {}{}",
+            output::age(*since),
+            if *late {
+                " (late: longer than the pulse interval; `rein logs` shows what it waits on)"
+            } else {
+                ""
+            }
+        )),
+        pulse::BeatState::Failed { result } => Some(format!(
+            "beat     the last beat FAILED (result {result}); `rein logs` says why"
+        )),
+        pulse::BeatState::Overdue { last } => Some(format!(
+            "beat     late: no beat since {} (more than twice the interval)",
+            time(*last)
+        )),
+    };
+    lines.extend(beat);
     lines.push(format!("workers  {}", workers.len()));
     lines.extend(worker_table(&workers).into_iter().map(|l| format!("  {l}")));
     lines.push(format!("asks     {} pending", asks.records.len()));

@@ -200,7 +200,10 @@ pub enum Command {
     Enable,
     /// Disable and remove the unit `rein enable` installed.
     Disable,
-    /// Show the pulse (last and next beat, last result), workers and pending asks.
+    /// Show the pulse (last and next beat; a beat running, late or failed), workers and
+    /// pending asks, and warn about a data dir others can read.
+    ///
+    /// Checks the config too: a broken one exits 2.
     Status,
     /// Show rein's logs from journald (matched on REIN_PROFILE, so it works in containers too).
     Logs {

@@ -153,11 +153,29 @@ fn describe(paths: &Paths, interval: Duration) -> String {
     )
 }
 
+/// How long one beat may run: every sensor's timeout (they run in parallel), the judge's
+/// timeout in `llm` mode, and a margin for the rest. The beat service is stopped past it, so a
+/// beat can never keep the pulse `activating`.
+pub fn beat_limit(config: &Config) -> Duration {
+    let judge = match config.judge.mode {
+        crate::config::JudgeMode::Agent => Duration::ZERO,
+        crate::config::JudgeMode::Llm => config.judge.timeout.0,
+    };
+    config.sensors.timeout.0 + crate::capture::GRACE + judge + BEAT_MARGIN
+}
+
+/// What a beat needs beyond its sensors and judge: writing records, asking systemd.
+const BEAT_MARGIN: Duration = Duration::from_secs(30);
+/// How long a beat that is being stopped gets before SIGKILL.
+const BEAT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn pulse_units(paths: &Paths, config: &Config) -> anyhow::Result<TransientUnit> {
     let names = UnitNames::new(paths);
     let interval = config.pulse.interval.0;
     let description = describe(paths, interval);
     let service = ServiceSpec {
+        timeout_start: Some(beat_limit(config)),
+        timeout_stop: Some(BEAT_STOP_TIMEOUT),
         name: names.pulse_service(),
         description: description.clone(),
         exec: vec![rein_bin()?, "tick".to_owned()],
@@ -198,10 +216,11 @@ pub async fn up(manager: &Manager, paths: &Paths, config: &Config) -> anyhow::Re
     let names = UnitNames::new(paths);
     let wanted = pulse_units(paths, config)?;
     let description = describe(paths, config.pulse.interval.0);
-    let existing = manager.list(&[&names.pulse_timer()]).await?;
-    let pulse = match existing.first() {
+    let existing = manager.timer_state(&names.pulse_timer()).await?;
+    let pulse = match existing {
         Some(timer)
-            if timer.description == description && timer.active_state.as_str() == "active" =>
+            if timer.on_unit_active == Some(config.pulse.interval.0)
+                && timer.active_state == crate::systemd::ActiveState::Active =>
         {
             "unchanged"
         }
@@ -303,15 +322,32 @@ pub async fn down(manager: &Manager, paths: &Paths) -> anyhow::Result<DownReport
     })
 }
 
+/// Where the beats stand, as `rein status` tells it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum BeatState {
+    /// No beat has run yet.
+    NotYet,
+    /// The last beat succeeded and the next is not due yet.
+    Idle,
+    /// A beat is running; `late` once it has run longer than the pulse interval (the next
+    /// beat is due and has to wait).
+    Running { since: DateTime<Utc>, late: bool },
+    /// The last beat failed; `result` is systemd's (`exit-code`, `timeout`, `signal`, …).
+    Failed { result: String },
+    /// The timer is up but no beat ran for more than twice the interval.
+    Overdue { last: Option<DateTime<Utc>> },
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PulseStatus {
     pub timer: String,
     pub active: bool,
-    pub interval: Option<String>,
+    /// The pulse interval the timer runs with (from the timer itself).
+    pub interval: Option<crate::duration::Span>,
     pub last_elapse: Option<DateTime<Utc>>,
     pub next_elapse: Option<DateTime<Utc>>,
-    /// The pulse service's last result (`success`, `exit-code`, …).
-    pub last_result: Option<String>,
+    pub beat: BeatState,
     pub last_beat: Option<BeatRecord>,
 }
 
@@ -319,21 +355,127 @@ pub async fn status(manager: &Manager, paths: &Paths) -> anyhow::Result<PulseSta
     let names = UnitNames::new(paths);
     let timer = manager.timer_state(&names.pulse_timer()).await?;
     let service = manager.service_state(&names.pulse_service()).await?;
-    let listed = manager.list(&[&names.pulse_timer()]).await?;
+    let last_beat = last_beat(paths)?;
+    let interval = timer.as_ref().and_then(|t| t.on_unit_active);
+    let last_elapse = timer
+        .as_ref()
+        .and_then(|t| t.last_trigger())
+        .map(DateTime::<Utc>::from);
+    let beat = beat_state(service.as_ref(), interval, last_elapse, Utc::now());
     Ok(PulseStatus {
         timer: names.pulse_timer(),
         active: timer
             .as_ref()
             .is_some_and(|t| t.active_state.as_str() == "active"),
-        interval: listed
-            .first()
-            .and_then(|t| t.description.rsplit(" every ").next().map(str::to_owned)),
-        last_elapse: timer
-            .as_ref()
-            .and_then(|t| t.last_trigger())
-            .map(DateTime::<Utc>::from),
+        interval: interval.map(crate::duration::Span),
+        last_elapse,
         next_elapse: timer.as_ref().and_then(next_elapse),
-        last_result: service.map(|s| s.result).filter(|r| !r.is_empty()),
-        last_beat: last_beat(paths)?,
+        beat,
+        last_beat,
     })
+}
+
+/// Judges the beats from the pulse service's state, the interval and the timer's last
+/// trigger.
+pub fn beat_state(
+    service: Option<&crate::systemd::ServiceState>,
+    interval: Option<Duration>,
+    last_trigger: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> BeatState {
+    use crate::systemd::ActiveState;
+    let interval = interval.and_then(|i| chrono::Duration::from_std(i).ok());
+    let Some(service) = service else {
+        return match (last_trigger, interval) {
+            (None, _) => BeatState::NotYet,
+            (Some(last), Some(interval)) if now - last > interval * 2 => {
+                BeatState::Overdue { last: Some(last) }
+            }
+            _ => BeatState::Idle,
+        };
+    };
+    match service.active_state {
+        ActiveState::Activating | ActiveState::Active | ActiveState::Deactivating
+            if service.sub_state != "dead" =>
+        {
+            let since = service
+                .started_at()
+                .map(DateTime::<Utc>::from)
+                .unwrap_or(now);
+            let late = interval.is_some_and(|interval| now - since > interval);
+            return BeatState::Running { since, late };
+        }
+        ActiveState::Failed => {
+            return BeatState::Failed {
+                result: service.result.clone(),
+            }
+        }
+        _ => {}
+    }
+    if !service.result.is_empty() && service.result != "success" {
+        return BeatState::Failed {
+            result: service.result.clone(),
+        };
+    }
+    match (last_trigger, interval) {
+        (None, _) if service.started_at().is_none() => BeatState::NotYet,
+        (Some(last), Some(interval)) if now - last > interval * 2 => {
+            BeatState::Overdue { last: Some(last) }
+        }
+        _ => BeatState::Idle,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::systemd::{ActiveState, ServiceState};
+
+    fn service(active: &str, sub: &str, result: &str, started_secs_ago: i64) -> ServiceState {
+        let started = Utc::now() - chrono::Duration::seconds(started_secs_ago);
+        ServiceState {
+            unit: "rein-pulse.service".into(),
+            load_state: "loaded".into(),
+            active_state: ActiveState::parse(active),
+            sub_state: sub.into(),
+            result: result.into(),
+            inactive_exit_timestamp_usec: started.timestamp_micros() as u64,
+            ..ServiceState::default()
+        }
+    }
+
+    #[test]
+    fn beats_are_judged_running_late_failed_or_overdue() {
+        let now = Utc::now();
+        let minute = Some(Duration::from_secs(60));
+        let recently = Some(now - chrono::Duration::seconds(10));
+        let long_ago = Some(now - chrono::Duration::seconds(600));
+        let running = service("activating", "start", "success", 5);
+        assert!(matches!(
+            beat_state(Some(&running), minute, recently, now),
+            BeatState::Running { late: false, .. }
+        ));
+        let stuck = service("activating", "start", "success", 300);
+        assert!(matches!(
+            beat_state(Some(&stuck), minute, recently, now),
+            BeatState::Running { late: true, .. }
+        ));
+        let failed = service("failed", "failed", "timeout", 5);
+        assert_eq!(
+            beat_state(Some(&failed), minute, recently, now),
+            BeatState::Failed {
+                result: "timeout".into()
+            }
+        );
+        let done = service("inactive", "dead", "success", 5);
+        assert_eq!(
+            beat_state(Some(&done), minute, recently, now),
+            BeatState::Idle
+        );
+        assert!(matches!(
+            beat_state(Some(&done), minute, long_ago, now),
+            BeatState::Overdue { .. }
+        ));
+        assert_eq!(beat_state(None, minute, None, now), BeatState::NotYet);
+    }
 }

@@ -85,6 +85,9 @@ pub struct ServiceState {
     /// Realtime microseconds since the epoch of the last entering of the active state; 0 if
     /// never.
     pub active_enter_timestamp_usec: u64,
+    /// Realtime microseconds of the last leaving of the inactive state (a start, including a
+    /// oneshot run, which never becomes active); 0 if never.
+    pub inactive_exit_timestamp_usec: u64,
     /// Bytes; `None` when systemd does not know (no memory accounting).
     pub memory_current: Option<u64>,
     /// Exit status (or signal number, see `exec_main_code`) of the last main process.
@@ -108,6 +111,11 @@ impl ServiceState {
         realtime(self.active_enter_timestamp_usec)
     }
 
+    /// When the service last started (left the inactive state).
+    pub fn started_at(&self) -> Option<SystemTime> {
+        realtime(self.inactive_exit_timestamp_usec)
+    }
+
     /// Take the properties rein tracks from a `GetAll` answer or a `PropertiesChanged`
     /// signal; others are ignored.
     pub(crate) fn apply(&mut self, name: &str, value: &Value<'_>) {
@@ -123,6 +131,7 @@ impl ServiceState {
             "NRestarts" => set_u32(&mut self.n_restarts, value),
             "MainPID" => set_u32(&mut self.main_pid, value),
             "ActiveEnterTimestamp" => set_u64(&mut self.active_enter_timestamp_usec, value),
+            "InactiveExitTimestamp" => set_u64(&mut self.inactive_exit_timestamp_usec, value),
             "MemoryCurrent" => {
                 if let Value::U64(bytes) = value {
                     self.memory_current = (*bytes != u64::MAX).then_some(*bytes);
@@ -147,6 +156,7 @@ impl ServiceState {
                 | "NRestarts"
                 | "MainPID"
                 | "ActiveEnterTimestamp"
+                | "InactiveExitTimestamp"
                 | "MemoryCurrent"
                 | "ExecMainStatus"
                 | "ExecMainCode"
@@ -182,6 +192,8 @@ pub struct TimerState {
     /// Monotonic microseconds (CLOCK_MONOTONIC) of the next relative elapse; `None` without
     /// relative timers.
     pub next_elapse_monotonic_usec: Option<u64>,
+    /// The `OnUnitActiveSec=` of the timer (from `TimersMonotonic`), if it has one.
+    pub on_unit_active: Option<Duration>,
 }
 
 impl TimerState {
@@ -211,6 +223,7 @@ impl TimerState {
                 "LastTriggerUSec" => state.last_trigger_usec = nonzero(value),
                 "NextElapseUSecRealtime" => state.next_elapse_realtime_usec = nonzero(value),
                 "NextElapseUSecMonotonic" => state.next_elapse_monotonic_usec = nonzero(value),
+                "TimersMonotonic" => state.on_unit_active = on_unit_active(value),
                 _ => {}
             }
         }
@@ -231,6 +244,25 @@ impl TimerState {
     pub fn has_next_elapse(&self) -> bool {
         self.next_elapse_realtime_usec.is_some() || self.next_elapse_monotonic_usec.is_some()
     }
+}
+
+/// The `OnUnitActiveUSec` entry of a `TimersMonotonic` value: `a(stt)` of (base, value,
+/// next elapse).
+fn on_unit_active(value: &Value<'_>) -> Option<Duration> {
+    let Value::Array(timers) = value else {
+        return None;
+    };
+    timers.iter().find_map(|timer| {
+        let Value::Structure(fields) = timer else {
+            return None;
+        };
+        match fields.fields() {
+            [Value::Str(base), Value::U64(usec), ..] if base.as_str() == "OnUnitActiveUSec" => {
+                Some(Duration::from_micros(*usec))
+            }
+            _ => None,
+        }
+    })
 }
 
 fn realtime(usec: u64) -> Option<SystemTime> {
@@ -373,6 +405,16 @@ mod tests {
         assert_eq!(state.memory_current, None);
         state.apply("MemoryCurrent", &Value::from(4096u64));
         assert_eq!(state.memory_current, Some(4096));
+    }
+
+    #[test]
+    fn the_interval_comes_from_timers_monotonic() {
+        let timers = Value::from(vec![
+            ("OnActiveUSec".to_owned(), 1_000_000u64, 0u64),
+            ("OnUnitActiveUSec".to_owned(), 60_000_000u64, 123u64),
+        ]);
+        assert_eq!(on_unit_active(&timers), Some(Duration::from_secs(60)));
+        assert_eq!(on_unit_active(&Value::from(7u64)), None);
     }
 
     #[test]

@@ -125,6 +125,9 @@ pub struct ServiceSpec {
     /// the main one.
     pub notify_access_all: bool,
     pub kill_mode: Option<KillMode>,
+    /// `TimeoutStartSec=`: how long starting may take; for `Type=oneshot` the bound on the
+    /// whole run (systemd disables it for oneshot services by default).
+    pub timeout_start: Option<Duration>,
     /// `TimeoutStopSec=`: how long a stop waits after SIGTERM before SIGKILL.
     pub timeout_stop: Option<Duration>,
     /// `RestartPreventExitStatus=`: exit codes after which `Restart=` does not restart.
@@ -577,6 +580,12 @@ fn service_properties(spec: &ServiceSpec) -> Result<Vec<Property>, SystemdError>
             PropertyValue::Str(kill_mode.as_systemd().to_owned()),
         ));
     }
+    if let Some(timeout) = spec.timeout_start {
+        properties.push(property(
+            "TimeoutStartUSec",
+            PropertyValue::U64(usec(timeout)),
+        ));
+    }
     if let Some(timeout) = spec.timeout_stop {
         properties.push(property(
             "TimeoutStopUSec",
@@ -753,6 +762,7 @@ mod tests {
             watchdog: Some(Duration::from_secs(30)),
             notify_access_all: true,
             kill_mode: Some(KillMode::Mixed),
+            timeout_start: Some(Duration::from_secs(90)),
             service_type: ServiceType::Notify,
             ..sleeper()
         };
@@ -792,11 +802,12 @@ mod tests {
             ("WatchdogUSec", PropertyValue::U64(30_000_000)),
             ("NotifyAccess", PropertyValue::Str("all".to_owned())),
             ("KillMode", PropertyValue::Str("mixed".to_owned())),
+            ("TimeoutStartUSec", PropertyValue::U64(90_000_000)),
         ];
         for (name, value) in expected {
             assert_eq!(find(properties, name), Some(&value), "property {name}");
         }
-        assert_eq!(properties.len(), 17);
+        assert_eq!(properties.len(), 18);
         assert_eq!(unit.name(), "rein-worker-w1.service");
         assert!(unit.aux_units().is_empty());
     }

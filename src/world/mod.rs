@@ -1,23 +1,23 @@
 //! The world: sensors, their snapshots, and the world hash.
 //!
-//! `rein sense` runs every `sensors/<name>.sh` once, in parallel, each in its own process
-//! group with a timeout and an output cap. Each sensor must print one JSON object. The result
+//! `rein sense` runs every `sensors/<name>.sh` once, in parallel, through [`crate::capture`]:
+//! a timeout that stops everything the sensor started, and caps on what it prints. Each
+//! sensor must print one JSON object. The result
 //! is written atomically to `snapshots/<name>.json` — a sensor that fails, hangs, floods or
 //! prints non-JSON yields an error snapshot, never a crash. The world hash covers what the
 //! sensors said (not when), so an unchanged world hashes the same and costs nothing.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::capture;
 use crate::config::SensorConfig;
 use crate::error::Result;
 use crate::store::{self, DataDir};
@@ -110,8 +110,9 @@ pub fn run_sensor(dir: &DataDir, name: &str, script: &Path, config: &SensorConfi
     }
 }
 
-/// Runs `script` with its stdout capped at `cap` bytes and its life capped at `timeout`.
-/// Returns stdout, or a sentence saying what went wrong.
+/// Runs `script` with its stdout capped at `cap` bytes and its life capped at `timeout`
+/// (see [`crate::capture`]: everything it starts is stopped by then). Returns stdout, or a
+/// sentence saying what went wrong.
 fn run_capped(
     dir: &DataDir,
     script: &Path,
@@ -144,59 +145,32 @@ fn run_capped(
     command
         .current_dir(dir.root())
         .env("REIN_DATA_DIR", dir.root())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("could not start: {e}"))?;
-    let pid = child.id() as i32;
-    let mut stdout = child.stdout.take().ok_or("no stdout pipe")?;
-    let mut stderr = child.stderr.take().ok_or("no stderr pipe")?;
-    let (done_tx, done_rx) = mpsc::channel();
-    let stderr_reader = std::thread::spawn(move || {
-        let (kept, _) = store::read_capped(&mut stderr, STDERR_KEEP).unwrap_or_default();
-        // Drain the rest so the sensor never blocks on a full stderr pipe.
-        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
-        kept
-    });
-    std::thread::spawn(move || {
-        let read = store::read_capped(&mut stdout, cap);
-        if matches!(read, Ok((_, true))) {
-            // Over the cap: stop the whole group now rather than read on.
-            // SAFETY: signalling a process group we created.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
-        }
-        let status = child.wait();
-        let _ = done_tx.send((read, status));
-    });
-    let result = match done_rx.recv_timeout(timeout) {
-        Ok(result) => result,
-        Err(_) => {
-            // SAFETY: signalling the process group we created for this sensor.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
-            let _ = done_rx.recv();
+        .stdin(Stdio::null());
+    let limits = capture::Limits {
+        timeout,
+        stdout_cap: cap,
+        stderr_cap: STDERR_KEEP,
+    };
+    let captured =
+        capture::run(&mut command, &limits).map_err(|e| format!("could not start: {e}"))?;
+    match captured.output.ending {
+        capture::Ending::TimedOut => {
             return Err(format!(
                 "timed out after {}",
                 crate::duration::Span(timeout)
-            ));
+            ))
         }
-    };
-    // The sensor has exited; anything it left behind in its group goes too.
-    // SAFETY: as above; ESRCH is harmless.
-    unsafe { libc::kill(-pid, libc::SIGKILL) };
-    let stderr_text = String::from_utf8_lossy(&stderr_reader.join().unwrap_or_default())
+        capture::Ending::OverCap => {
+            return Err(format!(
+                "printed more than {cap} bytes (sensors.output_cap); stopped"
+            ))
+        }
+        capture::Ending::Finished => {}
+    }
+    let stderr_text = String::from_utf8_lossy(&captured.output.stderr)
         .trim()
         .to_owned();
-    let (read, status) = result;
-    let (stdout, over) = read.map_err(|e| format!("reading its output failed: {e}"))?;
-    if over {
-        return Err(format!(
-            "printed more than {cap} bytes (sensors.output_cap); stopped"
-        ));
-    }
-    let status = status.map_err(|e| format!("waiting for it failed: {e}"))?;
+    let status = captured.status.ok_or("its exit status could not be read")?;
     if !status.success() {
         let how = match status.code() {
             Some(code) => format!("exited with status {code}"),
@@ -208,7 +182,7 @@ fn run_capped(
             format!("{how}: {stderr_text}")
         });
     }
-    Ok(stdout)
+    Ok(captured.output.stdout)
 }
 
 /// What one `rein sense` did.

@@ -1,0 +1,368 @@
+//! Running a command and capturing what it prints, with limits that hold whatever it does.
+//!
+//! One routine for every command rein runs and reads back (sensors; the judge's tick):
+//! stdout and stderr are read concurrently (so a command that fills one pipe while rein reads
+//! the other cannot stall), each up to its cap, and everything the command started is stopped
+//! at its timeout — its process group, and every process that inherited its marker variable
+//! (`REIN_CAPTURE`), so a child that left the group with `setsid` goes too. Once the command
+//! has exited, whatever it left behind is stopped as well, and rein stops reading a pipe that
+//! a leftover still holds open: a capture returns within its timeout plus [`GRACE`].
+//!
+//! [`collect`] is the reading half on its own, for a process rein did not spawn itself (one
+//! systemd started with pipes rein passed): it takes the pipes' read ends, an optional
+//! descriptor that reports the process's exit, and a callback that stops everything.
+
+use std::io::{ErrorKind, Read};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long reading goes on after the command exited (or was stopped) for pipes still open.
+pub const GRACE: Duration = Duration::from_secs(1);
+
+/// The environment variable that marks every process of one capture.
+pub const MARKER: &str = "REIN_CAPTURE";
+
+/// What a capture may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    /// Past this many bytes on stdout the command is stopped ([`Ending::OverCap`]).
+    pub stdout_cap: usize,
+    /// stderr beyond this many bytes is read and dropped (the command is not stopped).
+    pub stderr_cap: usize,
+}
+
+/// How a capture ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The output ended (both pipes closed, or the command exited and its leftovers were
+    /// stopped).
+    Finished,
+    /// stdout passed its cap; everything was stopped.
+    OverCap,
+    /// The timeout passed; everything was stopped.
+    TimedOut,
+}
+
+/// What [`collect`] read.
+#[derive(Debug, Clone)]
+pub struct Collected {
+    pub stdout: Vec<u8>,
+    /// At most `stderr_cap` bytes of stderr.
+    pub stderr: Vec<u8>,
+    /// Whether stderr had more than was kept.
+    pub stderr_over: bool,
+    pub ending: Ending,
+}
+
+/// What [`run`] captured.
+#[derive(Debug)]
+pub struct Captured {
+    pub output: Collected,
+    /// The command's exit status; `None` when it could not be learned in time.
+    pub status: Option<ExitStatus>,
+    pub elapsed: Duration,
+}
+
+/// Runs `command` (its stdin is left as the caller set it; stdout and stderr are captured)
+/// within `limits`, and stops everything it started before returning.
+pub fn run(command: &mut Command, limits: &Limits) -> std::io::Result<Captured> {
+    let started = Instant::now();
+    let marker = uuid::Uuid::new_v4().simple().to_string();
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env(MARKER, &marker)
+        .process_group(0);
+    let mut child = command.spawn()?;
+    let group = child.id() as libc::pid_t;
+    let stdout: OwnedFd = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdout pipe"))?
+        .into();
+    let stderr: OwnedFd = child
+        .stderr
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stderr pipe"))?
+        .into();
+    // The waiter holds the write end of a pipe and drops it when the child has exited, so
+    // the reader learns of the exit in the same poll(2) as of its output.
+    let (exited_read, exited_write) = pipe()?;
+    let (status_tx, status_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let status = child.wait();
+        drop(exited_write);
+        let _ = status_tx.send(status);
+    });
+    let mut stop = || stop_all(group, &marker);
+    let output = collect(stdout, stderr, Some(exited_read), limits, &mut stop);
+    // Whatever ended the capture, nothing the command started outlives it.
+    stop();
+    let output = output?;
+    let status = status_rx
+        .recv_timeout(GRACE)
+        .ok()
+        .and_then(|status| status.ok());
+    Ok(Captured {
+        output,
+        status,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Reads `stdout` and `stderr` until both close, stdout passes its cap, or the timeout; then
+/// closes them. `exited`, when given, becomes readable or hangs up once the process has
+/// exited: `stop` is then called to end what it left behind, and reading goes on for at most
+/// [`GRACE`]. On a timeout or a full stdout `stop` is called before returning.
+pub fn collect(
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    exited: Option<OwnedFd>,
+    limits: &Limits,
+    stop: &mut dyn FnMut(),
+) -> std::io::Result<Collected> {
+    let mut end = Instant::now() + limits.timeout;
+    let mut after_exit = false;
+    let mut pipes = [
+        Some(std::fs::File::from(stdout)),
+        Some(std::fs::File::from(stderr)),
+    ];
+    for pipe in pipes.iter().flatten() {
+        set_nonblocking(pipe)?;
+    }
+    let mut exited = exited;
+    let mut collected = Collected {
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        stderr_over: false,
+        ending: Ending::Finished,
+    };
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        if pipes.iter().all(Option::is_none) && exited.is_none() {
+            return Ok(collected);
+        }
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(3);
+        let mut which: Vec<usize> = Vec::with_capacity(3);
+        for (index, pipe) in pipes.iter().enumerate() {
+            if let Some(pipe) = pipe {
+                fds.push(poll_fd(pipe.as_fd().as_raw_fd()));
+                which.push(index);
+            }
+        }
+        if let Some(fd) = &exited {
+            fds.push(poll_fd(fd.as_raw_fd()));
+            which.push(2);
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            if !after_exit {
+                stop();
+                collected.ending = Ending::TimedOut;
+            }
+            return Ok(collected);
+        }
+        let timeout_ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if ready < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            stop();
+            return Err(error);
+        }
+        for (fd, index) in fds.iter().zip(which) {
+            if fd.revents == 0 {
+                continue;
+            }
+            if index == 2 {
+                // The process exited: stop what it left behind, then drain for a moment.
+                exited = None;
+                after_exit = true;
+                stop();
+                end = end.min(Instant::now() + GRACE);
+                continue;
+            }
+            let Some(pipe) = pipes[index].as_mut() else {
+                continue;
+            };
+            loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => {
+                        pipes[index] = None;
+                        break;
+                    }
+                    Ok(read) => {
+                        if index == 0 {
+                            collected.stdout.extend_from_slice(&chunk[..read]);
+                            if collected.stdout.len() > limits.stdout_cap {
+                                collected.stdout.truncate(limits.stdout_cap);
+                                collected.ending = Ending::OverCap;
+                                stop();
+                                return Ok(collected);
+                            }
+                        } else {
+                            let room = limits.stderr_cap.saturating_sub(collected.stderr.len());
+                            collected.stderr.extend_from_slice(&chunk[..read.min(room)]);
+                            collected.stderr_over |= read > room;
+                        }
+                    }
+                    Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                    Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+                    Err(error) => {
+                        stop();
+                        return Err(error);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn poll_fd(fd: i32) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+fn set_nonblocking(file: &std::fs::File) -> std::io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own; F_GETFL/F_SETFL touch no memory.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A pipe whose ends are closed on exec: (read, write).
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-element array we pass.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and nothing else owns them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// SIGKILLs the process group `group` and every process carrying `MARKER=marker`.
+fn stop_all(group: libc::pid_t, marker: &str) {
+    // SAFETY: signalling a process group this capture created; ESRCH is harmless.
+    unsafe { libc::kill(-group, libc::SIGKILL) };
+    kill_marked(marker);
+}
+
+/// SIGKILLs every process (readable to us) whose environment has `MARKER=marker`: the ones
+/// that left the process group. Looks again while it finds some, since a dying process may
+/// just have forked.
+pub fn kill_marked(marker: &str) {
+    let needle = format!("{MARKER}={marker}");
+    for _ in 0..5 {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let mut found = false;
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<libc::pid_t>().ok())
+            else {
+                continue;
+            };
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            if environ
+                .split(|byte| *byte == 0)
+                .any(|variable| variable == needle.as_bytes())
+            {
+                // SAFETY: kill(2) with a pid read from /proc; ESRCH is harmless.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                found = true;
+            }
+        }
+        if !found {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(timeout_ms: u64) -> Limits {
+        Limits {
+            timeout: Duration::from_millis(timeout_ms),
+            stdout_cap: 1024,
+            stderr_cap: 64,
+        }
+    }
+
+    fn sh(script: &str) -> Command {
+        let mut command = Command::new("/bin/sh");
+        command.arg("-c").arg(script).stdin(Stdio::null());
+        command
+    }
+
+    #[test]
+    fn output_and_status_are_captured() {
+        let captured = run(&mut sh("echo out; echo err >&2; exit 3"), &limits(5000)).expect("run");
+        assert_eq!(captured.output.stdout, b"out\n");
+        assert_eq!(captured.output.stderr, b"err\n");
+        assert_eq!(captured.output.ending, Ending::Finished);
+        assert_eq!(captured.status.and_then(|s| s.code()), Some(3));
+    }
+
+    #[test]
+    fn a_child_that_left_the_group_and_holds_stdout_is_stopped() {
+        let started = Instant::now();
+        let captured = run(&mut sh("setsid sleep 25 & echo '{}'"), &limits(2000)).expect("run");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(captured.output.stdout, b"{}\n");
+        assert_eq!(captured.status.and_then(|s| s.code()), Some(0));
+    }
+
+    #[test]
+    fn the_timeout_stops_everything() {
+        let started = Instant::now();
+        let captured =
+            run(&mut sh("setsid sh -c 'sleep 30' & sleep 30"), &limits(500)).expect("run");
+        assert_eq!(captured.output.ending, Ending::TimedOut);
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_flood_on_either_pipe_is_bounded() {
+        let captured = run(
+            &mut sh("head -c 1000000 /dev/zero >&2; echo done"),
+            &limits(5000),
+        )
+        .expect("run");
+        assert_eq!(captured.output.stdout, b"done\n");
+        assert_eq!(captured.output.stderr.len(), 64);
+        assert!(captured.output.stderr_over);
+        let captured = run(&mut sh("head -c 1000000 /dev/zero"), &limits(5000)).expect("run");
+        assert_eq!(captured.output.ending, Ending::OverCap);
+        assert_eq!(captured.output.stdout.len(), 1024);
+    }
+}

