@@ -67,3 +67,97 @@ fn status_checks_the_config() {
         stderr_of(&status)
     );
 }
+
+fn worker(rein: &Rein, id: &str) -> serde_json::Value {
+    rein.json(&["worker", "ls"])
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|w| w["id"] == id)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn journal_count(rein: &Rein, needle: &str) -> usize {
+    rein.ok(&["journal", "-n", "1000"]).matches(needle).count()
+}
+
+/// Items 14 and 15: a worker brought back by `rein up` reports its next failure too, a
+/// worker that exits on its own is reported once, and both wake `rein wait`, listed.
+#[test]
+fn a_restored_worker_reports_its_next_failure_and_wait_wakes() {
+    let rein = fleet(
+        "[pulse]\ninterval = \"1h\"\n[runner]\npreset = \"custom\"\ncommand = \"sleep 1; exit 1\"\n\
+         [workers]\nrestart = \"no\"\n",
+    );
+    let _down = Down(&rein);
+    rein.ok(&["worker", "start", "flaky", "fail soon"]);
+    let token = rein.json(&["wait"])["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    wait_until(Duration::from_secs(20), "the worker to fail", || {
+        worker(&rein, "flaky")["health"] == "failed"
+    });
+    assert_eq!(
+        rein.json(&["tick"])["failed_workers"],
+        serde_json::json!(["flaky"])
+    );
+    let woke = rein.json(&["wait", "--since", &token, "--timeout", "10s"]);
+    let workers = &woke["woke"]["workers"];
+    assert_eq!(workers[0]["id"], "flaky", "{woke}");
+    assert_eq!(workers[0]["health"], "failed", "{woke}");
+
+    rein.ok(&["down"]);
+    let up = rein.json(&["up"]);
+    assert_eq!(
+        up["workers_restarted"],
+        serde_json::json!(["flaky"]),
+        "{up}"
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "the restored worker to fail",
+        || worker(&rein, "flaky")["health"] == "failed",
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "its failure to be reported again",
+        || {
+            let _ = rein.run(&["tick"]);
+            journal_count(&rein, "worker-failed: worker flaky failed") >= 2
+        },
+    );
+
+    rein.ok(&[
+        "worker",
+        "start",
+        "done",
+        "--command",
+        "sleep 1; exit 0",
+        "finish",
+    ]);
+    let token = rein.json(&["wait"])["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    // A worker that finished has no unit left; with the pulse up, a beat reports it.
+    wait_until(Duration::from_secs(20), "the worker to exit", || {
+        matches!(
+            worker(&rein, "done")["health"].as_str(),
+            Some("exited" | "stopped")
+        )
+    });
+    rein.ok(&["tick"]);
+    rein.ok(&["tick"]);
+    assert_eq!(journal_count(&rein, "worker-exited: worker done exited"), 1);
+    let woke = rein.json(&["wait", "--since", &token, "--timeout", "10s"]);
+    let exited: Vec<&serde_json::Value> = woke["woke"]["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .filter(|w| w["id"] == "done")
+        .collect();
+    assert_eq!(exited.len(), 1, "{woke}");
+    assert_eq!(exited[0]["health"], "exited", "{woke}");
+}

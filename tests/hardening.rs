@@ -300,3 +300,76 @@ fn stale_temp_files_are_removed() {
     rein.ok(&["tick"]);
     assert!(!old_note.exists(), "a beat removes stale temps everywhere");
 }
+
+/// The voluntary context switches of a process's main thread.
+fn switches(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("voluntary_ctxt_switches")
+}
+
+/// Item 13: a blocked `rein ask` watches only what can answer it: journal lines, notes,
+/// goals and world changes do not wake it.
+#[test]
+fn writes_elsewhere_do_not_wake_a_blocked_ask() {
+    let rein = Rein::new();
+    rein.ok(&[
+        "sensor",
+        "write",
+        "counter",
+        "echo \"{\\\"n\\\": $(date +%N)}\"",
+    ]);
+    let asker = rein.spawn(&["ask", "--prompt", "blocked?"]);
+    let id = rein.wait_for_one_ask();
+    let pid = asker.id();
+    let mut last = u64::MAX;
+    support::wait_until(Duration::from_secs(10), "the asker to settle", || {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = switches(pid);
+        std::mem::replace(&mut last, now) == now
+    });
+    let before = switches(pid);
+    for n in 0..10 {
+        rein.ok(&["notify", &format!("note {n}")]);
+        rein.ok(&["goal", "write", &format!("g{n}"), "body"]);
+        rein.ok(&["sense"]);
+    }
+    let after = switches(pid);
+    assert!(
+        after - before <= 2,
+        "the blocked ask woke {} times for writes it does not wait on",
+        after - before
+    );
+    rein.ok(&["answer", &id, "yes"]);
+    let out = wait_child(asker, Duration::from_secs(10), "asker");
+    assert_eq!(stdout_of(&out), "yes\n");
+}
+
+/// Item 17: text `rein state` shows what README lists: world, snapshots, asks, goals,
+/// journal, token.
+#[test]
+fn text_state_shows_what_the_readme_lists() {
+    let rein = Rein::new();
+    rein.ok(&["sensor", "write", "weather", "echo '{\"sky\": \"blue\"}'"]);
+    rein.ok(&["sense"]);
+    rein.ok(&["goal", "write", "ship", "# Ship it"]);
+    rein.ok(&["notify", "a line for the journal"]);
+    let state = rein.ok(&["state"]);
+    for expected in [
+        "world ",
+        "sensors ",
+        "weather",
+        "\"sky\":\"blue\"",
+        "asks ",
+        "goals ",
+        "Ship it",
+        "journal ",
+        "a line for the journal",
+        "token ",
+    ] {
+        assert!(state.contains(expected), "missing {expected:?}:\n{state}");
+    }
+}

@@ -76,6 +76,72 @@ fn wait_tokens_wake_on_new_asks_and_world_changes_only() {
     wait_child(asker, Duration::from_secs(10), "asker");
 }
 
+/// Issue 8, item 15: answered and withdrawn asks and notes wake a waiter too, each listed in
+/// `woke`, and once seen they never wake it again.
+#[test]
+fn wait_wakes_on_answers_withdrawals_and_notes() {
+    let rein = Rein::new();
+    let first = rein.spawn(&["ask", "--worker", "w1", "--prompt", "p1"]);
+    let id1 = rein.wait_for_one_ask();
+    let second = rein.spawn(&["ask", "--worker", "w2", "--prompt", "p2"]);
+    support::wait_until(Duration::from_secs(10), "two asks", || {
+        rein.pending_ids().len() == 2
+    });
+    let id2 = rein
+        .pending_ids()
+        .into_iter()
+        .find(|id| *id != id1)
+        .expect("second ask");
+    let t0 = token_of(&rein.json(&["wait"]));
+    let quiet = rein.run(&["wait", "--since", &t0, "--timeout", "300ms"]);
+    assert_eq!(quiet.status.code(), Some(3), "{}", stdout_of(&quiet));
+
+    let blocked = rein.spawn(&["wait", "--since", &t0, "--json"]);
+    rein.ok(&["answer", &id1, "yes"]);
+    let out = wait_child(blocked, Duration::from_secs(10), "wait for the answer");
+    let woke: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(woke["woke"]["answered"], serde_json::json!([id1]), "{woke}");
+    let t1 = token_of(&woke);
+    wait_child(first, Duration::from_secs(10), "first asker");
+
+    rein.ok(&["withdraw", &id2]);
+    let woke = rein.json(&["wait", "--since", &t1, "--timeout", "10s"]);
+    assert_eq!(
+        woke["woke"]["withdrawn"],
+        serde_json::json!([id2]),
+        "{woke}"
+    );
+    assert_eq!(woke["woke"]["answered"], serde_json::json!([]), "{woke}");
+    let t2 = token_of(&woke);
+    wait_child(second, Duration::from_secs(10), "second asker");
+
+    rein.ok(&["notify", "the build is red"]);
+    let woke = rein.json(&["wait", "--since", &t2, "--timeout", "10s"]);
+    assert_eq!(
+        woke["woke"]["notes"].as_array().expect("notes").len(),
+        1,
+        "{woke}"
+    );
+    let text = rein.ok(&["wait", "--since", &t2, "--timeout", "10s"]);
+    assert!(text.contains("woke      notes "), "{text}");
+    let t3 = token_of(&woke);
+    let seen = rein.run(&["wait", "--since", &t3, "--timeout", "300ms"]);
+    assert_eq!(
+        seen.status.code(),
+        Some(3),
+        "seen events do not wake: {}",
+        stdout_of(&seen)
+    );
+    // A waiter that saw only the first event still gets the later ones, all listed.
+    let all = rein.json(&["wait", "--since", &t1, "--timeout", "10s"]);
+    assert_eq!(all["woke"]["withdrawn"], serde_json::json!([id2]), "{all}");
+    assert_eq!(
+        all["woke"]["notes"].as_array().expect("notes").len(),
+        1,
+        "{all}"
+    );
+}
+
 #[test]
 fn ask_survives_inotify_queue_overflow() {
     let rein = Rein::new().env("REIN_LOG", "debug");
@@ -312,7 +378,7 @@ fn goals_playbook_notes_and_state() {
         .expect("journal")
         .iter()
         .any(|l| l.as_str().unwrap_or("").contains("w2: build is red")));
-    assert!(state["token"].as_str().expect("token").starts_with("v1."));
+    assert!(state["token"].as_str().expect("token").starts_with("v2."));
     assert_eq!(state["profile"], rein.profile);
 }
 

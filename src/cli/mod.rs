@@ -104,12 +104,15 @@ pub enum Command {
         #[arg(long = "as", value_name = "IDENTITY")]
         identity: Option<String>,
     },
-    /// Block until something is new since a token: an unseen ask or a changed world.
+    /// Block until something is new since a token: a new ask, an ask answered or withdrawn,
+    /// a note, a worker a beat found failed or exited, or a changed world.
     ///
     /// Without --since it prints the current state at once. Every output carries a `token`
-    /// for the next call, so a judge loop never spins on an ask it has already seen.
+    /// for the next call, so a judge loop never spins on something it has already seen; the
+    /// output's `woke` lists each reason (new_asks, answered, withdrawn, notes, workers,
+    /// world_changed).
     Wait {
-        /// Only new asks wake; world changes do not.
+        /// Only new asks wake; nothing else does.
         #[arg(long)]
         only_asks: bool,
         /// Give up after this long with exit 3.

@@ -137,13 +137,39 @@ fn print_state(context: &Context, state: &State) -> anyhow::Result<()> {
     ];
     if let Some(woke) = &state.woke {
         let mut why = Vec::new();
-        if !woke.new_asks.is_empty() {
-            why.push(format!("new asks {}", woke.new_asks.join(", ")));
-        }
+        let mut list = |what: &str, ids: &[String]| {
+            if !ids.is_empty() {
+                why.push(format!("{what} {}", ids.join(", ")));
+            }
+        };
+        list("new asks", &woke.new_asks);
+        list("answered", &woke.answered);
+        list("withdrawn", &woke.withdrawn);
+        list("notes", &woke.notes);
+        let workers: Vec<String> = woke
+            .workers
+            .iter()
+            .map(|w| format!("{} {}", w.id, w.health))
+            .collect();
+        list("workers", &workers);
         if woke.world_changed {
             why.push("world changed".to_owned());
         }
         lines.push(format!("woke      {}", why.join("; ")));
+    }
+    if let Some(snapshots) = state.snapshots.as_object() {
+        lines.push(format!("sensors   {}", snapshots.len()));
+        for (name, snapshot) in snapshots {
+            let said = if snapshot["ok"] == true {
+                output::short(&snapshot["value"].to_string(), 60)
+            } else {
+                format!(
+                    "failed: {}",
+                    output::short(snapshot["error"].as_str().unwrap_or_default(), 60)
+                )
+            };
+            lines.push(format!("  {name}  {said}"));
+        }
     }
     lines.push(format!("asks      {}", state.asks.len()));
     for ask in &state.asks {
@@ -169,6 +195,17 @@ fn print_state(context: &Context, state: &State) -> anyhow::Result<()> {
             ));
         }
     }
+    if !state.claims.is_empty() {
+        lines.push(format!("claims    {}", state.claims.len()));
+        for claim in &state.claims {
+            lines.push(format!(
+                "  {}  {} (pid {})",
+                claim.name, claim.worker, claim.pid
+            ));
+        }
+    }
+    lines.push(format!("journal   last {}", state.journal.len()));
+    lines.extend(state.journal.iter().map(|line| format!("  {line}")));
     for problem in &state.problems {
         lines.push(format!("problem   {problem}"));
     }

@@ -98,7 +98,17 @@ pub async fn beat(
     tracing::info!(REIN_EVENT = "beat", REIN_BEAT = number, "{message}");
     journal::append(&dir, "beat", &message)?;
     let (failed_workers, systemd) = match manager {
-        Some(manager) => (workers::report_failures(manager, paths).await?, None),
+        Some(manager) => {
+            let names = UnitNames::new(paths);
+            let fleet_up = manager
+                .timer_state(&names.pulse_timer())
+                .await?
+                .is_some_and(|t| t.active_state == crate::systemd::ActiveState::Active);
+            (
+                workers::report_failures(manager, paths, fleet_up).await?,
+                None,
+            )
+        }
         None => (
             Vec::new(),
             Some("no systemd user manager reachable: worker health not checked".to_owned()),

@@ -54,6 +54,10 @@ pub struct WorkerRecord {
     /// Set once a failure has been journaled and notified, so it is reported once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reported: Option<DateTime<Utc>>,
+    /// Set once a beat has seen the agent exit on its own (success, no restart), so it is
+    /// reported once (`rein wait` wakes on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_reported: Option<DateTime<Utc>>,
     /// Where the agent works: `--dir`, the worktree, or `agents/ID/work`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
@@ -390,6 +394,7 @@ pub fn prepare(paths: &Paths, config: &Config, request: &StartRequest) -> Result
         cpu_quota: request.cpu_quota,
         started: Utc::now(),
         failure_reported: None,
+        exit_reported: None,
         dir,
         worktree: None,
         env,
@@ -544,8 +549,9 @@ pub async fn restore(
         if !running {
             crate::fleet::gate_unit::ensure(manager, paths).await?;
             record.sandbox = Some(launch(manager, paths, config, &record).await?);
-            // A fresh start: its next failure is news again.
+            // A fresh start: its next failure or exit is news again.
             record.failure_reported = None;
+            record.exit_reported = None;
             store::write_json(&paths.data().worker(&record.id)?, &record)?;
             journal::record_or_warn(
                 &paths.data(),
@@ -834,16 +840,43 @@ pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<Worker
     Ok(views)
 }
 
-/// Journals and notifies each failed worker once; returns their ids.
-pub async fn report_failures(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<String>> {
+/// Journals and notifies each failed worker once, and journals each worker that exited on
+/// its own once (both wake `rein wait`); returns the failed ones' ids.
+///
+/// A worker that exited successfully has no unit left (transient units are unloaded when
+/// they finish), so while the pulse runs (`fleet_up`) a recorded worker without a unit that
+/// nobody stopped has exited; after `rein down` it has merely been stopped with the fleet.
+pub async fn report_failures(
+    manager: &Manager,
+    paths: &Paths,
+    fleet_up: bool,
+) -> anyhow::Result<Vec<String>> {
     let dir = paths.data();
     let mut reported = Vec::new();
     let views = list(manager, paths).await?;
-    for view in views.iter().filter(|v| v.health == "failed") {
+    for view in &views {
+        let failed = view.health == "failed";
+        let exited = view.health == "exited" || (view.health == "stopped" && fleet_up);
+        if !failed && !exited {
+            continue;
+        }
         let path = dir.worker(&view.id)?;
         let Some(mut record) = store::read_json::<WorkerRecord>(&path)? else {
             continue;
         };
+        if exited {
+            if record.exit_reported.is_some() || record.stopped.is_some() {
+                continue;
+            }
+            journal::record_or_warn(
+                &dir,
+                "worker-exited",
+                &format!("worker {} exited (its agent finished)", view.id),
+            );
+            record.exit_reported = Some(Utc::now());
+            store::write_json(&path, &record)?;
+            continue;
+        }
         if record.failure_reported.is_some() {
             continue;
         }

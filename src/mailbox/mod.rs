@@ -10,7 +10,9 @@
 //! - Delivery to the asker archives the ask: it moves to `archive/asks/<id>.json`. The
 //!   resolution never moves, so its name stays taken and no late answer can win a second
 //!   time. Nothing is deleted.
-//! - Waiting is [`crate::store::watch::wait_for`] on `answers/` and the archive: inotify only.
+//! - Waiting for an ask's resolution is [`crate::store::watch::wait_for`] on `answers/` alone
+//!   (where every resolution appears): inotify only, and nothing else in the data dir wakes
+//!   the asker.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -287,9 +289,9 @@ impl Mailbox {
         &self.dir
     }
 
-    /// The directories whose changes can resolve or add an ask.
+    /// The directories whose changes can resolve an ask.
     pub fn watched_dirs(&self) -> Vec<PathBuf> {
-        vec![self.dir.asks(), self.dir.answers()]
+        vec![self.dir.answers()]
     }
 
     /// Files an ask, or finds the same worker's identical ask that is still in the mailbox

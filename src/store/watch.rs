@@ -1,14 +1,19 @@
 //! Blocking on the data dir with inotify: no sleeps, no periodic wakeups.
 //!
-//! Waiting is level-triggered: [`wait_for`] evaluates its condition, blocks until any visible
-//! file in the watched directories changes, and evaluates again. Events are only a hint to
-//! look, so a lost event cannot lose a wake: an `IN_Q_OVERFLOW` just means "look again", and a
-//! watched directory that is deleted and re-created (`IN_IGNORED`, then `IN_CREATE` in its
-//! parent) is watched again and rescanned. Temp files (leading `.`) never wake anyone.
+//! Waiting is level-triggered: [`wait_for`] evaluates its condition, blocks until something
+//! it watches changes, and evaluates again. Events are only a hint to look, so a lost event
+//! cannot lose a wake: an `IN_Q_OVERFLOW` just means "look again".
+//!
+//! Each waiter watches only what it needs ([`Target`]): whole directories (any visible file in
+//! them), or single files (the world record in the data dir's root, which also holds the
+//! journal that every move appends to). A target directory that is missing, or deleted and
+//! re-created, is looked for from its parent — and only while it is missing — so the parent's
+//! other traffic wakes nobody. Temp files (leading `.`) never wake anyone.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::OsString;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
@@ -26,66 +31,171 @@ pub enum Wake {
     Timeout,
 }
 
+/// What a waiter watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every visible file in a directory.
+    Dir(PathBuf),
+    /// One file, written atomically (created, replaced by a rename, or removed).
+    File(PathBuf),
+}
+
+/// What one watched directory is watched for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Interest {
+    /// Any visible name wakes.
+    all: bool,
+    /// These names wake.
+    files: BTreeSet<OsString>,
+    /// These subdirectories are missing and awaited: their appearance means "look again".
+    lookouts: BTreeSet<OsString>,
+}
+
+impl Interest {
+    fn mask(&self) -> WatchMask {
+        let mut mask = WatchMask::DELETE_SELF | WatchMask::MOVE_SELF;
+        if self.all {
+            mask |= WatchMask::CLOSE_WRITE
+                | WatchMask::MOVED_TO
+                | WatchMask::MOVED_FROM
+                | WatchMask::CREATE
+                | WatchMask::DELETE;
+        }
+        if !self.files.is_empty() {
+            // Not CLOSE_WRITE: a directory whose file is watched (the data dir's root) has a
+            // journal appended to on every move, which must not wake anyone.
+            mask |=
+                WatchMask::MOVED_TO | WatchMask::MOVED_FROM | WatchMask::CREATE | WatchMask::DELETE;
+        }
+        if !self.lookouts.is_empty() {
+            mask |= WatchMask::CREATE | WatchMask::MOVED_TO;
+        }
+        mask
+    }
+}
+
 pub struct Watcher {
     inotify: Inotify,
-    /// Every watched directory and its watch, if armed. Parents of the targets are included
-    /// so a re-created target is noticed.
-    watched: HashMap<PathBuf, Option<WatchDescriptor>>,
+    targets: Vec<Target>,
+    /// The directories watched now, with their watch and what they are watched for.
+    watches: HashMap<PathBuf, (WatchDescriptor, Interest)>,
+    by_descriptor: HashMap<WatchDescriptor, PathBuf>,
+    /// Watches removed on purpose, whose `IN_IGNORED` is expected and means nothing.
+    retired: HashSet<WatchDescriptor>,
     buffer: Vec<u8>,
 }
 
-fn mask() -> WatchMask {
-    WatchMask::CLOSE_WRITE
-        | WatchMask::MOVED_TO
-        | WatchMask::MOVED_FROM
-        | WatchMask::CREATE
-        | WatchMask::DELETE
-        | WatchMask::DELETE_SELF
-        | WatchMask::MOVE_SELF
-}
-
 impl Watcher {
-    /// Watches `dirs` (and their parents). Directories that do not exist yet are watched as
+    /// Watches every visible file in `dirs`. Directories that do not exist yet are watched as
     /// soon as they appear.
     pub fn new(dirs: &[PathBuf]) -> Result<Self> {
+        let targets: Vec<Target> = dirs.iter().cloned().map(Target::Dir).collect();
+        Watcher::watching(&targets)
+    }
+
+    /// Watches `targets`.
+    pub fn watching(targets: &[Target]) -> Result<Self> {
         let inotify = Inotify::init().map_err(|e| {
-            let first = dirs.first().cloned().unwrap_or_default();
+            let first = targets.first().map(target_path).unwrap_or_default();
             Error::io("starting inotify for", first, e)
         })?;
-        let mut watched = HashMap::new();
-        for dir in dirs {
-            watched.insert(dir.clone(), None);
-            if let Some(parent) = dir.parent() {
-                watched.entry(parent.to_owned()).or_insert(None);
-            }
-        }
         let mut watcher = Watcher {
             inotify,
-            watched,
+            targets: targets.to_vec(),
+            watches: HashMap::new(),
+            by_descriptor: HashMap::new(),
+            retired: HashSet::new(),
             buffer: vec![0; 64 * 1024],
         };
-        watcher.arm();
+        watcher.sync();
         Ok(watcher)
     }
 
-    /// Adds a watch to every directory that lacks one; missing directories stay unarmed.
-    fn arm(&mut self) {
-        for (dir, watch) in self.watched.iter_mut() {
-            if watch.is_none() {
-                *watch = self.inotify.watches().add(dir, mask()).ok();
+    /// What each directory should be watched for now: the targets, and for each missing
+    /// target directory, its nearest existing ancestor on the lookout for the next step.
+    fn wanted(&self) -> HashMap<PathBuf, Interest> {
+        let mut wanted: HashMap<PathBuf, Interest> = HashMap::new();
+        for target in &self.targets {
+            let (dir, file) = match target {
+                Target::Dir(dir) => (dir.clone(), None),
+                Target::File(file) => (
+                    file.parent().map(Path::to_path_buf).unwrap_or_default(),
+                    file.file_name().map(OsString::from),
+                ),
+            };
+            if dir.is_dir() {
+                let interest = wanted.entry(dir).or_default();
+                match file {
+                    None => interest.all = true,
+                    Some(name) => {
+                        interest.files.insert(name);
+                    }
+                }
+                continue;
+            }
+            let mut missing = dir.as_path();
+            while let (Some(parent), Some(name)) = (missing.parent(), missing.file_name()) {
+                if parent.is_dir() {
+                    wanted
+                        .entry(parent.to_owned())
+                        .or_default()
+                        .lookouts
+                        .insert(name.to_owned());
+                    break;
+                }
+                missing = parent;
+            }
+        }
+        wanted
+    }
+
+    /// Brings the watches in line with [`Watcher::wanted`]. Looks again when a directory
+    /// appeared while it was being set up, so none is missed.
+    fn sync(&mut self) {
+        for _ in 0..8 {
+            let wanted = self.wanted();
+            let stale: Vec<PathBuf> = self
+                .watches
+                .keys()
+                .filter(|path| !wanted.contains_key(*path))
+                .cloned()
+                .collect();
+            for path in stale {
+                if let Some((descriptor, _)) = self.watches.remove(&path) {
+                    self.by_descriptor.remove(&descriptor);
+                    if self.inotify.watches().remove(descriptor.clone()).is_ok() {
+                        self.retired.insert(descriptor);
+                    }
+                }
+            }
+            for (path, interest) in &wanted {
+                if self
+                    .watches
+                    .get(path)
+                    .is_some_and(|(_, had)| had == interest)
+                {
+                    continue;
+                }
+                // Adding a watch on a watched path replaces its mask and keeps its descriptor.
+                match self.inotify.watches().add(path, interest.mask()) {
+                    Ok(descriptor) => {
+                        self.by_descriptor.insert(descriptor.clone(), path.clone());
+                        self.watches
+                            .insert(path.clone(), (descriptor, interest.clone()));
+                    }
+                    Err(error) => {
+                        tracing::debug!("cannot watch {}: {error}", path.display());
+                        self.watches.remove(path);
+                    }
+                }
+            }
+            if self.wanted() == wanted {
+                return;
             }
         }
     }
 
-    fn disarm(&mut self, descriptor: &WatchDescriptor) {
-        for watch in self.watched.values_mut() {
-            if watch.as_ref() == Some(descriptor) {
-                *watch = None;
-            }
-        }
-    }
-
-    /// Blocks until something visible changes in a watched directory, or the deadline.
+    /// Blocks until something watched changes, or the deadline.
     pub fn wait(&mut self, deadline: Option<Instant>) -> Result<Wake> {
         loop {
             let timeout_ms = match deadline {
@@ -110,7 +220,11 @@ impl Watcher {
                 if error.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(Error::io("waiting on inotify for", self.first_dir(), error));
+                return Err(Error::io(
+                    "waiting on inotify for",
+                    self.first_target(),
+                    error,
+                ));
             }
             if ready == 0 {
                 continue; // the deadline check above returns Timeout
@@ -121,19 +235,25 @@ impl Watcher {
         }
     }
 
-    fn first_dir(&self) -> PathBuf {
-        self.watched.keys().next().cloned().unwrap_or_default()
+    fn first_target(&self) -> PathBuf {
+        self.targets.first().map(target_path).unwrap_or_default()
     }
 
     /// Reads all queued events; says whether any of them should wake the waiter.
     fn drain(&mut self) -> Result<Option<Wake>> {
         let mut wake = None;
-        let mut lost = Vec::new();
+        let mut resync = false;
         loop {
             let events = match self.inotify.read_events(&mut self.buffer) {
                 Ok(events) => events,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(Error::io("reading inotify events for", self.first_dir(), e)),
+                Err(e) => {
+                    return Err(Error::io(
+                        "reading inotify events for",
+                        self.first_target(),
+                        e,
+                    ))
+                }
             };
             let mut any = false;
             for event in events {
@@ -141,34 +261,62 @@ impl Watcher {
                 if event.mask.contains(EventMask::Q_OVERFLOW) {
                     tracing::debug!("inotify queue overflowed; rescanning");
                     wake = Some(Wake::Rescan);
-                } else if event.mask.contains(EventMask::IGNORED)
-                    || event.mask.contains(EventMask::DELETE_SELF)
+                    resync = true;
+                    continue;
+                }
+                if event.mask.contains(EventMask::IGNORED) {
+                    if self.retired.remove(&event.wd) {
+                        continue; // a watch we removed ourselves
+                    }
+                    if let Some(path) = self.by_descriptor.remove(&event.wd) {
+                        self.watches.remove(&path);
+                    }
+                    tracing::debug!("a watched directory went away; rescanning");
+                    wake = Some(Wake::Rescan);
+                    resync = true;
+                    continue;
+                }
+                if event.mask.contains(EventMask::DELETE_SELF)
                     || event.mask.contains(EventMask::MOVE_SELF)
                 {
-                    tracing::debug!("a watched directory went away; re-arming and rescanning");
-                    lost.push(event.wd.clone());
                     wake = Some(Wake::Rescan);
-                } else {
-                    let visible = event
-                        .name
-                        .map(|name| !crate::store::is_hidden(&name.to_string_lossy()))
-                        .unwrap_or(true);
-                    if visible && wake.is_none() {
-                        wake = Some(Wake::Changed);
-                    }
+                    resync = true;
+                    continue;
+                }
+                let Some(interest) = self
+                    .by_descriptor
+                    .get(&event.wd)
+                    .and_then(|path| self.watches.get(path))
+                    .map(|(_, interest)| interest)
+                else {
+                    continue;
+                };
+                let Some(name) = event.name else {
+                    continue;
+                };
+                if interest.lookouts.contains(name) {
+                    wake = Some(Wake::Rescan);
+                    resync = true;
+                } else if (interest.all && !crate::store::is_hidden(&name.to_string_lossy()))
+                    || interest.files.contains(name)
+                {
+                    wake.get_or_insert(Wake::Changed);
                 }
             }
             if !any {
                 break;
             }
         }
-        for descriptor in &lost {
-            self.disarm(descriptor);
-        }
-        if wake.is_some() {
-            self.arm();
+        if resync {
+            self.sync();
         }
         Ok(wake)
+    }
+}
+
+fn target_path(target: &Target) -> PathBuf {
+    match target {
+        Target::Dir(path) | Target::File(path) => path.clone(),
     }
 }
 
@@ -177,10 +325,20 @@ impl Watcher {
 pub fn wait_for<T>(
     dirs: &[PathBuf],
     deadline: Option<Instant>,
+    check: impl FnMut() -> Result<Option<T>>,
+) -> Result<Option<T>> {
+    let targets: Vec<Target> = dirs.iter().cloned().map(Target::Dir).collect();
+    wait_for_targets(&targets, deadline, check)
+}
+
+/// [`wait_for`] on any [`Target`]s.
+pub fn wait_for_targets<T>(
+    targets: &[Target],
+    deadline: Option<Instant>,
     mut check: impl FnMut() -> Result<Option<T>>,
 ) -> Result<Option<T>> {
     // Arm before the first check, so a change between check and wait is never missed.
-    let mut watcher = Watcher::new(dirs)?;
+    let mut watcher = Watcher::watching(targets)?;
     let found = loop {
         if let Some(found) = check()? {
             break Some(found);
@@ -193,4 +351,57 @@ pub fn wait_for<T>(
     // measured here); do it off the waiter's path so the result reaches the caller first.
     std::thread::spawn(move || drop(watcher));
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn soon() -> Option<Instant> {
+        Some(Instant::now() + Duration::from_millis(200))
+    }
+
+    #[test]
+    fn only_what_is_watched_wakes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir(root.join("asks")).expect("mkdir");
+        let mut watcher = Watcher::watching(&[
+            Target::Dir(root.join("asks")),
+            Target::File(root.join("world.json")),
+        ])
+        .expect("watch");
+        std::fs::write(root.join("journal.md"), "a line\n").expect("write");
+        std::fs::write(root.join("journal.md"), "another\n").expect("write");
+        assert_eq!(watcher.wait(soon()).expect("wait"), Wake::Timeout);
+        std::fs::write(root.join(".tmp-x-world.json"), "{}").expect("write");
+        std::fs::rename(root.join(".tmp-x-world.json"), root.join("world.json")).expect("mv");
+        assert_eq!(watcher.wait(soon()).expect("wait"), Wake::Changed);
+        std::fs::write(root.join("asks/a.json"), "{}").expect("write");
+        assert_eq!(watcher.wait(soon()).expect("wait"), Wake::Changed);
+    }
+
+    #[test]
+    fn a_missing_directory_is_awaited_and_a_recreated_one_watched_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let asks = dir.path().join("asks");
+        let mut watcher = Watcher::new(std::slice::from_ref(&asks)).expect("watch");
+        std::fs::write(dir.path().join("other"), "x").expect("write");
+        assert_eq!(watcher.wait(soon()).expect("wait"), Wake::Timeout);
+        std::fs::create_dir(&asks).expect("mkdir");
+        assert_eq!(watcher.wait(soon()).expect("wait"), Wake::Rescan);
+        std::fs::write(dir.path().join("other"), "y").expect("write");
+        assert_eq!(
+            watcher.wait(soon()).expect("wait"),
+            Wake::Timeout,
+            "once asks/ is watched, its parent is not"
+        );
+        std::fs::remove_dir(&asks).expect("rmdir");
+        assert_eq!(watcher.wait(soon()).expect("wait"), Wake::Rescan);
+        std::fs::create_dir(&asks).expect("mkdir");
+        assert_eq!(watcher.wait(soon()).expect("wait"), Wake::Rescan);
+        std::fs::write(asks.join("b.json"), "{}").expect("write");
+        assert_eq!(watcher.wait(soon()).expect("wait"), Wake::Changed);
+    }
 }
