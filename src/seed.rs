@@ -1,4 +1,8 @@
 //! `rein init`: the config and a seeded data dir. Never overwrites what a user wrote.
+//!
+//! Seeds are written once: into a data dir that has never been seeded (no `.seeded` marker).
+//! After that, a seed the user archived or removed stays gone, whether `rein init` runs
+//! again or `rein up` runs at every login.
 
 use std::path::Path;
 
@@ -59,10 +63,14 @@ pub struct Seeded {
     pub setup_ask: Option<String>,
 }
 
-/// Seeds the data dir: every file only if missing, the setup ask the first time only.
+/// Seeds a data dir that was never seeded: every file only if missing, and the setup ask.
+/// A data dir seeded before is left as the user keeps it.
 pub fn seed(dir: &DataDir) -> Result<Seeded> {
     let mut seeded = Seeded::default();
     dir.create_dirs()?;
+    if dir.seeded_marker().exists() {
+        return Ok(seeded);
+    }
     let files: [(std::path::PathBuf, &str, u32); 3] = [
         (dir.playbook(), PLAYBOOK, store::FILE_MODE),
         (dir.goal("setup")?, SETUP_GOAL, store::FILE_MODE),
@@ -76,7 +84,7 @@ pub fn seed(dir: &DataDir) -> Result<Seeded> {
             seeded.kept.push(shown);
         }
     }
-    if !dir.seeded_marker().exists() {
+    {
         let (ask, filing) = Mailbox::new(dir.clone()).file(&NewAsk {
             worker: "rein".into(),
             prompt: SETUP_PROMPT.into(),
@@ -101,12 +109,24 @@ pub fn seed_data_dir(dir: &DataDir) -> Result<Vec<String>> {
     Ok(seed(dir)?.created)
 }
 
-/// Writes the config if missing (with `preset`), then seeds the data dir.
-pub fn init(config_path: &Path, dir: &DataDir, preset: Preset) -> Result<InitReport> {
+/// Writes the config if missing (with `preset`, else claude), then seeds the data dir. An
+/// existing config is never rewritten: asked for another runner than it names, init refuses
+/// (conflict) and says how to switch.
+pub fn init(config_path: &Path, dir: &DataDir, preset: Option<Preset>) -> Result<InitReport> {
     // Validate before writing anything: an existing broken config stops init.
     if config_path.exists() {
-        config::Config::load(config_path)?;
+        let existing = config::Config::load(config_path)?;
+        if let Some(wanted) = preset.filter(|wanted| *wanted != existing.runner.preset) {
+            return Err(crate::Error::Conflict(format!(
+                "{} already names runner {}; rein init never rewrites a config: set preset = \"{}\" under [runner] there yourself (or move the file aside and run rein init --runner {} again)",
+                config_path.display(),
+                existing.runner.preset.name(),
+                wanted.name(),
+                wanted.name()
+            )));
+        }
     }
+    let preset = preset.unwrap_or_default();
     if let Some(parent) = config_path.parent() {
         store::ensure_dir(parent)?;
     }

@@ -67,8 +67,12 @@ impl std::str::FromStr for Token {
             return Err(invalid());
         }
         let (mark, recent) = if version == Some("v1") {
-            // A token from before events were tracked: events from now on are new.
-            (Utc::now().timestamp_micros(), BTreeSet::new())
+            // A token from before events were tracked: only events from now on are new (the
+            // mark is put a window ahead, so the window before it lies in the past).
+            (
+                (Utc::now() + EVENT_WINDOW).timestamp_micros(),
+                BTreeSet::new(),
+            )
         } else {
             let mark = parts
                 .next()

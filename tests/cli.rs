@@ -118,7 +118,15 @@ fn init_is_idempotent_and_keeps_edits() {
     assert_eq!(asks[0]["state"], "pending");
     std::fs::write(rein.data.join("PLAYBOOK.md"), "my own playbook\n").expect("edit");
     std::fs::write(&rein.config, "[runner]\npreset = \"pi\"\n").expect("edit");
-    let second = rein.json(&["init", "--runner", "claude"]);
+    // Another runner than the config names is refused, not silently kept (issue 8, item 17).
+    let switch = rein.run(&["init", "--runner", "claude"]);
+    assert_eq!(switch.status.code(), Some(5), "{}", stderr_of(&switch));
+    assert!(
+        stderr_of(&switch).contains("preset = \"claude\""),
+        "says how to switch: {}",
+        stderr_of(&switch)
+    );
+    let second = rein.json(&["init", "--runner", "pi"]);
     assert!(
         second["created"].as_array().expect("created").is_empty(),
         "{second}"

@@ -161,3 +161,22 @@ fn a_restored_worker_reports_its_next_failure_and_wait_wakes() {
     assert_eq!(exited.len(), 1, "{woke}");
     assert_eq!(exited[0]["health"], "exited", "{woke}");
 }
+
+/// Item 16: `rein up` (run at every login) does not re-seed what the user archived or
+/// removed; it seeds only a data dir that was never seeded.
+#[test]
+fn up_does_not_reseed() {
+    let rein = fleet("[pulse]\ninterval = \"1h\"\n");
+    let _down = Down(&rein);
+    let first = rein.json(&["up"]);
+    assert!(
+        first["seeded"].as_array().expect("seeded").len() >= 3,
+        "an empty data dir is seeded: {first}"
+    );
+    rein.ok(&["goal", "archive", "setup"]);
+    rein.ok(&["sensor", "rm", "today"]);
+    let again = rein.json(&["up"]);
+    assert_eq!(again["seeded"], serde_json::json!([]), "{again}");
+    assert!(!rein.data.join("goals/setup.md").exists());
+    assert!(!rein.data.join("sensors/today.sh").exists());
+}

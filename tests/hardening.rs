@@ -373,3 +373,47 @@ fn text_state_shows_what_the_readme_lists() {
         assert!(state.contains(expected), "missing {expected:?}:\n{state}");
     }
 }
+
+/// Item 16: seeds are written once; a seed the user archived or removed stays gone when
+/// `rein init` runs again (and `rein up`, see fleet_hardening).
+#[test]
+fn seeds_are_written_once() {
+    let rein = Rein::new();
+    rein.ok(&["init"]);
+    rein.ok(&["goal", "archive", "setup"]);
+    rein.ok(&["sensor", "rm", "today"]);
+    std::fs::remove_file(rein.data.join("PLAYBOOK.md")).expect("rm playbook");
+    let again = rein.json(&["init"]);
+    assert!(
+        again["created"]
+            .as_array()
+            .expect("created")
+            .iter()
+            .all(|c| !c
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(rein.data.to_str().expect("utf8"))),
+        "{again}"
+    );
+    assert!(!rein.data.join("goals/setup.md").exists());
+    assert!(!rein.data.join("sensors/today.sh").exists());
+    assert!(!rein.data.join("PLAYBOOK.md").exists());
+}
+
+/// Item 17: `rein notify -` reads the note from stdin; `rein worker logs` of a worker the
+/// profile never had is not found.
+#[test]
+fn notify_reads_stdin_and_logs_of_no_worker_fail() {
+    let rein = Rein::new();
+    let noted = rein.run_stdin(&["notify", "-", "--json"], "the build is red\n");
+    assert!(noted.status.success(), "{}", stderr_of(&noted));
+    let note: serde_json::Value = serde_json::from_slice(&noted.stdout).expect("json");
+    assert_eq!(note["message"], "the build is red\n", "{note}");
+    let logs = rein.run(&["worker", "logs", "nosuch"]);
+    assert_eq!(logs.status.code(), Some(1), "{}", stderr_of(&logs));
+    assert!(
+        stderr_of(&logs).contains("no worker \"nosuch\""),
+        "{}",
+        stderr_of(&logs)
+    );
+}

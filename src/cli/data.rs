@@ -14,7 +14,7 @@ use crate::gate::Request;
 use crate::store;
 use crate::{journal, seed, state, world};
 
-pub fn init(context: &Context, runner: Preset) -> anyhow::Result<i32> {
+pub fn init(context: &Context, runner: Option<Preset>) -> anyhow::Result<i32> {
     let report = seed::init(&context.paths.config, &context.data(), runner)?;
     if context.json {
         output::json(&report)?;

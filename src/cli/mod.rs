@@ -46,10 +46,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write the config (if missing) and seed the data dir; never overwrites your edits.
+    ///
+    /// Seeds (the playbook, goals/setup.md, sensors/today.sh and the setup ask) go into a data
+    /// dir once: one you archived or removed stays gone. With an existing config naming
+    /// another runner, --runner is refused (exit 5) rather than silently ignored.
     Init {
-        /// The agent that workers run.
-        #[arg(long, value_enum, default_value = "claude")]
-        runner: Preset,
+        /// The agent that workers run (default claude for a new config).
+        #[arg(long, value_enum)]
+        runner: Option<Preset>,
     },
     /// Ask a human and block until answered; prints only the answer.
     ///
@@ -188,7 +192,7 @@ pub enum Command {
     },
     /// Create or reconcile the pulse timer (and bring back recorded workers); idempotent.
     ///
-    /// Validates the config, seeds the data dir if needed, and creates the transient
+    /// Validates the config, seeds a data dir that was never seeded, and creates the transient
     /// rein-pulse.timer and rein-pulse.service (rein.PROFILE.pulse.* for a profile other than
     /// the default). Run again, it reconciles: a changed pulse.interval is applied.
     Up,

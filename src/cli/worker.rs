@@ -121,6 +121,7 @@ pub fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         WorkerCommand::Logs { id, follow, lines } => {
+            workers::check_known(&context.paths, &id)?;
             crate::cli::fleet::logs(context, Some(&id), follow, lines)
         }
         WorkerCommand::Attach { id } => attach(context, &id),

@@ -564,6 +564,28 @@ pub async fn restore(
     Ok(restarted)
 }
 
+/// Refuses (not found) a worker id the profile has never had: no record, current or
+/// archived. Logs of a removed worker are still found.
+pub fn check_known(paths: &Paths, id: &str) -> Result<()> {
+    let dir = paths.data();
+    if dir.worker(id)?.exists() {
+        return Ok(());
+    }
+    let archived = store::list(&dir.archived_workers(), ".json")?
+        .into_iter()
+        .any(|(stem, _)| {
+            stem.rsplit_once('.')
+                .is_some_and(|(worker, _)| worker == id)
+        });
+    if archived {
+        return Ok(());
+    }
+    Err(Error::NotFound(format!(
+        "no worker {id:?} in profile {}; `rein worker ls` lists them",
+        paths.profile
+    )))
+}
+
 pub fn records(paths: &Paths) -> Result<Vec<WorkerRecord>> {
     let mut records = Vec::new();
     for (_, path) in store::list(&paths.data().workers(), ".json")? {

@@ -190,10 +190,12 @@ impl DataDir {
         validate_id("worker id", id)?;
         Ok(self.workers().join(format!("{id}.json")))
     }
+    /// Where removed workers' records go.
+    pub fn archived_workers(&self) -> PathBuf {
+        self.root.join("archive/workers")
+    }
     pub fn archived_worker(&self, id: &str, stamp: &str) -> PathBuf {
-        self.root
-            .join("archive/workers")
-            .join(format!("{id}.{stamp}.json"))
+        self.archived_workers().join(format!("{id}.{stamp}.json"))
     }
     /// Everything a worker's sandbox lets it write in the data dir: its HOME, its default
     /// working directory and its PTY host's socket.
