@@ -180,3 +180,176 @@ fn up_does_not_reseed() {
     assert!(!rein.data.join("goals/setup.md").exists());
     assert!(!rein.data.join("sensors/today.sh").exists());
 }
+
+/// An agent that ignores SIGTERM, SIGHUP and SIGINT.
+const STUBBORN: &str = "trap \\\"\\\" TERM HUP INT; while :; do sleep 0.2; done";
+
+fn units_of(rein: &Rein) -> Vec<String> {
+    let mut command = std::process::Command::new("systemctl");
+    command.args([
+        "--user",
+        "list-units",
+        "--all",
+        "--plain",
+        "--no-legend",
+        &format!("rein.{}.*", rein.profile),
+    ]);
+    for (key, value) in &rein.extra_env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("systemctl");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// Item 9: a worker that ignores SIGTERM is stopped within its grace (then SIGKILL), `down`
+/// stops every worker at once and leaves no unit, and running it again is harmless.
+#[test]
+fn stubborn_workers_stop_within_their_grace_and_down_stops_them_at_once() {
+    let rein = fleet(&format!(
+        "[runner]\npreset = \"custom\"\ncommand = \"{STUBBORN}\"\n[workers]\nstop_timeout = \"2s\"\n"
+    ));
+    let _down = Down(&rein);
+    for id in ["s1", "s2", "s3", "s4"] {
+        rein.ok(&["worker", "start", id, "ignore SIGTERM"]);
+    }
+    let started = std::time::Instant::now();
+    rein.ok(&["worker", "kill", "s1"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "kill took {:?}",
+        started.elapsed()
+    );
+    assert!(!units_of(&rein).iter().any(|u| u.contains("worker-s1")));
+
+    let started = std::time::Instant::now();
+    let down = rein.json(&["down"]);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "three stubborn workers with a 2 s grace took {took:?} to stop"
+    );
+    assert_eq!(
+        down["stopped"].as_array().expect("stopped").len(),
+        5,
+        "{down}"
+    );
+    assert!(units_of(&rein).is_empty(), "{:?}", units_of(&rein));
+    let again = rein.json(&["down"]);
+    assert_eq!(again["stopped"], serde_json::json!([]), "{again}");
+}
+
+/// Item 9: a unit that carries a longer stop timeout than the configured grace (started
+/// before the config changed) is SIGKILLed by rein after the grace.
+#[test]
+fn a_unit_with_a_longer_stop_timeout_is_killed_after_the_grace() {
+    let stubborn = format!("[runner]\npreset = \"custom\"\ncommand = \"{STUBBORN}\"\n");
+    let rein = fleet(&format!("{stubborn}[workers]\nstop_timeout = \"90s\"\n"));
+    let _down = Down(&rein);
+    rein.ok(&["worker", "start", "w1", "ignore SIGTERM"]);
+    rein.write_config(&format!("{stubborn}[workers]\nstop_timeout = \"1s\"\n"));
+    let started = std::time::Instant::now();
+    rein.ok(&["worker", "kill", "w1"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "kill took {:?}",
+        started.elapsed()
+    );
+    assert!(units_of(&rein).iter().all(|u| !u.contains("worker-w1")));
+}
+
+/// A second systemd user manager of our own (`contrib/user-session.sh start DIR`), stopped
+/// by its recorded pid when dropped. Its bus has a slice of its own, so signalling its bus
+/// daemon touches no other manager's.
+struct SecondManager {
+    dir: tempfile::TempDir,
+}
+
+impl SecondManager {
+    fn start() -> SecondManager {
+        user_manager::ensure();
+        let dir = tempfile::tempdir().expect("runtime dir");
+        let output = std::process::Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/contrib/user-session.sh"
+            ))
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .expect("user-session.sh");
+        assert!(
+            output.status.success(),
+            "user-session.sh start: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        SecondManager { dir }
+    }
+
+    /// `rein` (and systemctl) pointed at this manager.
+    fn env(&self, rein: Rein) -> Rein {
+        let dir = self.dir.path().to_str().expect("utf8").to_owned();
+        rein.env("XDG_RUNTIME_DIR", &dir)
+            .env("DBUS_SESSION_BUS_ADDRESS", &format!("unix:path={dir}/bus"))
+    }
+
+    /// The pid of this manager's bus daemon.
+    fn bus_pid(&self) -> Option<i32> {
+        let dir = self.dir.path();
+        let output = std::process::Command::new("systemctl")
+            .args(["--user", "show", "-p", "MainPID", "--value", "dbus.service"])
+            .env("XDG_RUNTIME_DIR", dir)
+            .env(
+                "DBUS_SESSION_BUS_ADDRESS",
+                format!("unix:path={}/bus", dir.display()),
+            )
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .ok()
+            .filter(|pid| *pid > 0)
+    }
+}
+
+impl Drop for SecondManager {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/contrib/user-session.sh"
+            ))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// Item 9, the cause of "D-Bus error … failed to read from socket": the bus daemon went
+/// away while rein waited on a long stop job (here it is killed; on a shared container it
+/// was another manager stopping a bus in the same cgroup). rein now carries the stop on over
+/// a fresh connection, and the worker is stopped and reported as such.
+#[test]
+fn a_bus_that_breaks_during_a_stop_does_not_fail_it() {
+    let second = SecondManager::start();
+    let rein = second.env(fleet(&format!(
+        "[runner]\npreset = \"custom\"\ncommand = \"{STUBBORN}\"\n[workers]\nstop_timeout = \"3s\"\n"
+    )));
+    let _down = Down(&rein);
+    rein.ok(&["worker", "start", "w1", "ignore SIGTERM"]);
+    let bus = second.bus_pid().expect("the second manager's bus daemon");
+    let killer = rein.spawn(&["worker", "kill", "w1"]);
+    std::thread::sleep(Duration::from_millis(800));
+    // SAFETY: kill(2) of the bus daemon of the manager this test started.
+    assert_eq!(unsafe { libc::kill(bus, libc::SIGKILL) }, 0);
+    let out = support::wait_child(killer, Duration::from_secs(30), "rein worker kill");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(
+        units_of(&rein).iter().all(|u| !u.contains("worker-w1")),
+        "{:?}",
+        units_of(&rein)
+    );
+}

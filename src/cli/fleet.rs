@@ -43,18 +43,26 @@ pub fn up(context: &Context) -> anyhow::Result<i32> {
 }
 
 pub fn down(context: &Context) -> anyhow::Result<i32> {
+    let grace = workers::stop_grace(&context.paths);
     let report = block_on(async {
         let manager = connect().await?;
-        pulse::down(&manager, &context.paths).await
+        anyhow::Ok(pulse::down(&manager, &context.paths, grace).await)
     })??;
     if context.json {
         output::json(&report)?;
-    } else if report.stopped.is_empty() {
+    } else if report.stopped.is_empty() && report.failed.is_empty() {
         output::lines([format!("profile {} was already down", report.profile)])?;
     } else {
         output::lines(report.stopped.iter().map(|u| format!("stopped {u}")))?;
     }
-    Ok(0)
+    if report.failed.is_empty() {
+        return Ok(0);
+    }
+    for failure in &report.failed {
+        eprintln!("rein: could not stop {failure}");
+    }
+    eprintln!("rein: everything else was stopped; run `rein down` again to retry");
+    Ok(crate::error::EXIT_FAILURE)
 }
 
 pub fn tick(context: &Context) -> anyhow::Result<i32> {

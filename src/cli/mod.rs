@@ -197,6 +197,10 @@ pub enum Command {
     /// the default). Run again, it reconciles: a changed pulse.interval is applied.
     Up,
     /// Stop the pulse and every worker of the profile, leaving no unit behind.
+    ///
+    /// Workers are stopped at once, each within workers.stop_timeout (then SIGKILL). A unit
+    /// that cannot be stopped is reported (exit 1) after all the others are; running down
+    /// again is always safe.
     Down,
     /// Run one beat now: sense, journal, worker health, judgment hook.
     Tick,
@@ -279,7 +283,8 @@ pub enum WorkerCommand {
     },
     /// Stop a worker and withdraw its pending asks; `rein up` will not bring it back.
     ///
-    /// The worker stays listed as stopped (with its worktree) until `rein worker rm`.
+    /// An agent that ignores SIGTERM is killed after workers.stop_timeout. The worker stays
+    /// listed as stopped (with its worktree) until `rein worker rm`.
     Kill { id: String },
     /// Remove a stopped worker, its worktree and branch (archiving its directory).
     ///

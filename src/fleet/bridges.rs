@@ -12,7 +12,6 @@ use serde::Serialize;
 use crate::bridge::ledger::{Ledger, Stage};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::fleet::pulse::remove_unit;
 use crate::fleet::{unit_environment, UnitNames};
 use crate::paths::Paths;
 use crate::systemd::{
@@ -81,7 +80,9 @@ pub async fn start(
             .into());
         }
     }
-    remove_unit(manager, &unit).await?;
+    manager
+        .remove(&unit, crate::systemd::DEFAULT_STOP_GRACE)
+        .await?;
     // systemd enters the working directory before the bridge runs: it must exist.
     paths.data().create_dirs()?;
     let mut environment = unit_environment(paths);
@@ -122,7 +123,9 @@ pub async fn stop(manager: &Manager, paths: &Paths, name: &str) -> anyhow::Resul
     }
     let unit = unit_name(paths, name);
     let loaded = !manager.list(&[&unit]).await?.is_empty();
-    remove_unit(manager, &unit).await?;
+    manager
+        .remove(&unit, crate::systemd::DEFAULT_STOP_GRACE)
+        .await?;
     if loaded {
         crate::journal::record_or_warn(
             &paths.data(),

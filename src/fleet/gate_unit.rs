@@ -2,10 +2,11 @@
 //! `rein-gate.service` (`rein gate`, started on the first connection, gone when idle), so
 //! nothing of rein runs while no worker calls.
 
-use crate::fleet::pulse::remove_unit;
 use crate::fleet::{rein_bin, unit_environment, UnitNames};
 use crate::paths::Paths;
-use crate::systemd::{Manager, ServiceSpec, ServiceType, SocketSpec, TransientUnit};
+use crate::systemd::{
+    Manager, ServiceSpec, ServiceType, SocketSpec, TransientUnit, DEFAULT_STOP_GRACE,
+};
 
 fn units(paths: &Paths) -> anyhow::Result<TransientUnit> {
     let names = UnitNames::new(paths);
@@ -49,7 +50,11 @@ pub async fn ensure(manager: &Manager, paths: &Paths) -> anyhow::Result<()> {
 /// Stops the gate's socket and service and unloads them.
 pub async fn remove(manager: &Manager, paths: &Paths) -> anyhow::Result<()> {
     let names = UnitNames::new(paths);
-    remove_unit(manager, &names.gate_socket()).await?;
-    remove_unit(manager, &names.gate_service()).await?;
+    manager
+        .remove(&names.gate_socket(), DEFAULT_STOP_GRACE)
+        .await?;
+    manager
+        .remove(&names.gate_service(), DEFAULT_STOP_GRACE)
+        .await?;
     Ok(())
 }

@@ -16,7 +16,9 @@ use crate::error::Result;
 use crate::fleet::{rein_bin, unit_environment, workers, UnitNames};
 use crate::paths::Paths;
 use crate::store;
-use crate::systemd::{Manager, ServiceSpec, ServiceType, SystemdError, TimerSpec, TransientUnit};
+use crate::systemd::{
+    Manager, ServiceSpec, ServiceType, SystemdError, TimerSpec, TransientUnit, DEFAULT_STOP_GRACE,
+};
 use crate::{journal, seed, world};
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -241,7 +243,9 @@ pub async fn up(manager: &Manager, paths: &Paths, config: &Config) -> anyhow::Re
         }
         None => {
             // A leftover service (e.g. a failed last beat) would block the name.
-            remove_unit(manager, &names.pulse_service()).await?;
+            manager
+                .remove(&names.pulse_service(), DEFAULT_STOP_GRACE)
+                .await?;
             manager.start_transient(&wanted).await?;
             "created"
         }
@@ -271,65 +275,85 @@ pub async fn up(manager: &Manager, paths: &Paths, config: &Config) -> anyhow::Re
     })
 }
 
-/// Stops a unit and makes sure it is unloaded (reset if it failed), so no unit is left behind.
-pub async fn remove_unit(manager: &Manager, unit: &str) -> Result<(), SystemdError> {
-    manager.stop(unit).await?;
-    if manager.list(&[unit]).await?.is_empty() {
-        return Ok(());
-    }
-    match manager.reset_failed(unit).await {
-        Ok(()) | Err(SystemdError::NoSuchUnit(_)) => {}
-        Err(other) => return Err(other),
-    }
-    manager.wait_unloaded(unit, Duration::from_secs(10)).await
-}
-
 async fn remove_pulse(manager: &Manager, names: &UnitNames) -> Result<(), SystemdError> {
-    remove_unit(manager, &names.pulse_timer()).await?;
-    remove_unit(manager, &names.pulse_service()).await
+    manager
+        .remove(&names.pulse_timer(), DEFAULT_STOP_GRACE)
+        .await?;
+    manager
+        .remove(&names.pulse_service(), DEFAULT_STOP_GRACE)
+        .await
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DownReport {
     pub profile: String,
     pub stopped: Vec<String>,
+    /// Units that could not be stopped, and why; `down` stops all the others regardless.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
 }
 
 /// Stops the pulse and every worker of the profile and leaves no unit behind. Worker records
 /// stay, so the next `rein up` brings the workers back.
-pub async fn down(manager: &Manager, paths: &Paths) -> anyhow::Result<DownReport> {
+///
+/// The timer goes first (no new beat starts), then everything else at once: each unit within
+/// its grace (`workers.stop_timeout` for agents, then SIGKILL), so a stubborn agent costs its
+/// grace once, not once per worker. One unit that cannot be stopped does not stop the rest;
+/// it is reported, and `down` can simply be run again.
+pub async fn down(manager: &Manager, paths: &Paths, grace: Duration) -> DownReport {
     let names = UnitNames::new(paths);
-    let mut stopped = Vec::new();
-    for unit in [names.pulse_timer(), names.pulse_service()] {
-        if !manager.list(&[&unit]).await?.is_empty() {
-            stopped.push(unit.clone());
+    let mut report = DownReport {
+        profile: paths.profile.clone(),
+        stopped: Vec::new(),
+        failed: Vec::new(),
+    };
+    let timer = names.pulse_timer();
+    match manager.list(&[&timer]).await {
+        Ok(listed) if listed.is_empty() => {}
+        Ok(_) => match manager.remove(&timer, DEFAULT_STOP_GRACE).await {
+            Ok(()) => report.stopped.push(timer),
+            Err(error) => report.failed.push(format!("{timer}: {error}")),
+        },
+        Err(error) => report.failed.push(format!("{timer}: {error}")),
+    }
+    let patterns = [
+        names.pulse_service(),
+        names.worker_pattern(),
+        names.gate_socket(),
+        names.gate_service(),
+    ];
+    let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+    let units = match manager.list(&patterns).await {
+        Ok(units) => units,
+        Err(error) => {
+            report.failed.push(format!("listing the units: {error}"));
+            Vec::new()
+        }
+    };
+    let removals = units.iter().map(|entry| {
+        let grace = if names.worker_id(&entry.name).is_some() {
+            grace
+        } else {
+            DEFAULT_STOP_GRACE
+        };
+        async move { (entry.name.clone(), manager.remove(&entry.name, grace).await) }
+    });
+    for (unit, outcome) in futures_util::future::join_all(removals).await {
+        match outcome {
+            Ok(()) => report.stopped.push(unit),
+            Err(error) => report.failed.push(format!("{unit}: {error}")),
         }
     }
-    remove_pulse(manager, &names).await?;
-    for entry in manager.list(&[&names.worker_pattern()]).await? {
-        remove_unit(manager, &entry.name).await?;
-        stopped.push(entry.name);
+    let mut said = if report.stopped.is_empty() {
+        "stopped nothing (already down)".to_owned()
+    } else {
+        format!("stopped {}", report.stopped.join(", "))
+    };
+    if !report.failed.is_empty() {
+        said.push_str(&format!("; could not stop {}", report.failed.join("; ")));
     }
-    if !manager.list(&[&names.gate_socket()]).await?.is_empty() {
-        stopped.push(names.gate_socket());
-    }
-    crate::fleet::gate_unit::remove(manager, paths).await?;
-    journal::record_or_warn(
-        &paths.data(),
-        "down",
-        &format!(
-            "stopped {}",
-            if stopped.is_empty() {
-                "nothing (already down)".to_owned()
-            } else {
-                stopped.join(", ")
-            }
-        ),
-    );
-    Ok(DownReport {
-        profile: paths.profile.clone(),
-        stopped,
-    })
+    journal::record_or_warn(&paths.data(), "down", &said);
+    report
 }
 
 /// Where the beats stand, as `rein status` tells it.

@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{self, Config, RestartPolicy, SandboxMode, SecretSource};
 use crate::error::{Error, Result, EXIT_WITHDRAWN};
-use crate::fleet::pulse::remove_unit;
 use crate::fleet::sandbox::{self, Enforcement};
 use crate::fleet::worktree::{self, Worktree, WorktreeRequest};
 use crate::fleet::{rein_bin, unit_environment, UnitNames};
@@ -486,13 +485,14 @@ async fn launch(
     record: &WorkerRecord,
 ) -> anyhow::Result<String> {
     let spec = service_spec(paths, config, record)?;
-    remove_unit(manager, &spec.name).await?;
+    let grace = config.workers.stop_timeout.0;
+    manager.remove(&spec.name, grace).await?;
     if let Err(error) = manager
         .start_transient(&TransientUnit::service(&spec)?)
         .await
     {
         // Leave nothing half-created: a unit that failed to start is unloaded again.
-        let _ = remove_unit(manager, &spec.name).await;
+        let _ = manager.remove(&spec.name, grace).await;
         if let systemd::SystemdError::JobFailed {
             exit_status: Some(226),
             ..
@@ -519,7 +519,7 @@ async fn launch(
     match sandbox::check(pid, &paths.data_dir) {
         Enforcement::Enforced => Ok("enforced".to_owned()),
         Enforcement::NotEnforced(why) | Enforcement::Unknown(why) if pid != 0 => {
-            let _ = remove_unit(manager, &spec.name).await;
+            let _ = manager.remove(&spec.name, grace).await;
             Err(anyhow::anyhow!(
                 "worker {}'s sandbox did not take effect ({why}); it was stopped. rein will not run an agent unfenced unless workers.sandbox = \"off\"",
                 record.id
@@ -644,7 +644,7 @@ pub async fn kill(manager: &Manager, paths: &Paths, id: &str) -> anyhow::Result<
         ))
         .into());
     }
-    remove_unit(manager, &unit).await?;
+    manager.remove(&unit, stop_grace(paths)).await?;
     if let Some(mut record) = record {
         if record.stopped.is_none() {
             record.stopped = Some(Utc::now());
@@ -701,6 +701,10 @@ pub async fn remove(
             ))
             .into());
         }
+    }
+    // The unit goes first: nothing is removed or archived while anything of it may still run.
+    manager.remove(&unit, stop_grace(paths)).await?;
+    if let Some(worktree) = &record.worktree {
         worktree::remove(worktree, force)?;
         done.push(format!(
             "removed worktree {} and branch {}",
@@ -708,7 +712,6 @@ pub async fn remove(
             worktree.branch
         ));
     }
-    remove_unit(manager, &unit).await?;
     let withdrawn = withdraw_asks(paths, id, &format!("worker {id} was removed"))?;
     if !withdrawn.is_empty() {
         done.push(format!("withdrew {}", withdrawn.join(", ")));
@@ -915,8 +918,13 @@ pub async fn report_failures(
     Ok(reported)
 }
 
-/// How long `kill` waits for an agent that ignores SIGTERM before SIGKILL, by default.
-pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long stopping a worker waits after SIGTERM before SIGKILL: `workers.stop_timeout`
+/// (the default when the config cannot be read: stopping must not depend on it).
+pub fn stop_grace(paths: &Paths) -> Duration {
+    Config::load(&paths.config)
+        .map(|config| config.workers.stop_timeout.0)
+        .unwrap_or(crate::systemd::DEFAULT_STOP_GRACE)
+}
 
 #[cfg(test)]
 mod tests {

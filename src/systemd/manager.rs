@@ -36,6 +36,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const SIGNAL_QUEUE: usize = 4096;
 /// `si_code` of a main process that exited (as opposed to being killed).
 const CLD_EXITED: i32 = 1;
+/// How long past its grace [`Manager::remove`] waits for a stop before it SIGKILLs.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
+/// How long [`Manager::remove`] waits for a stopped unit to be unloaded.
+const UNLOAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The grace of units that are not agents (the pulse, the gate, bridges).
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Where a systemd user manager may answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +259,53 @@ impl Manager {
             service_result: Some(last.result).filter(|r| !r.is_empty()),
             exit_status: exited.then_some(last.exec_main_status),
         })
+    }
+
+    /// Stops a unit and makes sure it is unloaded (reset if it failed), so no unit is left
+    /// behind and its name can be used again. A unit that is not loaded is `Ok`.
+    ///
+    /// The stop is bounded: a unit still stopping `grace` (plus a margin) after the stop began
+    /// — one that ignores SIGTERM and carries a longer `TimeoutStopSec=` than `grace` — gets
+    /// SIGKILL for all its processes. A connection that breaks meanwhile (the bus's daemon
+    /// went away) is replaced by a fresh one and the removal carried on, so a stop that
+    /// happened is never reported as a D-Bus failure.
+    pub async fn remove(&self, unit_name: &str, grace: Duration) -> Result<(), SystemdError> {
+        match self.remove_once(unit_name, grace).await {
+            Err(error) if error.is_disconnect() => {
+                tracing::warn!(
+                    "the connection to the user manager broke while removing {unit_name} ({error}); reconnecting"
+                );
+                let fresh = Manager::connect().await?;
+                fresh.remove_once(unit_name, grace).await
+            }
+            other => other,
+        }
+    }
+
+    async fn remove_once(&self, unit_name: &str, grace: Duration) -> Result<(), SystemdError> {
+        match tokio::time::timeout(grace + STOP_MARGIN, self.stop(unit_name)).await {
+            Ok(Ok(()) | Err(SystemdError::JobFailed { .. })) => {}
+            Ok(Err(other)) => return Err(other),
+            Err(_) => {
+                tracing::warn!(
+                    "{unit_name} did not stop within {grace:?} of SIGTERM; sending SIGKILL to all its processes"
+                );
+                match self.kill(unit_name, KillTarget::All, libc::SIGKILL).await {
+                    Ok(()) | Err(SystemdError::NoSuchUnit(_) | SystemdError::Rejected { .. }) => {}
+                    Err(other) => return Err(other),
+                }
+                // The pending stop job ends once its processes are gone.
+                match tokio::time::timeout(UNLOAD_TIMEOUT, self.stop(unit_name)).await {
+                    Ok(Ok(()) | Err(SystemdError::JobFailed { .. })) | Err(_) => {}
+                    Ok(Err(other)) => return Err(other),
+                }
+            }
+        }
+        if self.list(&[unit_name]).await?.is_empty() {
+            return Ok(());
+        }
+        self.reset_failed(unit_name).await?;
+        self.wait_unloaded(unit_name, UNLOAD_TIMEOUT).await
     }
 
     /// Stop a unit and wait for the stop job. A unit that is not loaded is `Ok`.

@@ -10,7 +10,9 @@
 //!   Nothing reachable is [`SystemdError::Unreachable`], whose message says how to fix it.
 //! - [`Manager::start_transient`] / [`Manager::stop`] wait for their job through the
 //!   `JobRemoved` signal, subscribed to *before* the call so the signal cannot be missed;
-//!   [`Manager::wait_unloaded`] waits for `UnitRemoved`, after which a name can be reused.
+//!   [`Manager::wait_unloaded`] waits for `UnitRemoved`, after which a name can be reused;
+//!   [`Manager::remove`] stops a unit within a grace (then SIGKILL), resets and unloads it,
+//!   on a fresh connection if the bus breaks meanwhile.
 //! - [`Manager::kill`] and [`Manager::reset_failed`] are single calls.
 //! - [`Manager::service_state`] / [`Manager::timer_state`] read a unit in one
 //!   `Properties.GetAll` call; [`Manager::list`] is one `ListUnitsByPatterns` call.
@@ -34,7 +36,7 @@ pub mod units;
 
 use std::time::Duration;
 
-pub use manager::{unit_object_path, Endpoint, KillTarget, Manager};
+pub use manager::{unit_object_path, Endpoint, KillTarget, Manager, DEFAULT_STOP_GRACE};
 pub use state::{health, ActiveState, Health, ServiceState, TimerState, UnitListEntry};
 pub use units::{
     KillMode, RestartPolicy, Sandbox, ServiceSpec, ServiceType, SocketSpec, TimerSpec,
@@ -138,6 +140,17 @@ fn job_failed_message(
         "; see `systemctl --user status {unit}` and `journalctl --user -u {unit}`"
     ));
     message
+}
+
+impl SystemdError {
+    /// Whether the connection itself failed (the peer closed it, or a read or write broke),
+    /// as opposed to systemd answering with an error: a fresh connection may succeed.
+    pub fn is_disconnect(&self) -> bool {
+        matches!(
+            self,
+            SystemdError::Disconnected | SystemdError::Dbus(zbus::Error::InputOutput(_))
+        )
+    }
 }
 
 impl ServiceState {
