@@ -353,3 +353,51 @@ fn a_bus_that_breaks_during_a_stop_does_not_fail_it() {
         units_of(&rein)
     );
 }
+
+/// Item 20: a second user manager on the same data dir is refused while the first runs the
+/// profile, and may take over once the first is down.
+#[test]
+fn a_profile_runs_under_one_user_manager_at_a_time() {
+    let second = SecondManager::start();
+    let rein = fleet(
+        "[pulse]\ninterval = \"1h\"\n[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n",
+    );
+    let _down = Down(&rein);
+    rein.ok(&["up"]);
+    rein.ok(&["worker", "start", "w1", "work"]);
+    let dir = second.dir.path().to_str().expect("utf8").to_owned();
+    let in_second = |args: &[&str]| {
+        rein.command(args)
+            .env("XDG_RUNTIME_DIR", &dir)
+            .env("DBUS_SESSION_BUS_ADDRESS", format!("unix:path={dir}/bus"))
+            .output()
+            .expect("rein")
+    };
+    for args in [&["up"][..], &["worker", "start", "w2", "more work"][..]] {
+        let refused = in_second(args);
+        assert_eq!(
+            refused.status.code(),
+            Some(5),
+            "{args:?}: {}",
+            stderr_of(&refused)
+        );
+        assert!(
+            stderr_of(&refused).contains("already runs under another systemd user manager"),
+            "{}",
+            stderr_of(&refused)
+        );
+    }
+    assert!(
+        rein.json(&["worker", "ls"])
+            .as_array()
+            .expect("workers")
+            .iter()
+            .any(|w| w["id"] == "w1" && w["health"] == "running"),
+        "the first manager's worker is undisturbed"
+    );
+    rein.ok(&["down"]);
+    let taken = in_second(&["up"]);
+    assert_eq!(taken.status.code(), Some(0), "{}", stderr_of(&taken));
+    let down = in_second(&["down"]);
+    assert_eq!(down.status.code(), Some(0), "{}", stderr_of(&down));
+}

@@ -195,6 +195,9 @@ pub enum Command {
     /// Validates the config, seeds a data dir that was never seeded, and creates the transient
     /// rein-pulse.timer and rein-pulse.service (rein.PROFILE.pulse.* for a profile other than
     /// the default). Run again, it reconciles: a changed pulse.interval is applied.
+    ///
+    /// A profile runs under one systemd user manager at a time: while another manager that
+    /// can be reached still runs units of it, up (and worker start) exit 5 and name it.
     Up,
     /// Stop the pulse and every worker of the profile, leaving no unit behind.
     ///

@@ -33,6 +33,8 @@ fn units(paths: &Paths) -> anyhow::Result<TransientUnit> {
 
 /// Makes sure the gate listens (idempotent): creates the socket unit when it is not active.
 pub async fn ensure(manager: &Manager, paths: &Paths) -> anyhow::Result<()> {
+    // The gate's socket is a path in the data dir: one manager's gate only.
+    crate::fleet::owner::claim(manager, paths).await?;
     let names = UnitNames::new(paths);
     let listed = manager.list(&[&names.gate_socket()]).await?;
     if listed

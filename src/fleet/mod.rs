@@ -9,6 +9,7 @@
 pub mod bridges;
 pub mod enable;
 pub mod gate_unit;
+pub mod owner;
 pub mod pulse;
 pub mod sandbox;
 pub mod workers;

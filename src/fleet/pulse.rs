@@ -224,6 +224,7 @@ pub struct UpReport {
 
 /// Creates or reconciles the pulse, and brings back recorded workers that are not running.
 pub async fn up(manager: &Manager, paths: &Paths, config: &Config) -> anyhow::Result<UpReport> {
+    crate::fleet::owner::claim(manager, paths).await?;
     let seeded = seed::seed_data_dir(&paths.data())?;
     let names = UnitNames::new(paths);
     let wanted = pulse_units(paths, config)?;
@@ -353,6 +354,13 @@ pub async fn down(manager: &Manager, paths: &Paths, grace: Duration) -> DownRepo
         said.push_str(&format!("; could not stop {}", report.failed.join("; ")));
     }
     journal::record_or_warn(&paths.data(), "down", &said);
+    if report.failed.is_empty() {
+        if let Err(error) = crate::fleet::owner::release(manager, paths) {
+            report
+                .failed
+                .push(format!("forgetting the manager record: {error}"));
+        }
+    }
     report
 }
 

@@ -245,4 +245,8 @@ impl DataDir {
     pub fn run(&self) -> PathBuf {
         self.root.join("run")
     }
+    /// Which systemd user manager runs the profile (see `fleet::owner`).
+    pub fn manager_record(&self) -> PathBuf {
+        self.run().join("manager.json")
+    }
 }
