@@ -27,6 +27,8 @@ struct Log {
     gone: Vec<PostRef>,
     /// Posts `still_posted` was asked about.
     checked: Vec<PostRef>,
+    /// Outcomes to return for the next resolution updates, before succeeding.
+    resolve_failures: VecDeque<SendError>,
 }
 
 #[derive(Clone, Default)]
@@ -90,6 +92,9 @@ impl Channel for Recorder {
         resolution: &Resolution,
         _post: &PostRef,
     ) -> Result<(), SendError> {
+        if let Some(failure) = self.log().resolve_failures.pop_front() {
+            return Err(failure);
+        }
         self.log().resolved.push((
             ask.id.clone(),
             rein::bridge::describe_resolution(resolution),
@@ -584,4 +589,159 @@ async fn a_link_back_up_retries_now_and_reposts_what_went_away() {
         Some(waiting.id.as_str())
     );
     assert_eq!(log.posts.len(), 5);
+}
+
+/// Issue 8, item 6: strangers cannot make the bridge send a paid message each: a refusal goes
+/// out at most once a day per sender (across restarts), and within the channel's rate limit.
+#[tokio::test]
+async fn refusals_are_once_a_day_per_sender_within_the_rate_limit() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(temp.path());
+    let ask = file_ask(&data, "pay?", &["yes", "no"]);
+    let recorder = Recorder::default();
+    let mut settings = settings("sms", &["sms:+15550001"], &["+15550001"]);
+    settings.rate_per_minute = 5;
+    let mut engine = Engine::new(recorder.clone(), settings.clone(), data.clone()).expect("engine");
+    engine.sync().await.expect("sync");
+    for n in 0..3 {
+        engine
+            .handle(inbound(
+                "sms:+15559999",
+                Target::Ask(ask.id.clone()),
+                "yes",
+                &format!("again-{n}"),
+            ))
+            .await
+            .expect("handle");
+    }
+    assert_eq!(
+        recorder.log().replies.len(),
+        1,
+        "one refusal for one sender"
+    );
+    drop(engine);
+    let mut engine = Engine::new(recorder.clone(), settings, data.clone()).expect("engine");
+    engine
+        .handle(inbound(
+            "sms:+15559999",
+            Target::Ask(ask.id.clone()),
+            "yes",
+            "after-restart",
+        ))
+        .await
+        .expect("handle");
+    assert_eq!(recorder.log().replies.len(), 1, "still one after a restart");
+    let started = tokio::time::Instant::now();
+    for n in 0..55 {
+        engine
+            .handle(inbound(
+                &format!("sms:+1555100{n:04}"),
+                Target::Ask(ask.id.clone()),
+                "yes",
+                &format!("stranger-{n}"),
+            ))
+            .await
+            .expect("handle");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refusals never wait for the rate limit"
+    );
+    // The first sender's refusal, then at most five in this engine's minute.
+    let refusals = recorder.log().replies.len() - 1;
+    assert!(
+        refusals <= 5,
+        "{refusals} refusals to 55 strangers with rate_per_minute = 5"
+    );
+    assert!(Mailbox::new(data.clone())
+        .get(&ask.id)
+        .expect("get")
+        .is_pending());
+    let journal = std::fs::read_to_string(data.journal()).expect("journal");
+    assert_eq!(
+        journal.matches("not in the allowlist").count(),
+        59,
+        "each is journaled"
+    );
+}
+
+/// Issue 8, item 12: a failed "answered elsewhere" update is retried from the ledger (the
+/// engine schedules it), closed entries are pruned so the ledger does not grow with history,
+/// and a late reply to a pruned post still finds its ask.
+#[tokio::test]
+async fn failed_updates_are_retried_and_closed_entries_pruned() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(temp.path());
+    let ask = file_ask(&data, "release?", &["yes", "no"]);
+    let recorder = Recorder::default();
+    let mut engine = new_engine(recorder.clone(), "slack", &["slack:U1"], &["C1"], &data);
+    engine.sync().await.expect("sync");
+    Mailbox::new(data.clone())
+        .answer(&ask.id, "yes", "cli:ana")
+        .expect("answer");
+    recorder.log().resolve_failures.push_back(SendError::Retry {
+        after: Some(Duration::from_millis(200)),
+        reason: "network down".into(),
+    });
+    let next = engine.sync().await.expect("sync");
+    assert!(recorder.log().resolved.is_empty());
+    let due = next.expect("the failed update is scheduled for a retry");
+    assert!(
+        due <= chrono::Utc::now() + chrono::Duration::seconds(1),
+        "{due}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine.sync().await.expect("sync");
+    assert_eq!(recorder.log().resolved.len(), 1, "retried and posted");
+    let ledger = Ledger::open(&data, "slack").expect("ledger");
+    assert!(
+        ledger.entries().expect("entries").is_empty(),
+        "closed: pruned"
+    );
+    assert_eq!(ledger.pruned().expect("pruned"), 1);
+    let late = inbound(
+        "slack:U1",
+        Target::Post(PostRef {
+            route: "C1".into(),
+            id: format!("msg-{}-C1", ask.id),
+        }),
+        "no",
+        "late",
+    );
+    engine.handle(late).await.expect("handle");
+    assert!(
+        recorder
+            .log()
+            .replies
+            .last()
+            .expect("reply")
+            .1
+            .contains("already answered"),
+        "{:?}",
+        recorder.log().replies
+    );
+}
+
+/// Issue 8, item 12: notes' entries are pruned once delivered, and delivered notes are not
+/// sent again.
+#[tokio::test]
+async fn delivered_notes_are_pruned_and_not_sent_again() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(temp.path());
+    let recorder = Recorder::default();
+    let mut engine = new_engine(recorder.clone(), "slack", &["slack:U1"], &["C1"], &data);
+    engine.sync().await.expect("sync");
+    for n in 0..3 {
+        rein::notes::notify(&data, "w1", &format!("note {n}")).expect("notify");
+    }
+    engine.sync().await.expect("sync");
+    engine.sync().await.expect("sync again");
+    assert_eq!(recorder.log().posts.len(), 3);
+    let ledger = Ledger::open(&data, "slack").expect("ledger");
+    assert!(ledger.entries().expect("entries").is_empty());
+    assert!(ledger.notes_done().expect("cursor").is_some());
+    drop(engine);
+    let mut restarted = new_engine(recorder.clone(), "slack", &["slack:U1"], &["C1"], &data);
+    restarted.sync().await.expect("sync");
+    assert_eq!(recorder.log().posts.len(), 3, "nothing sent twice");
 }

@@ -21,12 +21,12 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use crate::bridge::config::{self, BridgeSettings};
-use crate::bridge::ledger::{Entry, Kind, Ledger, SeenLedger, Stage};
+use crate::bridge::ledger::{Entry, Kind, Ledger, RefusedLedger, SeenLedger, Stage};
 use crate::bridge::secrets::{self, Secrets};
 use crate::bridge::{Channel, Inbound, Link, PostRef, SendError, Target};
 
 use crate::mailbox::{AnswerOutcome, Ask, Mailbox};
-use crate::notes::{self, Note};
+use crate::notes::Note;
 use crate::paths::Paths;
 use crate::store::{self, DataDir};
 use crate::{journal, Error as ReinError};
@@ -48,6 +48,10 @@ pub const RECONNECTING: &str = "reconnecting";
 /// The longest wait between retries of one send.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
+/// What a stranger (not on the allowlist) is told, at most once a day.
+const REFUSAL: &str =
+    "Sorry, you are not on this fleet's list of people who may answer asks; nothing was answered.";
+
 fn backoff(attempts: u32) -> Duration {
     let exponent = attempts.saturating_sub(1).min(16);
     Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF)
@@ -60,6 +64,24 @@ struct RateLimit {
 }
 
 impl RateLimit {
+    /// Takes a send now if the window has room; never waits (for sends that may be dropped).
+    fn try_acquire(&mut self) -> bool {
+        let window = Duration::from_secs(60);
+        let now = tokio::time::Instant::now();
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            self.sent.pop_front();
+        }
+        if self.sent.len() < self.per_minute {
+            self.sent.push_back(now);
+            return true;
+        }
+        false
+    }
+
     async fn acquire(&mut self) {
         let window = Duration::from_secs(60);
         loop {
@@ -92,6 +114,8 @@ pub struct Engine<C: Channel> {
     mailbox: Mailbox,
     ledger: Ledger,
     seen: SeenLedger,
+    /// When each stranger was last told they may not answer.
+    refused: RefusedLedger,
     rate: RateLimit,
     /// Notes older than the bridge's first start are history, not news.
     since: DateTime<Utc>,
@@ -117,6 +141,7 @@ impl<C: Channel> Engine<C> {
         data.create_dirs()?;
         let ledger = Ledger::open(&data, &settings.name)?;
         let seen = SeenLedger::open(&data, &settings.name)?;
+        let refused = RefusedLedger::open(&data, &settings.name)?;
         let since_path = data.bridge(&settings.name)?.join("since");
         store::seed_file(
             &since_path,
@@ -138,6 +163,7 @@ impl<C: Channel> Engine<C> {
             data,
             ledger,
             seen,
+            refused,
             since,
             delivered: 0,
             pending: 0,
@@ -315,7 +341,8 @@ impl<C: Channel> Engine<C> {
     pub async fn sync(&mut self) -> anyhow::Result<Option<DateTime<Utc>>> {
         if std::mem::take(&mut self.retry_now) {
             for mut entry in self.ledger.entries()? {
-                if entry.stage == Stage::Retrying && entry.retry_at.is_some() {
+                if matches!(entry.stage, Stage::Retrying | Stage::Sent) && entry.retry_at.is_some()
+                {
                     entry.retry_at = None;
                     self.ledger.put(&entry)?;
                 }
@@ -333,8 +360,19 @@ impl<C: Channel> Engine<C> {
                 self.deliver_ask(&record.ask, &route).await?;
             }
         }
+        let mut settled = Vec::new();
         for mut entry in self.ledger.entries()? {
-            if entry.kind != Kind::Ask || entry.stage != Stage::Sent {
+            if entry.kind != Kind::Ask {
+                continue;
+            }
+            if matches!(entry.stage, Stage::Closed | Stage::Failed) {
+                // Done with: a closed ask, or one that failed and is resolved by now.
+                if entry.stage == Stage::Closed || self.mailbox.resolution(&entry.item)?.is_some() {
+                    settled.push(entry);
+                }
+                continue;
+            }
+            if entry.stage != Stage::Sent || entry.retry_at.is_some_and(|at| at > Utc::now()) {
                 continue;
             }
             let (Some(resolution), Some(post)) =
@@ -343,32 +381,41 @@ impl<C: Channel> Engine<C> {
                 continue;
             };
             let ask = self.mailbox.get(&entry.item)?.ask;
+            self.rate.acquire().await;
             match self.channel.resolved(&ask, &resolution, &post).await {
-                Ok(()) => entry.stage = Stage::Closed,
-                Err(SendError::Retry { reason, .. }) => {
+                Ok(()) => {
+                    entry.stage = Stage::Closed;
+                    entry.retry_at = None;
+                }
+                Err(SendError::Retry { after, reason }) => {
+                    // Kept in the ledger and tried again when due: never forgotten.
+                    entry.resolve_attempts += 1;
+                    let wait = after
+                        .unwrap_or_else(|| backoff(entry.resolve_attempts))
+                        .min(MAX_BACKOFF);
+                    entry.retry_at =
+                        Some(Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default());
                     tracing::warn!(
-                        "{} could not post the resolution of {}: {reason}",
+                        "{} could not post the resolution of {} ({reason}); retrying in {wait:?}",
                         self.settings.name,
                         entry.item
                     );
-                    continue;
+                    entry.error = Some(reason);
                 }
                 Err(SendError::Fatal(reason)) => {
                     entry.stage = Stage::Closed;
+                    entry.retry_at = None;
                     entry.error = Some(reason);
                 }
             }
             self.ledger.put(&entry)?;
-        }
-        if self.settings.notes {
-            for note in notes::list(&self.data)? {
-                if note.at < self.since {
-                    continue;
-                }
-                for route in self.settings.routes_for(&note.worker).to_vec() {
-                    self.deliver_note(&note, &route).await?;
-                }
+            if entry.stage == Stage::Closed {
+                settled.push(entry);
             }
+        }
+        self.ledger.prune(&settled)?;
+        if self.settings.notes {
+            self.sync_notes().await?;
         }
         let entries = self.ledger.entries()?;
         self.pending = entries
@@ -377,12 +424,65 @@ impl<C: Channel> Engine<C> {
             .count();
         Ok(entries
             .into_iter()
-            .filter(|e| e.stage == Stage::Retrying)
+            .filter(|e| matches!(e.stage, Stage::Retrying | Stage::Sent))
             .filter_map(|e| e.retry_at)
             .min())
     }
 
+    /// Delivers the notes after the `notes-done` cursor, then moves the cursor past every
+    /// note all of whose routes are settled and prunes their entries.
+    async fn sync_notes(&mut self) -> anyhow::Result<()> {
+        let done = self.ledger.notes_done()?;
+        let mut cursor_can_move = true;
+        let mut cursor = None;
+        let mut settled = Vec::new();
+        for (id, path) in store::list(&self.data.notes(), ".json")? {
+            if done.as_deref().is_some_and(|done| id.as_str() <= done) {
+                continue;
+            }
+            let note = match store::read_json::<Note>(&path) {
+                Ok(Some(note)) => note,
+                Ok(None) => continue,
+                Err(problem) => {
+                    tracing::warn!("{problem}");
+                    cursor_can_move = false;
+                    continue;
+                }
+            };
+            let routes = self.settings.routes_for(&note.worker).to_vec();
+            if note.at >= self.since {
+                for route in &routes {
+                    self.deliver_note(&note, route).await?;
+                }
+            }
+            if !cursor_can_move {
+                continue;
+            }
+            let mut entries = Vec::new();
+            for route in &routes {
+                match self.ledger.get(Kind::Note, &note.id, route)? {
+                    Some(entry) if matches!(entry.stage, Stage::Sent | Stage::Failed) => {
+                        entries.push(entry)
+                    }
+                    None if note.at < self.since => {}
+                    _ => cursor_can_move = false,
+                }
+            }
+            if cursor_can_move {
+                cursor = Some(id);
+                settled.extend(entries);
+            }
+        }
+        if let Some(cursor) = cursor {
+            self.ledger.set_notes_done(&cursor)?;
+            self.ledger.prune(&settled)?;
+        }
+        Ok(())
+    }
+
     async fn reply(&mut self, to: &Inbound, text: &str) {
+        // Every send counts against the channel's rate, replies too.
+        self.rate.acquire().await;
         if let Err(error) = self.channel.reply(to, text).await {
             tracing::warn!(
                 "{} could not reply to {}: {error}",
@@ -390,6 +490,38 @@ impl<C: Channel> Engine<C> {
                 to.identity
             );
         }
+    }
+
+    /// Tells a stranger once a day, within the channel's rate limit and never waiting for it,
+    /// that they may not answer: a refusal must not cost a message per stranger's message
+    /// (on SMS every one is paid for).
+    async fn refuse(&mut self, inbound: &Inbound) -> anyhow::Result<()> {
+        let today = Utc::now().date_naive().to_string();
+        if self.refused.last(&inbound.identity)?.as_deref() == Some(today.as_str()) {
+            tracing::info!(
+                "{} refused {} again today; not telling them again",
+                self.settings.name,
+                inbound.identity
+            );
+            return Ok(());
+        }
+        if !self.rate.try_acquire() {
+            tracing::warn!(
+                "{}: the rate limit is reached; the refusal to {} is not sent",
+                self.settings.name,
+                inbound.identity
+            );
+            return Ok(());
+        }
+        self.refused.mark(&inbound.identity, &today)?;
+        if let Err(error) = self.channel.refuse(inbound, REFUSAL).await {
+            tracing::warn!(
+                "{} could not tell {} they may not answer: {error}",
+                self.settings.name,
+                inbound.identity
+            );
+        }
+        Ok(())
     }
 
     /// Which ask an inbound message answers; None after telling the person why not.
@@ -458,7 +590,7 @@ impl<C: Channel> Engine<C> {
                     self.settings.name, inbound.identity
                 ),
             );
-            self.reply(&inbound, "Sorry, you are not on this fleet's list of people who may answer asks; nothing was answered.").await;
+            self.refuse(&inbound).await?;
             self.seen.mark(&inbound.message_id)?;
             return Ok(());
         }
@@ -627,6 +759,17 @@ async fn sync_logged<C: Channel>(engine: &mut Engine<C>) -> Option<DateTime<Utc>
     }
 }
 
+/// The service this process runs in (from its cgroup), to name it to a second instance.
+fn own_unit() -> Option<String> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroups.lines().find_map(|line| {
+        line.rsplit('/')
+            .next()
+            .filter(|unit| unit.ends_with(".service"))
+            .map(str::to_owned)
+    })
+}
+
 /// The whole `main` of a bridge binary. `--test` sends a test message to every route and
 /// reports; otherwise the engine runs until SIGTERM or SIGINT.
 pub async fn serve<C, F, B>(name: &str, build: B) -> ExitCode
@@ -657,6 +800,36 @@ where
     let secrets = secrets::load(&settings)?;
     let data = paths.data();
     data.create_dirs()?;
+    let testing = std::env::args().any(|a| a == "--test");
+    // One running bridge per ledger: a second would send everything twice.
+    let _lock = if testing {
+        None
+    } else {
+        let ledger = Ledger::open(&data, name)?;
+        let holder = format!(
+            "pid {}{}",
+            std::process::id(),
+            own_unit()
+                .map(|unit| format!(", unit {unit}"))
+                .unwrap_or_default()
+        );
+        match store::try_lock(&ledger.lock_path(), &holder)? {
+            Ok(lock) => Some(lock),
+            Err(first) => {
+                return Err(ReinError::Conflict(format!(
+                    "the {name} bridge of profile {} already runs ({first}) on {}; stop it first (`rein bridge stop {name}`, or the unit named)",
+                    paths.profile,
+                    data.root().display()
+                ))
+                .into())
+            }
+        }
+    };
+    if let Ok(ledger) = Ledger::open(&data, name) {
+        for dir in ledger.dirs() {
+            let _ = store::sweep_temps(&dir, store::STALE_TEMP);
+        }
+    }
     let seen = SeenLedger::open(&data, name)?;
     let (sender, receiver) = mpsc::channel(256);
     let context = BridgeContext {
@@ -667,7 +840,7 @@ where
         seen,
     };
     let mut channel = build(context).await?;
-    if std::env::args().any(|a| a == "--test") {
+    if testing {
         let mut failed = false;
         for route in settings.all_routes() {
             match channel.test(&route).await {

@@ -10,6 +10,12 @@
 //!
 //! `bridges/NAME/seen/` holds the ids of inbound messages already handled, so a redelivered
 //! reply (a Slack retry, a re-polled SMS) answers nothing twice.
+//!
+//! The ledger's cost does not grow with history: an ask's entries are pruned once it is
+//! closed (its resolution posted), notes' entries once every note up to them is settled (the
+//! `notes-done` cursor names the last such note, so older notes are not even read again), and
+//! `posts/` indexes each post by its channel id, so a reply finds its ask without a scan.
+//! `pruned` counts what went, for `rein bridge ls`. `lock` is held by the running bridge.
 
 use std::path::PathBuf;
 
@@ -61,7 +67,14 @@ pub struct Entry {
     pub retry_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Failed attempts to post the resolution of a sent ask (retried at `retry_at`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resolve_attempts: u32,
     pub updated: DateTime<Utc>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Entry {
@@ -77,6 +90,7 @@ impl Entry {
             resent: false,
             retry_at: None,
             error: None,
+            resolve_attempts: 0,
             updated: Utc::now(),
         }
     }
@@ -88,14 +102,18 @@ fn short_hash(text: &str) -> String {
 
 #[derive(Debug, Clone)]
 pub struct Ledger {
+    /// `bridges/NAME/`.
+    root: PathBuf,
     dir: PathBuf,
 }
 
 impl Ledger {
     pub fn open(data: &DataDir, bridge: &str) -> Result<Ledger> {
-        let dir = data.bridge(bridge)?.join("ledger");
+        let root = data.bridge(bridge)?;
+        let dir = root.join("ledger");
         store::ensure_dir(&dir)?;
-        Ok(Ledger { dir })
+        store::ensure_dir(&root.join("posts"))?;
+        Ok(Ledger { root, dir })
     }
 
     fn path(&self, kind: Kind, item: &str, route: &str) -> PathBuf {
@@ -107,6 +125,12 @@ impl Ledger {
             .join(format!("{kind}.{item}.{}.json", short_hash(route)))
     }
 
+    fn post_path(&self, post: &PostRef) -> PathBuf {
+        self.root
+            .join("posts")
+            .join(short_hash(&format!("{}\0{}", post.route, post.id)))
+    }
+
     pub fn get(&self, kind: Kind, item: &str, route: &str) -> Result<Option<Entry>> {
         store::read_json(&self.path(kind, item, route))
     }
@@ -114,6 +138,12 @@ impl Ledger {
     pub fn put(&self, entry: &Entry) -> Result<()> {
         let mut entry = entry.clone();
         entry.updated = Utc::now();
+        if let (Kind::Ask, Some(post)) = (entry.kind, &entry.post) {
+            let index = self.post_path(post);
+            if !index.exists() {
+                store::write_atomic(&index, entry.item.as_bytes())?;
+            }
+        }
         store::write_json(&self.path(entry.kind, &entry.item, &entry.route), &entry)
     }
 
@@ -127,13 +157,64 @@ impl Ledger {
         Ok(entries)
     }
 
-    /// The ask a posted message belongs to.
+    /// The ask a posted message belongs to, from the post index (built from the entries once
+    /// for a ledger older than the index).
     pub fn ask_for_post(&self, post: &PostRef) -> Result<Option<String>> {
-        Ok(self
-            .entries()?
-            .into_iter()
-            .find(|e| e.kind == Kind::Ask && e.post.as_ref() == Some(post))
-            .map(|e| e.item))
+        let complete = self.root.join("posts/.complete");
+        if !complete.exists() {
+            for entry in self.entries()? {
+                if let (Kind::Ask, Some(post)) = (entry.kind, &entry.post) {
+                    store::write_atomic(&self.post_path(post), entry.item.as_bytes())?;
+                }
+            }
+            store::write_atomic(&complete, b"1\n")?;
+        }
+        Ok(store::read_text(&self.post_path(post))?.map(|item| item.trim().to_owned()))
+    }
+
+    /// Removes settled entries (their posts stay indexed); returns how many went.
+    pub fn prune(&self, entries: &[Entry]) -> Result<u64> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        for entry in entries {
+            if store::remove_file(&self.path(entry.kind, &entry.item, &entry.route))? {
+                removed += 1;
+            }
+        }
+        let total = self.pruned()? + removed;
+        store::write_atomic(&self.root.join("pruned"), format!("{total}\n").as_bytes())?;
+        Ok(removed)
+    }
+
+    /// How many delivered entries were pruned so far.
+    pub fn pruned(&self) -> Result<u64> {
+        Ok(store::read_text(&self.root.join("pruned"))?
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// The last note every route has settled; notes up to it are done.
+    pub fn notes_done(&self) -> Result<Option<String>> {
+        Ok(store::read_text(&self.root.join("notes-done"))?.map(|id| id.trim().to_owned()))
+    }
+
+    pub fn set_notes_done(&self, note: &str) -> Result<()> {
+        store::write_atomic(
+            &self.root.join("notes-done"),
+            format!("{note}\n").as_bytes(),
+        )
+    }
+
+    /// Where the running bridge holds its lock.
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+
+    /// The directories the ledger writes into (for sweeping stale temp files).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        vec![self.root.clone(), self.dir.clone(), self.root.join("posts")]
     }
 }
 
@@ -160,5 +241,30 @@ impl SeenLedger {
             &self.dir.join(short_hash(message_id)),
             message_id.as_bytes(),
         )
+    }
+}
+
+/// When each stranger (an identity not on the allowlist) was last refused: `refused/HASH`
+/// holds the UTC date, so a bridge restart does not reset the once-a-day refusal.
+#[derive(Debug, Clone)]
+pub struct RefusedLedger {
+    dir: PathBuf,
+}
+
+impl RefusedLedger {
+    pub fn open(data: &DataDir, bridge: &str) -> Result<RefusedLedger> {
+        let dir = data.bridge(bridge)?.join("refused");
+        store::ensure_dir(&dir)?;
+        Ok(RefusedLedger { dir })
+    }
+
+    /// The date `identity` was last refused on.
+    pub fn last(&self, identity: &str) -> Result<Option<String>> {
+        Ok(store::read_text(&self.dir.join(short_hash(identity)))?
+            .map(|text| text.trim().to_owned()))
+    }
+
+    pub fn mark(&self, identity: &str, date: &str) -> Result<()> {
+        store::write_atomic(&self.dir.join(short_hash(identity)), date.as_bytes())
     }
 }

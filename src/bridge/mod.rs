@@ -117,6 +117,18 @@ pub trait Channel: Send {
         text: &str,
     ) -> impl Future<Output = Result<(), SendError>> + Send;
 
+    /// Tells someone who is not on the allowlist that they may not answer. Only they should
+    /// see it (Slack: an ephemeral message), never a public reply; by default it is a
+    /// [`Channel::reply`], for channels whose replies are private anyway. The engine sends
+    /// at most one a day per sender, within the channel's rate limit.
+    fn refuse(
+        &mut self,
+        to: &Inbound,
+        text: &str,
+    ) -> impl Future<Output = Result<(), SendError>> + Send {
+        self.reply(to, text)
+    }
+
     /// Sends a test message to `route`; returns what happened, for `rein bridge test`.
     fn test(&mut self, route: &str) -> impl Future<Output = Result<String, SendError>> + Send;
 

@@ -175,7 +175,10 @@ pub async fn list(
         if !configured && state.is_none() {
             continue;
         }
-        let entries = Ledger::open(&paths.data(), name)?.entries()?;
+        let ledger = Ledger::open(&paths.data(), name)?;
+        let entries = ledger.entries()?;
+        // Delivered entries are pruned once settled; the ledger counts them.
+        let pruned = usize::try_from(ledger.pruned()?).unwrap_or(usize::MAX);
         let count = |stages: &[Stage]| entries.iter().filter(|e| stages.contains(&e.stage)).count();
         views.push(BridgeView {
             name: name.to_string(),
@@ -183,7 +186,7 @@ pub async fn list(
             configured,
             health,
             status: state.map(|state| state.status_text).unwrap_or_default(),
-            sent: count(&[Stage::Sent, Stage::Closed]),
+            sent: count(&[Stage::Sent, Stage::Closed]).saturating_add(pruned),
             pending: count(&[Stage::Sending, Stage::Retrying]),
             failed: count(&[Stage::Failed]),
         });

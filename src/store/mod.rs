@@ -469,6 +469,38 @@ pub fn lock(path: &Path) -> Result<Lock> {
     Ok(Lock { _file: file })
 }
 
+/// Takes an exclusive lock on `path` without waiting, and records `holder` in the file for
+/// whoever finds it taken. `Ok(Err(holder))` names the process that holds it.
+pub fn try_lock(path: &Path, holder: &str) -> Result<std::result::Result<Lock, String>> {
+    use std::os::fd::AsRawFd;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io("opening lock", path, e))?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut held = String::new();
+            let _ = (&mut file).take(1024).read_to_string(&mut held);
+            return Ok(Err(held.trim().to_owned()));
+        }
+        return Err(Error::io("locking", path, error));
+    }
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.write_all(holder.as_bytes()))
+        .and_then(|()| file.sync_data());
+    written.map_err(|e| Error::io("writing", path, e))?;
+    Ok(Ok(Lock { _file: file }))
+}
+
 /// Reads at most `cap` bytes from a reader; the flag says whether more was available.
 pub fn read_capped(reader: &mut impl Read, cap: usize) -> std::io::Result<(Vec<u8>, bool)> {
     let mut buffer = Vec::new();

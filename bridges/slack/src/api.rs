@@ -170,6 +170,23 @@ impl WebApi {
         })
     }
 
+    /// `chat.postEphemeral`: a message only `user` sees, in `channel` (and `thread_ts`).
+    pub async fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+        thread_ts: Option<&str>,
+    ) -> Result<(), SendError> {
+        let mut body = json!({ "channel": channel, "user": user, "text": text });
+        if let Some(thread_ts) = thread_ts {
+            body["thread_ts"] = json!(thread_ts);
+        }
+        self.call("chat.postEphemeral", &self.bot_token, Some(&body))
+            .await
+            .map(drop)
+    }
+
     /// `chat.update` of a message the bot posted.
     pub async fn update_message(
         &self,

@@ -161,6 +161,21 @@ impl Channel for SlackChannel {
             .map(drop)
     }
 
+    /// Only the refused person sees it: an ephemeral message, not a reply in the thread.
+    async fn refuse(&mut self, to: &Inbound, text: &str) -> Result<(), SendError> {
+        let Some(user) = to.identity.strip_prefix("slack:") else {
+            return Ok(());
+        };
+        self.api
+            .post_ephemeral(
+                &to.reply_to.route,
+                user,
+                &escape(text),
+                Some(&to.reply_to.id),
+            )
+            .await
+    }
+
     async fn test(&mut self, route: &str) -> Result<String, SendError> {
         let text =
             "rein: a test message from the slack bridge; asks routed here will appear like this.";

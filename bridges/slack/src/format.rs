@@ -126,7 +126,7 @@ pub fn ask_message(ask: &Ask, resent: bool) -> (String, Value) {
         "type": "context",
         "elements": [mrkdwn(&format!("ask `{}` · {how}", ask.id))],
     }));
-    let mut text = ask_text(ask);
+    let mut text = escape(&ask_text(ask));
     if resent {
         text = format!("(sent again) {text}");
     }
@@ -141,7 +141,7 @@ pub fn resolved_message(ask: &Ask, resolution: &Resolution) -> (String, Value) {
         { "type": "section", "text": mrkdwn(&truncate(&format!("*{}*", escape(&outcome)), SECTION_TEXT_MAX)) },
         { "type": "context", "elements": [mrkdwn(&format!("ask `{}`", ask.id))] },
     ]);
-    let text = format!("{} asked: {}\n{outcome}", ask.worker, ask.prompt);
+    let text = escape(&format!("{} asked: {}\n{outcome}", ask.worker, ask.prompt));
     (truncate(&text, TEXT_MAX), blocks)
 }
 

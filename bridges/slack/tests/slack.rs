@@ -456,13 +456,21 @@ async fn the_bridge_binary_relays_an_ask_and_an_allowed_click_back_to_the_mailbo
     let action = format!("rein-answer:{}:0", asked.id);
     standin.inject(standin.click("U9", "C1", &post, &action, &value));
     standin
-        .wait_for("the refusal in the thread", |r| {
-            r.posted
+        .wait_for("the refusal, for U9's eyes only", |r| {
+            r.ephemeral
                 .iter()
-                .any(|m| m.thread_ts.as_deref() == Some(post.as_str()) && m.text.contains("not on"))
+                .any(|m| m.user == "U9" && m.text.contains("not on"))
                 .then_some(())
         })
         .await;
+    assert!(
+        standin
+            .record()
+            .posted
+            .iter()
+            .all(|m| !m.text.contains("not on")),
+        "no public refusal"
+    );
     assert!(
         mailbox.get(&asked.id).expect("ask").resolution.is_none(),
         "U9 is not allowed"
@@ -518,4 +526,117 @@ async fn the_bridge_binary_test_flag_posts_to_every_route() {
         .posted
         .iter()
         .any(|m| m.text.contains("test message")));
+}
+
+/// Issue 8, item 5: a prompt cannot ping the channel or disguise a link in the notification
+/// text (Slack's `&`, `<`, `>` escaping applies to `text` too), and a refusal is ephemeral.
+#[tokio::test]
+async fn prompts_cannot_ping_or_disguise_links_and_refusals_are_private() {
+    let standin = SlackStandin::start(&["C1"]).await;
+    let (mut channel, _inbound) = connect(&standin).await;
+    let mut hostile = ask("ab3x9k", &["yes", "no"]);
+    hostile.prompt = "<!channel> merge <https://evil.example|PR 12> & deploy?".into();
+    let post = channel
+        .post_ask(&hostile, "C1", false)
+        .await
+        .expect("posted");
+    let posted = standin.record().posted[0].clone();
+    assert!(
+        !posted.text.contains('<') && !posted.text.contains('>'),
+        "{}",
+        posted.text
+    );
+    assert!(
+        posted.text.contains("&lt;!channel&gt;") && posted.text.contains("&amp; deploy"),
+        "{}",
+        posted.text
+    );
+    let resolution = Resolution {
+        version: 1,
+        ask: "ab3x9k".into(),
+        kind: ResolutionKind::Answered,
+        text: Some("yes".into()),
+        by: "cli:ana".into(),
+        at: Utc::now(),
+        reason: None,
+    };
+    channel
+        .resolved(&hostile, &resolution, &post)
+        .await
+        .expect("updated");
+    let updated = standin.record().updated[0].clone();
+    assert!(
+        !updated.text.contains("<!channel>") && updated.text.contains("&lt;!channel&gt;"),
+        "{}",
+        updated.text
+    );
+
+    let stranger = Inbound {
+        identity: "slack:U666".into(),
+        target: Target::Post(post.clone()),
+        text: "yes".into(),
+        reply_to: post.clone(),
+        message_id: "m1".into(),
+    };
+    channel
+        .refuse(&stranger, "Sorry, you may not answer.")
+        .await
+        .expect("refused");
+    let record = standin.record();
+    assert_eq!(record.posted.len(), 1, "no public reply");
+    assert_eq!(record.ephemeral.len(), 1);
+    assert_eq!(record.ephemeral[0].user, "U666");
+    assert_eq!(
+        record.ephemeral[0].thread_ts.as_deref(),
+        Some(post.id.as_str())
+    );
+}
+
+/// Issue 8, item 12: a second instance of the bridge on the same ledger (the template unit and
+/// `rein bridge start`, say) exits 5 naming the first, and sends nothing.
+#[tokio::test]
+async fn a_second_bridge_on_the_same_ledger_is_refused() {
+    let standin = SlackStandin::start(&["C1"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, data) = profile(dir.path(), &standin);
+    let mailbox = Mailbox::new(DataDir::new(&data));
+    let (asked, _) = mailbox
+        .file(&NewAsk {
+            worker: "w1".into(),
+            prompt: "Merge PR 12?".into(),
+            reference: None,
+            options: vec![],
+        })
+        .expect("filed");
+    let mut first = bridge_command(&config, &data).spawn().expect("first");
+    standin
+        .wait_for("the ask posted once", |r| {
+            r.posted
+                .iter()
+                .any(|m| m.text.contains(&asked.id))
+                .then_some(())
+        })
+        .await;
+    let second = tokio::time::timeout(DEADLINE, bridge_command(&config, &data).output())
+        .await
+        .expect("the second exits in time")
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(5), "{stderr}");
+    let pid = first.id().expect("pid");
+    assert!(
+        stderr.contains("already runs") && stderr.contains(&format!("pid {pid}")),
+        "{stderr}"
+    );
+    assert_eq!(
+        standin
+            .record()
+            .posted
+            .iter()
+            .filter(|m| m.text.contains(&asked.id))
+            .count(),
+        1
+    );
+    first.start_kill().expect("stop the bridge");
+    let _ = first.wait().await;
 }

@@ -310,18 +310,21 @@ impl Profile {
         entries.pop()
     }
 
-    /// Waits until the ledger of `bridge` has ask `id` in `stage`.
-    async fn ledger_reaches(&self, bridge: &str, id: &str, stage: &str) -> Value {
-        let mut last = None;
-        eventually(
-            &format!("the {bridge} ledger of {id} to say {stage}"),
-            || {
-                last = self.ledger_entry(bridge, id);
-                last.as_ref().is_some_and(|e| e["stage"] == stage)
-            },
-        )
+    /// Waits until the ledger of `bridge` has closed ask `id`: its resolution was posted and
+    /// the settled entry pruned (the post stays indexed).
+    async fn ledger_closes(&self, bridge: &str, id: &str) {
+        let index = self.data.join("bridges").join(bridge).join("posts");
+        eventually(&format!("the {bridge} ledger to close {id}"), || {
+            let indexed = std::fs::read_dir(&index)
+                .map(|entries| {
+                    entries.flatten().any(|entry| {
+                        std::fs::read_to_string(entry.path()).is_ok_and(|item| item.trim() == id)
+                    })
+                })
+                .unwrap_or(false);
+            indexed && self.ledger_entry(bridge, id).is_none()
+        })
         .await;
-        last.unwrap_or_default()
     }
 
     fn journal(&self) -> String {
@@ -547,7 +550,7 @@ async fn a_bridge_killed_mid_send_texts_the_ask_once_more_marked_as_a_repeat() {
         })
         .await;
     // The person answered from this number: the resolution is not texted back to them.
-    profile.ledger_reaches("sms", &id, "closed").await;
+    profile.ledger_closes("sms", &id).await;
     assert!(texts(&twilio.record().sent(), PERSON, &format!("{code}answered")).is_empty());
     bridge.kill().await;
 }
@@ -778,8 +781,8 @@ async fn the_first_answer_wins_across_slack_sms_and_the_cli() {
                 );
             }
         }
-        profile.ledger_reaches("slack", &id, "closed").await;
-        profile.ledger_reaches("sms", &id, "closed").await;
+        profile.ledger_closes("slack", &id).await;
+        profile.ledger_closes("sms", &id).await;
         let resolution_texts = texts(&twilio.record().sent(), PERSON, &format!("[{id}] answered"));
         if winner == Racer::Sms {
             assert!(resolution_texts.is_empty(), "{resolution_texts:#?}");

@@ -13,6 +13,8 @@
 //!   in `Record::protocol_errors`.
 //! - `chat.postMessage` with a `thread_ts` wants a message Slack knows in that channel: one
 //!   posted, or one an injected envelope is about.
+//! - `chat.postEphemeral` wants `channel`, `user` (a `U…` id) and `text`; it is recorded apart
+//!   from the messages everyone sees.
 
 #![allow(dead_code)]
 
@@ -62,10 +64,20 @@ enum Command {
     Drop,
 }
 
+/// A `chat.postEphemeral`: a message only `user` sees.
+#[derive(Debug, Clone)]
+pub struct Ephemeral {
+    pub channel: String,
+    pub user: String,
+    pub text: String,
+    pub thread_ts: Option<String>,
+}
+
 #[derive(Default)]
 pub struct Record {
     pub posted: Vec<Posted>,
     pub updated: Vec<Updated>,
+    pub ephemeral: Vec<Ephemeral>,
     /// Web API methods called, in order (rate-limited calls included).
     pub calls: Vec<String>,
     /// WebSocket connections accepted (each got a hello).
@@ -478,7 +490,7 @@ async fn web_api(
             );
             Json(json!({ "ok": true, "url": url })).into_response()
         }
-        "chat.postMessage" | "chat.update" => {
+        "chat.postMessage" | "chat.update" | "chat.postEphemeral" => {
             if !token.starts_with("xoxb-") {
                 return slack_error("not_allowed_token_type");
             }
@@ -511,6 +523,21 @@ fn chat(shared: &Shared, record: &mut Record, method: &str, body: &Value) -> Res
     let Some(text) = body["text"].as_str().filter(|t| !t.trim().is_empty()) else {
         return slack_error("no_text");
     };
+    if method == "chat.postEphemeral" {
+        let Some(user) = body["user"].as_str().filter(|u| u.starts_with('U')) else {
+            return slack_error("user_not_found");
+        };
+        let thread_ts = body["thread_ts"].as_str().map(str::to_owned);
+        record.ephemeral.push(Ephemeral {
+            channel: channel.to_owned(),
+            user: user.to_owned(),
+            text: text.to_owned(),
+            thread_ts,
+        });
+        record.next_ts += 1;
+        let ts = format!("1700000000.{:06}", record.next_ts);
+        return Json(json!({ "ok": true, "message_ts": ts })).into_response();
+    }
     if text.chars().count() > 40_000 {
         return slack_error("msg_too_long");
     }
