@@ -53,3 +53,44 @@ fn man_pages_are_current() {
         }
     }
 }
+
+/// Issue 8, item 19: a code block indented under a list item (the email bridge's config
+/// example) stays a code block; its `# …` comment lines are not headings.
+#[test]
+fn indented_code_blocks_stay_code() {
+    let pages = rein::cli::man::render_bridges(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let (_, email) = pages
+        .iter()
+        .find(|(name, _)| name == "rein-bridge-email.1")
+        .expect("the email bridge's page");
+    let email = String::from_utf8_lossy(email);
+    assert!(!email.contains(".SH SMTP_PORT"), "{email}");
+    assert!(!email.contains(".SH [BRIDGES"), "{email}");
+    let start = email.find(".nf").expect("a code block");
+    let block = &email[start
+        ..email[start..]
+            .find(".fi")
+            .map_or(email.len(), |end| start + end)];
+    assert!(
+        block.contains("[bridges.email]") && block.contains("# smtp_port"),
+        "{block}"
+    );
+    let rendered = rein::cli::man::markdown_to_roff(
+        "t",
+        &[
+            "Summary.",
+            "",
+            "1. A step:",
+            "   ```toml",
+            "   # a comment",
+            "   key = 1",
+            "   ```",
+            "2. Next.",
+        ],
+    );
+    assert!(!rendered.contains(".SH A COMMENT"), "{rendered}");
+    assert!(
+        rendered.contains(".nf\n# a comment\nkey = 1\n.fi"),
+        "{rendered}"
+    );
+}

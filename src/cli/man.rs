@@ -134,19 +134,28 @@ pub fn markdown_to_roff(title: &str, lines: &[&str]) -> String {
         inline(short),
         inline(&summary)
     ));
-    let mut in_code = false;
+    // A fence may be indented (a code block under a list item); its lines lose that indent.
+    let mut code_indent: Option<usize> = None;
     for line in &lines[summary_len..] {
-        if line.starts_with("```") {
-            out.push_str(if in_code {
+        if line.trim_start().starts_with("```") {
+            out.push_str(if code_indent.is_some() {
                 ".fi\n.RE\n"
             } else {
                 ".RS 4\n.nf\n"
             });
-            in_code = !in_code;
+            code_indent = match code_indent {
+                Some(_) => None,
+                None => Some(line.len() - line.trim_start().len()),
+            };
             continue;
         }
-        if in_code {
-            out.push_str(&roff_escape(line));
+        if let Some(indent) = code_indent {
+            let unindented = if line.len() >= indent && line[..indent].trim().is_empty() {
+                &line[indent..]
+            } else {
+                line.trim_start()
+            };
+            out.push_str(&roff_escape(unindented));
             out.push('\n');
             continue;
         }
