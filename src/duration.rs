@@ -1,5 +1,6 @@
 //! Durations as users write them: `500ms`, `30s`, `5m`, `1h`, `2d`, and combinations like
-//! `1h30m`. One parser for flags and config alike, so every place rejects the same things.
+//! `1h30m`. One parser for flags and config alike, so every place rejects the same things:
+//! `humantime` parses durations and `parse-size` sizes; rein adds its own error wording.
 
 use std::fmt;
 use std::time::Duration;
@@ -18,40 +19,24 @@ const UNITS: &[(&str, u64)] = &[
     ("d", 86_400_000),
 ];
 
+/// Parses a duration with `humantime` (`500ms`, `30s`, `5m`, `1h30m`, `2 days`…), with rein's
+/// own wording for mistakes.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let problem = |why: &str| {
         format!("invalid duration {text:?}: {why}; write it like 500ms, 30s, 5m, 1h or 1h30m")
     };
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(problem("it is empty"));
-    }
-    let mut total_ms: u64 = 0;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(problem("expected a number"));
+    humantime::parse_duration(text.trim()).map_err(|error| match error {
+        humantime::DurationError::Empty => problem("it is empty"),
+        humantime::DurationError::NumberExpected(_)
+        | humantime::DurationError::InvalidCharacter(_) => problem("expected a number"),
+        humantime::DurationError::UnknownUnit { unit, .. } if unit.is_empty() => {
+            problem("a unit is missing")
         }
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| problem("the number is too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = &rest[..unit_len];
-        let Some(&(_, factor)) = UNITS.iter().find(|(name, _)| *name == unit) else {
-            return Err(if unit.is_empty() {
-                problem("a unit is missing")
-            } else {
-                problem(&format!("unknown unit {unit:?}"))
-            });
-        };
-        rest = &rest[unit_len..];
-        total_ms = number
-            .checked_mul(factor)
-            .and_then(|ms| ms.checked_add(total_ms))
-            .ok_or_else(|| problem("it is too large"))?;
-    }
-    Ok(Duration::from_millis(total_ms))
+        humantime::DurationError::UnknownUnit { unit, .. } => {
+            problem(&format!("unknown unit {unit:?}"))
+        }
+        humantime::DurationError::NumberOverflow => problem("it is too large"),
+    })
 }
 
 impl std::str::FromStr for Span {
@@ -91,28 +76,15 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
-/// A byte size as users write it: `512M`, `2G`, `64K`, `1048576`.
+/// A byte size as users write it: `512M`, `2G`, `64K`, `1048576` — binary multiples, as
+/// systemd reads `MemoryMax=` (parsed by `parse-size`).
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let problem =
-        || format!("invalid size {text:?}: write it like 512M, 2G, 64K or a number of bytes");
-    let trimmed = text.trim();
-    let digits = trimmed.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 {
-        return Err(problem());
-    }
-    let number: u64 = trimmed[..digits].parse().map_err(|_| problem())?;
-    let factor: u64 = match trimmed[digits..]
-        .trim_end_matches(['B', 'b'])
-        .trim_end_matches('i')
-    {
-        "" => 1,
-        "K" | "k" => 1 << 10,
-        "M" | "m" => 1 << 20,
-        "G" | "g" => 1 << 30,
-        "T" | "t" => 1 << 40,
-        _ => return Err(problem()),
-    };
-    number.checked_mul(factor).ok_or_else(problem)
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(text.trim())
+        .map_err(|_| {
+            format!("invalid size {text:?}: write it like 512M, 2G, 64K or a number of bytes")
+        })
 }
 
 /// A CPU quota percentage: `50%` or `150` (more than one core is allowed).
@@ -145,7 +117,11 @@ mod tests {
             ("s", None),
             ("5x", None),
             ("-5s", None),
-            ("5 s", None),
+            // humantime's grammar: a space between number and unit is allowed, and so are
+            // longer unit names.
+            ("5 s", Some(5_000)),
+            ("2 days", Some(172_800_000)),
+            ("1h 30min", Some(5_400_000)),
             ("99999999999999999999s", None),
         ];
         for (text, expected) in cases {

@@ -1,5 +1,6 @@
 //! `[bridges.NAME]` in config.toml: the keys every bridge shares. Every other key of the
-//! section is the channel's own (`BridgeSettings::channel`), parsed and checked by the bridge.
+//! section is the channel's own (`BridgeSettings::channel`), read by the bridge with
+//! [`channel_keys`] into a serde struct that refuses unknown keys.
 //!
 //! ```toml
 //! [bridges.slack]
@@ -14,6 +15,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use serde::Deserialize;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -59,24 +62,56 @@ impl BridgeSettings {
     }
 }
 
-fn strings(name: &str, key: &str, value: &toml::Value) -> Result<Vec<String>> {
-    let problem = || {
-        Error::invalid(format!(
-            "[bridges.{name}] {key} must be a list of strings, like {key} = [\"a\", \"b\"]"
-        ))
-    };
-    let array = value.as_array().ok_or_else(problem)?;
-    array
-        .iter()
-        .map(|v| v.as_str().map(str::to_owned).ok_or_else(problem))
-        .collect()
-}
-
 pub fn expand_home(path: &str) -> PathBuf {
     match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(path),
     }
+}
+
+/// The keys every bridge shares, as serde reads them (the channel's own keys are left for
+/// [`channel_keys`]).
+#[derive(Debug, Default, Deserialize)]
+struct SharedKeys {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    routes: Vec<String>,
+    #[serde(default)]
+    worker_routes: BTreeMap<String, Vec<String>>,
+    rate_per_minute: Option<i64>,
+    notes: Option<bool>,
+    secret_file: Option<String>,
+    credential: Option<String>,
+}
+
+/// The names of [`SharedKeys`].
+pub const SHARED_KEYS: &[&str] = &[
+    "allow",
+    "routes",
+    "worker_routes",
+    "rate_per_minute",
+    "notes",
+    "secret_file",
+    "credential",
+];
+
+/// Reads a bridge's own keys (what [`load`] leaves in `BridgeSettings::channel`) into `T`, a
+/// serde struct with `deny_unknown_fields`: a misspelled key or a wrong type is
+/// [`Error::Invalid`] (exit 2) naming the section and the key.
+pub fn channel_keys<T: serde::de::DeserializeOwned>(
+    channel: &toml::Table,
+    bridge: &str,
+) -> Result<T> {
+    toml::Value::Table(channel.clone())
+        .try_into()
+        .map_err(|error: toml::de::Error| {
+            Error::invalid(format!(
+                "[bridges.{bridge}] {}; the keys every bridge shares are {}",
+                error.to_string().trim(),
+                SHARED_KEYS.join(", ")
+            ))
+        })
 }
 
 /// The shared settings of bridge `name`, with clear errors for a missing or bad section.
@@ -87,12 +122,17 @@ pub fn load(config: &Config, name: &str) -> Result<BridgeSettings> {
             "no [bridges.{name}] section in the config; add one (see rein-bridge-{name}(1) and contrib/bridges/{name}.toml)"
         )));
     };
+    let shared: SharedKeys =
+        toml::Value::Table(section.clone())
+            .try_into()
+            .map_err(|error: toml::de::Error| {
+                Error::invalid(format!("[bridges.{name}] {}", error.to_string().trim()))
+            })?;
     let mut channel = section.clone();
-    let allow = channel
-        .remove("allow")
-        .map(|v| strings(name, "allow", &v))
-        .transpose()?
-        .unwrap_or_default();
+    for key in SHARED_KEYS {
+        channel.remove(*key);
+    }
+    let allow = shared.allow;
     if allow.is_empty() {
         return Err(Error::invalid(format!(
             "[bridges.{name}] allow is empty: nobody could answer; list identities like allow = [\"{name}:...\"]"
@@ -103,97 +143,34 @@ pub fn load(config: &Config, name: &str) -> Result<BridgeSettings> {
             "[bridges.{name}] allow entry {bad:?} is not a {name} identity; write it like \"{name}:...\""
         )));
     }
-    let routes = channel
-        .remove("routes")
-        .map(|v| strings(name, "routes", &v))
-        .transpose()?
-        .unwrap_or_default();
-    let mut worker_routes = BTreeMap::new();
-    if let Some(value) = channel.remove("worker_routes") {
-        let table = value.as_table().ok_or_else(|| {
-            Error::invalid(format!(
-                "[bridges.{name}] worker_routes must be a table like {{ w1 = [\"route\"] }}"
-            ))
-        })?;
-        for (worker, routes) in table {
-            crate::store::validate_id("worker id", worker)?;
-            worker_routes.insert(worker.clone(), strings(name, "worker_routes", routes)?);
-        }
+    for worker in shared.worker_routes.keys() {
+        crate::store::validate_id("worker id", worker)?;
     }
-    if routes.is_empty() && worker_routes.is_empty() {
+    if shared.routes.is_empty() && shared.worker_routes.is_empty() {
         return Err(Error::invalid(format!(
             "[bridges.{name}] has no routes: say where asks go with routes = [\"...\"]"
         )));
     }
-    let rate_per_minute = match channel.remove("rate_per_minute") {
+    let rate_per_minute = match shared.rate_per_minute {
         None => 30,
-        Some(toml::Value::Integer(n)) if (1..=10_000).contains(&n) => n as u32,
+        Some(n) if (1..=10_000).contains(&n) => n as u32,
         Some(_) => {
             return Err(Error::invalid(format!(
                 "[bridges.{name}] rate_per_minute must be a whole number from 1 to 10000"
             )))
         }
     };
-    let notes = match channel.remove("notes") {
-        None => true,
-        Some(toml::Value::Boolean(b)) => b,
-        Some(_) => {
-            return Err(Error::invalid(format!(
-                "[bridges.{name}] notes must be true or false"
-            )))
-        }
-    };
-    let secret_file = match channel.remove("secret_file") {
-        None => None,
-        Some(toml::Value::String(path)) => Some(expand_home(&path)),
-        Some(_) => {
-            return Err(Error::invalid(format!(
-                "[bridges.{name}] secret_file must be a path"
-            )))
-        }
-    };
-    let credential = match channel.remove("credential") {
-        None => None,
-        Some(toml::Value::String(credential)) => Some(credential),
-        Some(_) => {
-            return Err(Error::invalid(format!(
-                "[bridges.{name}] credential must be a credential name"
-            )))
-        }
-    };
     Ok(BridgeSettings {
         name: name.to_owned(),
         allow,
-        routes,
-        worker_routes,
+        routes: shared.routes,
+        worker_routes: shared.worker_routes,
         rate_per_minute,
-        notes,
-        secret_file,
-        credential,
+        notes: shared.notes.unwrap_or(true),
+        secret_file: shared.secret_file.as_deref().map(expand_home),
+        credential: shared.credential,
         channel,
     })
-}
-
-/// Takes a string key from the channel table, refusing a wrong type.
-pub fn take_string(settings: &mut toml::Table, bridge: &str, key: &str) -> Result<Option<String>> {
-    match settings.remove(key) {
-        None => Ok(None),
-        Some(toml::Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Error::invalid(format!(
-            "[bridges.{bridge}] {key} must be a string"
-        ))),
-    }
-}
-
-/// Refuses keys the channel did not take.
-pub fn refuse_unknown(settings: &toml::Table, bridge: &str, known: &[&str]) -> Result<()> {
-    match settings.keys().next() {
-        None => Ok(()),
-        Some(key) => Err(Error::invalid(format!(
-            "[bridges.{bridge}] has an unknown key {key:?}; known keys: allow, routes, worker_routes, rate_per_minute, notes, secret_file, credential, {}",
-            known.join(", ")
-        ))),
-    }
 }
 
 #[cfg(test)]
@@ -232,6 +209,30 @@ mod tests {
         ] {
             let error = parse(text).expect_err(text);
             assert_eq!(error.exit_code(), 2, "{text}: {error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod channel_tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Keys {
+        base_url: Option<String>,
+    }
+
+    #[test]
+    fn channel_keys_refuse_unknown_keys_and_wrong_types() {
+        let table: toml::Table = toml::from_str("base_url = \"http://x\"").expect("toml");
+        let keys: Keys = channel_keys(&table, "slack").expect("valid");
+        assert_eq!(keys.base_url.as_deref(), Some("http://x"));
+        for text in ["colour = \"red\"", "base_url = 3"] {
+            let table: toml::Table = toml::from_str(text).expect("toml");
+            let error = channel_keys::<Keys>(&table, "slack").expect_err(text);
+            assert_eq!(error.exit_code(), 2);
+            assert!(error.to_string().starts_with("[bridges.slack]"), "{error}");
         }
     }
 }

@@ -40,7 +40,7 @@ impl Secrets {
                     "the config: set secret_file or credential in the bridge's section".to_owned()
                 }
             };
-            anyhow::anyhow!("the secret {key:?} is missing from {from}")
+            crate::Error::invalid(format!("the secret {key:?} is missing from {from}")).into()
         })
     }
 

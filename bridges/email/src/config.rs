@@ -8,22 +8,26 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use lettre::Address;
 use rein::bridge::secrets::Secrets;
+use serde::Deserialize;
 
-/// The keys this bridge takes from its section (the shared ones are the engine's).
-pub const KEYS: &[&str] = &[
-    "smtp_host",
-    "smtp_port",
-    "smtp_tls",
-    "imap_host",
-    "imap_port",
-    "imap_tls",
-    "from",
-    "username",
-    "ca_file",
-    "mailbox",
-    "processed_folder",
-    "poll_interval",
-];
+/// The channel's own keys of `[bridges.email]` (the shared ones are the engine's); any other
+/// key is refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Keys {
+    smtp_host: Option<String>,
+    smtp_port: Option<i64>,
+    smtp_tls: Option<String>,
+    imap_host: Option<String>,
+    imap_port: Option<i64>,
+    imap_tls: Option<String>,
+    from: Option<String>,
+    username: Option<String>,
+    ca_file: Option<String>,
+    mailbox: Option<String>,
+    processed_folder: Option<String>,
+    poll_interval: Option<String>,
+}
 
 /// How a connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,14 +91,10 @@ impl EmailSettings {
     }
 }
 
-fn take_string(table: &mut toml::Table, key: &str) -> anyhow::Result<Option<String>> {
-    Ok(rein::bridge::config::take_string(table, "email", key)?)
-}
-
-fn take_port(table: &mut toml::Table, key: &str) -> anyhow::Result<Option<u16>> {
-    match table.remove(key) {
+fn port(key: &str, value: Option<i64>) -> anyhow::Result<Option<u16>> {
+    match value {
         None => Ok(None),
-        Some(toml::Value::Integer(n)) if (1..=65535).contains(&n) => Ok(Some(n as u16)),
+        Some(n) if (1..=65535).contains(&n) => Ok(Some(n as u16)),
         Some(_) => bail!("[bridges.email] {key} must be a port number from 1 to 65535"),
     }
 }
@@ -132,20 +132,22 @@ fn load_inner(
     routes: &[String],
     secrets: &Secrets,
 ) -> anyhow::Result<EmailSettings> {
-    let mut table = channel.clone();
-    let from = take_string(&mut table, "from")?.context(
+    let keys: Keys = rein::bridge::config::channel_keys(channel, "email")?;
+    let from = keys.from.context(
         "[bridges.email] from is missing: set the bridge's own address, like from = \"rein@example.org\"",
     )?;
     let from = parse_address("from", &from)?;
-    let smtp_host = take_string(&mut table, "smtp_host")?
+    let smtp_host = keys
+        .smtp_host
         .context("[bridges.email] smtp_host is missing: set the SMTP server, like smtp_host = \"smtp.example.org\"")?;
-    let imap_host = take_string(&mut table, "imap_host")?
+    let imap_host = keys
+        .imap_host
         .context("[bridges.email] imap_host is missing: set the IMAP server, like imap_host = \"imap.example.org\"")?;
-    let smtp_tls = match take_string(&mut table, "smtp_tls")? {
+    let smtp_tls = match keys.smtp_tls {
         Some(text) => Security::parse("smtp_tls", &text)?,
         None => Security::StartTls,
     };
-    let imap_tls = match take_string(&mut table, "imap_tls")? {
+    let imap_tls = match keys.imap_tls {
         Some(text) => Security::parse("imap_tls", &text)?,
         None => Security::Tls,
     };
@@ -159,17 +161,19 @@ fn load_inner(
             );
         }
     }
-    let smtp_port = take_port(&mut table, "smtp_port")?.unwrap_or(match smtp_tls {
+    let smtp_port = port("smtp_port", keys.smtp_port)?.unwrap_or(match smtp_tls {
         Security::StartTls => 587,
         Security::Tls => 465,
         Security::None => 25,
     });
-    let imap_port = take_port(&mut table, "imap_port")?.unwrap_or(match imap_tls {
+    let imap_port = port("imap_port", keys.imap_port)?.unwrap_or(match imap_tls {
         Security::Tls => 993,
         Security::StartTls | Security::None => 143,
     });
-    let username = take_string(&mut table, "username")?.unwrap_or_else(|| from.to_string());
-    let ca_file = take_string(&mut table, "ca_file")?.map(|path| expand_home(&path));
+    let username = keys.username.unwrap_or_else(|| from.to_string());
+    let ca_file = keys
+        .ca_file
+        .map(|path| rein::bridge::config::expand_home(&path));
     if let Some(path) = &ca_file {
         if !path.is_file() {
             bail!(
@@ -178,9 +182,9 @@ fn load_inner(
             );
         }
     }
-    let mailbox = take_string(&mut table, "mailbox")?.unwrap_or_else(|| "INBOX".to_owned());
-    let processed_folder = take_string(&mut table, "processed_folder")?;
-    let poll_interval = match take_string(&mut table, "poll_interval")? {
+    let mailbox = keys.mailbox.unwrap_or_else(|| "INBOX".to_owned());
+    let processed_folder = keys.processed_folder;
+    let poll_interval = match keys.poll_interval {
         Some(text) => rein::duration::parse(&text)
             .map_err(|error| anyhow::anyhow!("[bridges.email] poll_interval: {error}"))?,
         None => Duration::from_secs(60),
@@ -188,7 +192,6 @@ fn load_inner(
     if poll_interval < Duration::from_secs(1) {
         bail!("[bridges.email] poll_interval must be at least 1s");
     }
-    rein::bridge::config::refuse_unknown(&table, "email", KEYS)?;
 
     for route in routes {
         parse_address("routes", route)?;
@@ -220,13 +223,6 @@ fn load_inner(
         poll_interval,
         routes: routes.to_vec(),
     })
-}
-
-fn expand_home(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(path),
-    }
 }
 
 #[cfg(test)]
@@ -275,7 +271,8 @@ mod tests {
             ("imap_tls = \"ssl\"\n", "not a TLS mode"),
             ("smtp_port = 0\n", "port number"),
             ("poll_interval = \"soon\"\n", "poll_interval"),
-            ("imap_folder = \"x\"\n", "unknown key \"imap_folder\""),
+            ("imap_folder = \"x\"\n", "unknown field `imap_folder`"),
+            ("smtp_port = \"25\"\n", "smtp_port"),
             ("ca_file = \"/nonexistent/ca.pem\"\n", "does not exist"),
         ] {
             let error = parse(&format!("{MINIMAL}{extra}")).expect_err(extra);

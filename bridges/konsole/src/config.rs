@@ -4,21 +4,25 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use rein::bridge::config::{refuse_unknown, take_string};
 use rein::store::validate_id;
 use rein::Error;
+use serde::Deserialize;
 
 use crate::command::check_shell_safe;
 
-const BRIDGE: &str = "konsole";
-const KNOWN_KEYS: &[&str] = &[
-    "service",
-    "window",
-    "rein_bin",
-    "desktop",
-    "worker_desktops",
-    "attach_workers",
-];
+/// The channel's own keys of `[bridges.konsole]`; any other key is refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Keys {
+    service: Option<String>,
+    window: Option<i64>,
+    rein_bin: Option<String>,
+    desktop: Option<i64>,
+    #[serde(default)]
+    worker_desktops: BTreeMap<String, i64>,
+    #[serde(default)]
+    attach_workers: Vec<String>,
+}
 /// KWin allows at most 20 virtual desktops.
 pub const MAX_DESKTOP: u32 = 20;
 /// The route that means "the desktop the config gives for the worker".
@@ -43,44 +47,32 @@ pub struct KonsoleConfig {
 impl KonsoleConfig {
     /// Parses the channel keys; `rein_bin` defaults to [`default_rein_bin`].
     pub fn from_table(table: &toml::Table) -> Result<KonsoleConfig, Error> {
-        let mut table = table.clone();
-        let service = take_string(&mut table, BRIDGE, "service")?;
-        if let Some(service) = &service {
+        let keys: Keys = rein::bridge::config::channel_keys(table, "konsole")?;
+        if let Some(service) = &keys.service {
             check_service_name(service)?;
         }
-        let window = take_number(&mut table, "window", 1, u32::MAX)?;
-        let rein_bin = match take_string(&mut table, BRIDGE, "rein_bin")? {
+        let window = number("window", keys.window, 1, u32::MAX)?;
+        let rein_bin = match keys.rein_bin {
             Some(path) => PathBuf::from(path),
             None => default_rein_bin()?,
         };
         check_rein_bin(&rein_bin)?;
-        let desktop = take_number(&mut table, "desktop", 1, MAX_DESKTOP)?;
+        let desktop = number("desktop", keys.desktop, 1, MAX_DESKTOP)?;
         let mut worker_desktops = BTreeMap::new();
-        if let Some(value) = table.remove("worker_desktops") {
-            let entries = value.as_table().ok_or_else(|| {
-                Error::invalid("[bridges.konsole] worker_desktops must be a table like { w1 = 3 }")
-            })?;
-            for (worker, desktop) in entries {
-                validate_id("worker id", worker)?;
-                worker_desktops.insert(worker.clone(), desktop_number("worker_desktops", desktop)?);
-            }
+        for (worker, desktop) in keys.worker_desktops {
+            validate_id("worker id", &worker)?;
+            let Some(desktop) = number("worker_desktops", Some(desktop), 1, MAX_DESKTOP)? else {
+                continue;
+            };
+            worker_desktops.insert(worker, desktop);
         }
         let mut attach_workers = BTreeSet::new();
-        if let Some(value) = table.remove("attach_workers") {
-            let problem = || {
-                Error::invalid(
-                    "[bridges.konsole] attach_workers must be a list of worker ids, like [\"w1\"]",
-                )
-            };
-            for worker in value.as_array().ok_or_else(problem)? {
-                let worker = worker.as_str().ok_or_else(problem)?;
-                validate_id("worker id", worker)?;
-                attach_workers.insert(worker.to_owned());
-            }
+        for worker in keys.attach_workers {
+            validate_id("worker id", &worker)?;
+            attach_workers.insert(worker);
         }
-        refuse_unknown(&table, BRIDGE, KNOWN_KEYS)?;
         Ok(KonsoleConfig {
-            service,
+            service: keys.service,
             window,
             rein_bin,
             desktop,
@@ -179,28 +171,12 @@ pub fn check_service_name(service: &str) -> Result<(), Error> {
     }
 }
 
-fn take_number(
-    table: &mut toml::Table,
-    key: &str,
-    min: u32,
-    max: u32,
-) -> Result<Option<u32>, Error> {
-    match table.remove(key) {
+fn number(key: &str, value: Option<i64>, min: u32, max: u32) -> Result<Option<u32>, Error> {
+    match value {
         None => Ok(None),
-        Some(toml::Value::Integer(n)) if n >= i64::from(min) && n <= i64::from(max) => {
-            Ok(Some(n as u32))
-        }
+        Some(n) if n >= i64::from(min) && n <= i64::from(max) => Ok(Some(n as u32)),
         Some(_) => Err(Error::invalid(format!(
             "[bridges.konsole] {key} must be a whole number from {min} to {max}"
-        ))),
-    }
-}
-
-fn desktop_number(key: &str, value: &toml::Value) -> Result<u32, Error> {
-    match value {
-        toml::Value::Integer(n) if (1..=i64::from(MAX_DESKTOP)).contains(n) => Ok(*n as u32),
-        _ => Err(Error::invalid(format!(
-            "[bridges.konsole] {key} values must be desktop numbers from 1 to {MAX_DESKTOP}"
         ))),
     }
 }

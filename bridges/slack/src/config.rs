@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use rein::bridge::config::{refuse_unknown, take_string};
 use rein::bridge::secrets::Secrets;
+use serde::Deserialize;
 
 pub const DEFAULT_BASE_URL: &str = "https://slack.com/api";
 
@@ -31,6 +31,13 @@ impl Backoff {
         let factor = 1u32 << failures.min(16);
         self.initial.saturating_mul(factor).min(self.max)
     }
+}
+
+/// The channel's own keys of `[bridges.slack]`; any other key is refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Keys {
+    base_url: Option<String>,
 }
 
 #[derive(Clone)]
@@ -78,14 +85,15 @@ impl SlackConfig {
     }
 
     /// Reads the channel keys of `[bridges.slack]` (refusing unknown ones) and the tokens.
+    /// Every problem is a [`rein::Error::Invalid`] (exit code 2) that names the key.
     pub fn from_settings(channel: &toml::Table, secrets: &Secrets) -> anyhow::Result<SlackConfig> {
-        let mut channel = channel.clone();
-        let base_url = take_string(&mut channel, "slack", "base_url")?
-            .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
-        refuse_unknown(&channel, "slack", &["base_url"])?;
+        let keys: Keys = rein::bridge::config::channel_keys(channel, "slack")?;
+        let base_url = keys.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
         let app_token = secrets.require("app_token")?;
         let bot_token = secrets.require("bot_token")?;
-        SlackConfig::new(&base_url, app_token, bot_token).context("the slack bridge's secrets")
+        SlackConfig::new(&base_url, app_token, bot_token)
+            .context("the slack bridge's secrets")
+            .map_err(|error| rein::Error::invalid(format!("{error:#}")).into())
     }
 }
 
@@ -115,14 +123,15 @@ mod tests {
         let swapped = Secrets::from_pairs(&[("app_token", "xoxb-2"), ("bot_token", "xapp-1")]);
         let missing = Secrets::from_pairs(&[("app_token", "xapp-1")]);
         for (keys, secrets, expected) in [
-            ("colour = \"red\"", &good, "unknown key \"colour\""),
-            ("base_url = 3", &good, "base_url must be a string"),
+            ("colour = \"red\"", &good, "unknown field `colour`"),
+            ("base_url = 3", &good, "base_url"),
             ("base_url = \"slack.com\"", &good, "must be an http(s) URL"),
             ("", &swapped, "xapp-"),
             ("", &missing, "bot_token"),
         ] {
             let error = SlackConfig::from_settings(&table(keys), secrets).expect_err(keys);
             assert!(format!("{error:#}").contains(expected), "{keys}: {error:#}");
+            assert_eq!(rein::error::exit_code_of(&error), 2, "{keys}: {error:#}");
         }
     }
 

@@ -640,3 +640,36 @@ async fn a_second_bridge_on_the_same_ledger_is_refused() {
     first.start_kill().expect("stop the bridge");
     let _ = first.wait().await;
 }
+
+/// Issue 8, items 21 and 24: a misspelled key in `[bridges.slack]` is a usage error (exit 2)
+/// naming the key, before anything connects.
+#[tokio::test]
+async fn a_misspelled_key_exits_2() {
+    let standin = SlackStandin::start(&["C1"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, data) = profile(dir.path(), &standin);
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, format!("{text}bse_url = \"x\"\n")).expect("config");
+    let output = tokio::time::timeout(DEADLINE, bridge_command(&config, &data).output())
+        .await
+        .expect("exits in time")
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bse_url"), "{stderr}");
+    // A missing secret is a configuration mistake too.
+    std::fs::write(&config, text).expect("config");
+    std::fs::write(
+        dir.path().join("slack.secrets"),
+        format!("app_token = \"{APP_TOKEN}\"\n"),
+    )
+    .expect("secrets");
+    let output = tokio::time::timeout(DEADLINE, bridge_command(&config, &data).output())
+        .await
+        .expect("exits in time")
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bot_token"), "{stderr}");
+    assert!(standin.record().calls.is_empty(), "nothing was called");
+}

@@ -4,20 +4,24 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use rein::bridge::config::{refuse_unknown, take_string};
+use anyhow::bail;
 use rein::bridge::secrets::Secrets;
+use serde::Deserialize;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
-const KNOWN: &[&str] = &[
-    "base_url",
-    "account_sid",
-    "from",
-    "poll_interval",
-    "max_segments",
-    "webhook_bind",
-    "webhook_url",
-];
+
+/// The channel's own keys of `[bridges.sms]`; any other key is refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Keys {
+    base_url: Option<String>,
+    account_sid: Option<String>,
+    from: Option<String>,
+    poll_interval: Option<String>,
+    max_segments: Option<i64>,
+    webhook_bind: Option<String>,
+    webhook_url: Option<String>,
+}
 
 /// The optional listener for Twilio's "a message comes in" webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,17 +104,22 @@ impl SmsConfig {
     }
 
     /// Reads the channel keys of `[bridges.sms]` (refusing unknown ones) and the auth token.
+    /// Every problem is a [`rein::Error::Invalid`] (exit code 2) that names the key.
     pub fn from_settings(channel: &toml::Table, secrets: &Secrets) -> anyhow::Result<SmsConfig> {
-        let mut channel = channel.clone();
-        let base_url = take_string(&mut channel, "sms", "base_url")?
-            .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
-        let Some(account_sid) = take_string(&mut channel, "sms", "account_sid")? else {
+        SmsConfig::from_keys(channel, secrets)
+            .map_err(|error| rein::Error::invalid(format!("{error:#}")).into())
+    }
+
+    fn from_keys(channel: &toml::Table, secrets: &Secrets) -> anyhow::Result<SmsConfig> {
+        let keys: Keys = rein::bridge::config::channel_keys(channel, "sms")?;
+        let base_url = keys.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+        let Some(account_sid) = keys.account_sid else {
             bail!("[bridges.sms] needs account_sid = \"AC…\" (on the Twilio Console's dashboard)");
         };
-        let Some(from) = take_string(&mut channel, "sms", "from")? else {
+        let Some(from) = keys.from else {
             bail!("[bridges.sms] needs from = \"+1…\": the Twilio number asks are sent from");
         };
-        let poll_interval = match take_string(&mut channel, "sms", "poll_interval")?.as_deref() {
+        let poll_interval = match keys.poll_interval.as_deref() {
             None => Some(Duration::from_secs(5)),
             Some("off") => None,
             Some(text) => {
@@ -122,22 +131,20 @@ impl SmsConfig {
                 Some(interval)
             }
         };
-        let max_segments = match channel.remove("max_segments") {
+        let max_segments = match keys.max_segments {
             None => 2,
-            Some(toml::Value::Integer(n)) if (1..=10).contains(&n) => n as usize,
+            Some(n) if (1..=10).contains(&n) => n as usize,
             Some(_) => bail!("[bridges.sms] max_segments must be a whole number from 1 to 10"),
         };
-        let webhook_bind = take_string(&mut channel, "sms", "webhook_bind")?;
-        let webhook_url = take_string(&mut channel, "sms", "webhook_url")?;
-        refuse_unknown(&channel, "sms", KNOWN)?;
-        let webhook = match (webhook_bind, webhook_url) {
+        let webhook = match (keys.webhook_bind, keys.webhook_url) {
             (None, None) => None,
             (Some(bind), Some(url)) => {
-                let bind = bind.parse().with_context(|| {
-                    format!("[bridges.sms] webhook_bind {bind:?} must be an address and port, like \"127.0.0.1:8088\"")
-                })?;
-                let parsed = reqwest::Url::parse(&url)
-                    .with_context(|| format!("[bridges.sms] webhook_url {url:?} is not a URL"))?;
+                let Ok(bind) = bind.parse() else {
+                    bail!("[bridges.sms] webhook_bind {bind:?} must be an address and port, like \"127.0.0.1:8088\"");
+                };
+                let Ok(parsed) = reqwest::Url::parse(&url) else {
+                    bail!("[bridges.sms] webhook_url {url:?} is not a URL");
+                };
                 if !matches!(parsed.scheme(), "https" | "http") {
                     bail!(
                         "[bridges.sms] webhook_url {url:?} must be the http(s) URL set at Twilio"
@@ -194,7 +201,8 @@ mod tests {
     fn bad_settings_are_refused() {
         let base = format!("account_sid = \"{SID}\"\nfrom = \"+15551234567\"\n");
         for (extra, expected) in [
-            ("colour = 1", "unknown key \"colour\""),
+            ("colour = 1", "unknown field `colour`"),
+            ("max_segments = \"two\"", "max_segments"),
             ("max_segments = 0", "max_segments"),
             ("poll_interval = \"soon\"", "poll_interval"),
             ("poll_interval = \"100ms\"", "below 1s"),
@@ -214,6 +222,7 @@ mod tests {
                 format!("{error:#}").contains(expected),
                 "{extra}: {error:#}"
             );
+            assert_eq!(rein::error::exit_code_of(&error), 2, "{extra}: {error:#}");
         }
         for (keys, expected) in [
             ("from = \"+15551234567\"", "needs account_sid"),
