@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use crate::bridge::config::{self, BridgeSettings};
 use crate::bridge::ledger::{Entry, Kind, Ledger, RefusedLedger, SeenLedger, Stage};
 use crate::bridge::secrets::{self, Secrets};
-use crate::bridge::{Channel, Inbound, Link, PostRef, SendError, Target};
+use crate::bridge::{Backoff, Channel, Inbound, Link, PostRef, SendError, Target};
 
 use crate::mailbox::{AnswerOutcome, Ask, Mailbox};
 use crate::notes::Note;
@@ -52,9 +52,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const REFUSAL: &str =
     "Sorry, you are not on this fleet's list of people who may answer asks; nothing was answered.";
 
+/// Waits between retries of one send: 1 s, doubling, up to [`MAX_BACKOFF`].
+const RETRY: Backoff = Backoff {
+    initial: Duration::from_secs(1),
+    max: MAX_BACKOFF,
+};
+
 fn backoff(attempts: u32) -> Duration {
-    let exponent = attempts.saturating_sub(1).min(16);
-    Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF)
+    RETRY.delay(attempts.saturating_sub(1))
 }
 
 /// At most `per_minute` sends in any 60 s window.

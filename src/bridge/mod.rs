@@ -7,7 +7,10 @@
 //! watches `asks/`, `answers/` and `notes/` with inotify and delivers each item exactly once
 //! per route across restarts (the [`ledger`]), the allowlist, routing, rate limits, retries
 //! with backoff honouring Retry-After, secrets ([`secrets`]) and answering through the
-//! mailbox with the person's identity.
+//! mailbox with the person's identity. So do the small things every channel needs: the
+//! `[ask:ID]` token ([`ask_token`], [`find_ask_token`], [`leading_ask_token`]), the shape of
+//! an ask id ([`as_ask_id`]), what an HTTP status means ([`classify_http`]), the one
+//! [`Backoff`], and an error with its causes said once ([`error_chain`]).
 
 pub mod config;
 pub mod engine;
@@ -153,6 +156,111 @@ pub trait Channel: Send {
     }
 }
 
+/// The token that names an ask in what a bridge sends (`[ask:k3m9pq]`), so a reply can
+/// name it back.
+pub fn ask_token(id: &str) -> String {
+    format!("[ask:{id}]")
+}
+
+/// The ask named by the first valid `[ask:ID]` token anywhere in `text` (any case), its id
+/// lowercased.
+pub fn find_ask_token(text: &str) -> Option<String> {
+    let lower = text.to_lowercase();
+    let mut rest = lower.as_str();
+    while let Some(start) = rest.find("[ask:") {
+        let after = &rest[start + "[ask:".len()..];
+        if let Some(end) = after.find(']') {
+            let id = after[..end].trim();
+            if crate::store::validate_id("ask id", id).is_ok() {
+                return Some(id.to_owned());
+            }
+        }
+        rest = after;
+    }
+    None
+}
+
+/// A message that starts with `[ask:ID]` or `[ID]`: the id (lowercased) and the rest.
+pub fn leading_ask_token(text: &str) -> Option<(String, &str)> {
+    let (inner, rest) = text.strip_prefix('[')?.split_once(']')?;
+    let inner = inner.trim();
+    let id = match inner.get(..4) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("ask:") => &inner[4..],
+        _ => inner,
+    }
+    .trim()
+    .to_lowercase();
+    crate::store::validate_id("ask id", &id).ok()?;
+    Some((id, rest))
+}
+
+/// `word` as an ask id when it has an ask id's shape (six characters of
+/// [`crate::mailbox::ID_ALPHABET`], any case: phones capitalise the first letter).
+pub fn as_ask_id(word: &str) -> Option<String> {
+    let word = word.to_lowercase();
+    (word.chars().count() == crate::mailbox::ID_LEN
+        && word
+            .chars()
+            .all(|c| crate::mailbox::ID_ALPHABET.contains(c)))
+    .then_some(word)
+}
+
+/// What an HTTP status means to a bridge that sent something.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpOutcome {
+    /// 2xx.
+    Success,
+    /// 429: try again after the server's Retry-After, if it gave one.
+    RateLimited(Option<Duration>),
+    /// 5xx: the service's trouble; try again later.
+    ServerError,
+    /// Any other status: the request itself is wrong (credentials, recipient, URL).
+    Refused,
+}
+
+/// Classifies a response by its status and `Retry-After` header, the same for every bridge.
+pub fn classify_http(status: u16, retry_after_header: Option<&str>) -> HttpOutcome {
+    match status {
+        200..=299 => HttpOutcome::Success,
+        429 => HttpOutcome::RateLimited(retry_after(retry_after_header)),
+        500..=599 => HttpOutcome::ServerError,
+        _ => HttpOutcome::Refused,
+    }
+}
+
+/// How long to wait before trying again: doubling from `initial` up to `max`. The one
+/// backoff of every bridge and the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The wait before attempt `failures + 1`.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let factor = 1u32 << failures.min(16);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// An error and its sources on one line, each cause said once: a source whose text its
+/// wrapper already includes (reqwest's "error sending request" hides its cause; zbus and
+/// std I/O errors repeat theirs) is not repeated, and one that is not is not hidden.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut said = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !text.is_empty() && !said.contains(&text) {
+            said.push_str(": ");
+            said.push_str(&text);
+        }
+        source = cause.source();
+    }
+    said
+}
+
 /// The wait a `Retry-After` header asks for: delay-seconds, or an HTTP date (RFC 9110).
 pub fn retry_after(header: Option<&str>) -> Option<Duration> {
     let value = header?.trim();
@@ -187,13 +295,74 @@ pub fn ask_text(ask: &Ask) -> String {
     if !ask.options.is_empty() {
         text.push_str(&format!("\nOptions: {}", ask.options.join(", ")));
     }
-    text.push_str(&format!("\n[ask:{}]", ask.id));
+    text.push('\n');
+    text.push_str(&ask_token(&ask.id));
     text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ask_tokens_are_written_and_found_one_way() {
+        assert_eq!(ask_token("k3m9pq"), "[ask:k3m9pq]");
+        for (text, found) in [
+            ("Re: [ask:k3m9pq] w1: deploy?", Some("k3m9pq")),
+            ("RE: [ASK:K3M9PQ]", Some("k3m9pq")),
+            ("[ask:] [ask:ab/c] [ask:x7]", Some("x7")),
+            ("[ask:abc", None),
+            ("no token", None),
+        ] {
+            assert_eq!(find_ask_token(text).as_deref(), found, "{text}");
+        }
+        assert_eq!(
+            leading_ask_token("[Ask:ab3x9k] no"),
+            Some(("ab3x9k".to_owned(), " no"))
+        );
+        assert_eq!(
+            leading_ask_token("[ab3x9k]yes"),
+            Some(("ab3x9k".to_owned(), "yes"))
+        );
+        assert_eq!(leading_ask_token("[../x] no"), None);
+        assert_eq!(as_ask_id("Ab3x9k").as_deref(), Some("ab3x9k"));
+        // The shape only: "answer" has it (so SMS asks whether such an ask exists).
+        assert_eq!(as_ask_id("answer").as_deref(), Some("answer"));
+        assert_eq!(as_ask_id("hello1"), None, "no l or 1 in ask ids");
+        assert_eq!(as_ask_id("ab3x9"), None);
+    }
+
+    #[test]
+    fn http_statuses_mean_the_same_to_every_bridge() {
+        assert_eq!(classify_http(201, None), HttpOutcome::Success);
+        assert_eq!(
+            classify_http(429, Some("7")),
+            HttpOutcome::RateLimited(Some(Duration::from_secs(7)))
+        );
+        assert_eq!(classify_http(503, None), HttpOutcome::ServerError);
+        assert_eq!(classify_http(401, None), HttpOutcome::Refused);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let backoff = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+        };
+        let delays: Vec<u64> = (0..6).map(|n| backoff.delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
+        assert_eq!(backoff.delay(u32::MAX).as_secs(), 10);
+    }
+
+    #[test]
+    fn error_chains_say_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let wrapped = crate::Error::io("reading", "/x", io);
+        assert_eq!(
+            error_chain(&wrapped),
+            "reading /x: No such file or directory"
+        );
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {

@@ -47,9 +47,11 @@ pub fn check_size(what: &str, text: &str, limit: usize) -> Result<()> {
     Ok(())
 }
 
-/// Characters of ask ids: short enough to type in a text message, no look-alikes.
-const ID_ALPHABET: &[u8] = b"23456789abcdefghjkmnpqrstuvwxyz";
-const ID_LEN: usize = 6;
+/// Characters of ask ids: short enough to type in a text message, no look-alikes (0/o,
+/// 1/l/i).
+pub const ID_ALPHABET: &str = "23456789abcdefghjkmnpqrstuvwxyz";
+/// How many characters an ask id has.
+pub const ID_LEN: usize = 6;
 
 /// Who answers when nobody says: the `cli:` identity of the user running the command.
 pub fn default_identity() -> String {
@@ -244,7 +246,7 @@ fn new_id() -> String {
     let random = uuid::Uuid::new_v4();
     random.as_bytes()[..ID_LEN]
         .iter()
-        .map(|b| ID_ALPHABET[*b as usize % ID_ALPHABET.len()] as char)
+        .map(|b| ID_ALPHABET.as_bytes()[*b as usize % ID_ALPHABET.len()] as char)
         .collect()
 }
 

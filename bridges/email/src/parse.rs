@@ -125,23 +125,7 @@ pub fn answer_text(body: &str) -> String {
 
 /// The ask id of an `[ask:ID]` token in a subject, lowercased.
 pub fn subject_token(subject: &str) -> Option<String> {
-    let lower = subject.to_ascii_lowercase();
-    let mut rest = lower.as_str();
-    while let Some(start) = rest.find("[ask:") {
-        let after = &rest[start + "[ask:".len()..];
-        if let Some(end) = after.find(']') {
-            let id = after[..end].trim();
-            let valid = !id.is_empty()
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-            if valid {
-                return Some(id.to_owned());
-            }
-        }
-        rest = after;
-    }
-    None
+    rein::bridge::find_ask_token(subject)
 }
 
 /// What the matching of replies needs to know about the bridge.

@@ -32,6 +32,11 @@ use crate::tls;
 const IDLE_RENEW: Duration = Duration::from_secs(25 * 60);
 /// The longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(120);
+/// Waits before reconnecting after a failure: 1 s, doubling, up to [`MAX_BACKOFF`].
+const RECONNECT: rein::bridge::Backoff = rein::bridge::Backoff {
+    initial: Duration::from_secs(1),
+    max: MAX_BACKOFF,
+};
 /// How long connecting and logging in may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages fetched per FETCH command.
@@ -241,8 +246,7 @@ impl Reader {
                 Ok(Ended::QueueClosed) => return,
                 Err(error) => {
                     failures = failures.saturating_add(1);
-                    let wait = Duration::from_secs(1u64 << failures.min(7).saturating_sub(1))
-                        .min(MAX_BACKOFF);
+                    let wait = RECONNECT.delay(failures.saturating_sub(1));
                     let text = format!("{error:#}");
                     tracing::warn!("reading replies failed: {text}; reconnecting in {wait:?}");
                     self.report(ReaderEvent::Failed(text));

@@ -88,8 +88,8 @@ fn random_part() -> String {
 /// The subject of an ask's email; replies keep the `[ask:ID]` token.
 pub fn ask_subject(ask: &Ask, resent: bool) -> String {
     let mut subject = format!(
-        "[ask:{}] {}: {}",
-        ask.id,
+        "{} {}: {}",
+        rein::bridge::ask_token(&ask.id),
         ask.worker,
         shorten(first_line(&ask.prompt), 100)
     );
@@ -181,7 +181,7 @@ impl EmailChannel {
         };
         let subject = ask.map(|id| match asks.get(&id) {
             Ok(record) => ask_subject(&record.ask, false),
-            Err(_) => format!("[ask:{id}]"),
+            Err(_) => rein::bridge::ask_token(&id),
         });
         (subject.is_some() || root.is_some()).then_some(Thread { subject, root })
     }

@@ -124,16 +124,21 @@ async fn keep_connected(
         let lost = "lost the session bus; reconnecting…";
         tracing::warn!("{lost}");
         let _ = link.send(Link::Down(lost.to_owned()));
-        let mut wait = RECONNECT_FIRST;
+        let backoff = rein::bridge::Backoff {
+            initial: RECONNECT_FIRST,
+            max: RECONNECT_MAX,
+        };
+        let mut failures = 0;
         connection = loop {
             match Connection::session().await {
                 Ok(connection) => break connection,
                 Err(error) => {
+                    let wait = backoff.delay(failures);
+                    failures += 1;
                     let _ = link.send(Link::Down(format!(
                         "{lost} (the last try, {wait:?} ago, failed: {error})"
                     )));
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(RECONNECT_MAX);
                 }
             }
         };

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use rein::bridge::SendError;
+use rein::bridge::{HttpOutcome, SendError};
 use serde_json::{json, Value};
 
 use crate::config::SlackConfig;
@@ -83,35 +83,39 @@ impl WebApi {
         };
         let response = request.send().await.map_err(|error| SendError::Retry {
             after: None,
-            reason: format!("slack {method}: {error}"),
+            reason: format!("slack {method}: {}", rein::bridge::error_chain(&error)),
         })?;
         let status = response.status();
-        if status.as_u16() == 429 {
-            let after = rein::bridge::retry_after(
-                response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok()),
-            );
-            return Err(SendError::Retry {
-                after,
-                reason: format!("slack {method}: rate limited (HTTP 429)"),
-            });
-        }
-        if status.is_server_error() {
-            return Err(SendError::Retry {
-                after: None,
-                reason: format!("slack {method}: HTTP {status}"),
-            });
-        }
-        if !status.is_success() {
-            return Err(SendError::Fatal(format!(
-                "slack {method}: HTTP {status} from {url}; check base_url"
-            )));
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok());
+        match rein::bridge::classify_http(status.as_u16(), retry_after) {
+            HttpOutcome::Success => {}
+            HttpOutcome::RateLimited(after) => {
+                return Err(SendError::Retry {
+                    after,
+                    reason: format!("slack {method}: rate limited (HTTP 429)"),
+                })
+            }
+            HttpOutcome::ServerError => {
+                return Err(SendError::Retry {
+                    after: None,
+                    reason: format!("slack {method}: HTTP {status}"),
+                })
+            }
+            HttpOutcome::Refused => {
+                return Err(SendError::Fatal(format!(
+                    "slack {method}: HTTP {status} from {url}; check base_url"
+                )))
+            }
         }
         let value: Value = response.json().await.map_err(|error| SendError::Retry {
             after: None,
-            reason: format!("slack {method}: unreadable response: {error}"),
+            reason: format!(
+                "slack {method}: unreadable response: {}",
+                rein::bridge::error_chain(&error)
+            ),
         })?;
         if value["ok"].as_bool() == Some(true) {
             return Ok(value);

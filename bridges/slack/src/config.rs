@@ -9,29 +9,14 @@ use serde::Deserialize;
 
 pub const DEFAULT_BASE_URL: &str = "https://slack.com/api";
 
-/// How long to wait before reconnecting the socket: doubling from `initial` up to `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-}
+/// How long to wait before reconnecting the socket: rein's one backoff.
+pub use rein::bridge::Backoff;
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(60),
-        }
-    }
-}
-
-impl Backoff {
-    /// The wait before attempt `failures + 1`.
-    pub fn delay(&self, failures: u32) -> Duration {
-        let factor = 1u32 << failures.min(16);
-        self.initial.saturating_mul(factor).min(self.max)
-    }
-}
+/// The socket's reconnect backoff unless a test sets another.
+pub const RECONNECT: Backoff = Backoff {
+    initial: Duration::from_secs(1),
+    max: Duration::from_secs(60),
+};
 
 /// The channel's own keys of `[bridges.slack]`; any other key is refused.
 #[derive(Debug, Deserialize)]
@@ -79,7 +64,7 @@ impl SlackConfig {
             base_url: base_url.to_owned(),
             app_token: app_token.to_owned(),
             bot_token: bot_token.to_owned(),
-            reconnect: Backoff::default(),
+            reconnect: RECONNECT,
             ping_interval: Duration::from_secs(30),
         })
     }
@@ -133,16 +118,5 @@ mod tests {
             assert!(format!("{error:#}").contains(expected), "{keys}: {error:#}");
             assert_eq!(rein::error::exit_code_of(&error), 2, "{keys}: {error:#}");
         }
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let backoff = Backoff {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(10),
-        };
-        let delays: Vec<u64> = (0..6).map(|n| backoff.delay(n).as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
-        assert_eq!(backoff.delay(u32::MAX).as_secs(), 10);
     }
 }

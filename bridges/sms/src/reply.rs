@@ -9,10 +9,6 @@
 
 use rein::bridge::Target;
 
-/// The characters of ask ids (`rein::mailbox`): no look-alikes such as 0/o or 1/l/i.
-const CODE_ALPHABET: &str = "23456789abcdefghjkmnpqrstuvwxyz";
-const CODE_LEN: usize = 6;
-
 /// Whole-message keywords Twilio acts on itself (opt-out, opt-in help): never answers.
 const TWILIO_KEYWORDS: &[&str] = &[
     "stop",
@@ -50,24 +46,12 @@ impl KnownAsks for NoMailbox {
 }
 
 fn as_code(word: &str) -> Option<String> {
-    let word = word.to_lowercase();
-    (word.chars().count() == CODE_LEN && word.chars().all(|c| CODE_ALPHABET.contains(c)))
-        .then_some(word)
+    rein::bridge::as_ask_id(word)
 }
 
 /// The id inside `[ab3x9k]` or `[ask:ab3x9k]`, with the rest of the message.
 fn bracketed(text: &str) -> Option<(String, &str)> {
-    let inner_and_rest = text.strip_prefix('[')?;
-    let (inner, rest) = inner_and_rest.split_once(']')?;
-    let inner = inner.trim();
-    let id = inner
-        .strip_prefix("ask:")
-        .or_else(|| inner.strip_prefix("ASK:"))
-        .or_else(|| inner.strip_prefix("Ask:"))
-        .unwrap_or(inner)
-        .to_lowercase();
-    rein::store::validate_id("ask id", &id).ok()?;
-    Some((id, rest))
+    rein::bridge::leading_ask_token(text)
 }
 
 fn answer(rest: &str) -> String {

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use rein::bridge::SendError;
+use rein::bridge::{HttpOutcome, SendError};
 use serde::Deserialize;
 
 use crate::config::SmsConfig;
@@ -113,28 +113,31 @@ impl Twilio {
         let response = request
             .send()
             .await
-            .map_err(|e| retry(format!("twilio, {what}: {e}")))?;
+            .map_err(|e| retry(format!("twilio, {what}: {}", rein::bridge::error_chain(&e))))?;
         let status = response.status();
-        if status.is_success() {
-            return response
-                .json()
-                .await
-                .map_err(|e| retry(format!("twilio, {what}: unreadable response: {e}")));
-        }
-        if status.as_u16() == 429 {
-            let after = rein::bridge::retry_after(
-                response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok()),
-            );
-            return Err(SendError::Retry {
-                after,
-                reason: format!("twilio, {what}: rate limited (HTTP 429)"),
-            });
-        }
-        if status.is_server_error() {
-            return Err(retry(format!("twilio, {what}: HTTP {status}")));
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok());
+        match rein::bridge::classify_http(status.as_u16(), retry_after) {
+            HttpOutcome::Success => {
+                return response.json().await.map_err(|e| {
+                    retry(format!(
+                        "twilio, {what}: unreadable response: {}",
+                        rein::bridge::error_chain(&e)
+                    ))
+                })
+            }
+            HttpOutcome::RateLimited(after) => {
+                return Err(SendError::Retry {
+                    after,
+                    reason: format!("twilio, {what}: rate limited (HTTP 429)"),
+                })
+            }
+            HttpOutcome::ServerError => {
+                return Err(retry(format!("twilio, {what}: HTTP {status}")))
+            }
+            HttpOutcome::Refused => {}
         }
         let detail = match response.json::<ApiError>().await {
             Ok(ApiError {
