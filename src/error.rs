@@ -65,6 +65,24 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error and its causes on one line, each said once: a cause whose text the message
+/// already holds (an I/O error inside [`Error::Io`], zbus's nested I/O errors) is not
+/// repeated, as `{:#}` would.
+pub fn describe(error: &anyhow::Error) -> String {
+    let mut said = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || said.contains(&text) {
+            continue;
+        }
+        if !said.is_empty() {
+            said.push_str(": ");
+        }
+        said.push_str(&text);
+    }
+    said
+}
+
 /// Maps any error that reached `main` to an exit code: typed errors carry their own, anything
 /// else is a plain failure.
 pub fn exit_code_of(error: &anyhow::Error) -> i32 {

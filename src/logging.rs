@@ -16,7 +16,10 @@ const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 pub fn init(profile: &str, worker: Option<&str>) {
     let stderr_filter =
         EnvFilter::try_from_env("REIN_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Colour only for a person at a terminal: a unit's stderr goes to the journal, where
+    // escape sequences are noise.
     let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_target(false)
         .without_time()

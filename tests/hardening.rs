@@ -417,3 +417,29 @@ fn notify_reads_stdin_and_logs_of_no_worker_fail() {
         stderr_of(&logs)
     );
 }
+
+/// Item 18: logs on a stderr that is not a terminal (a unit's, read by journald) carry no
+/// colour escapes, and an error's cause is said once.
+#[test]
+fn errors_and_logs_are_plain_and_said_once() {
+    let rein = Rein::new().env("REIN_LOG", "debug");
+    rein.ok(&["sensor", "write", "s", "echo '{}'"]);
+    let sensed = rein.run(&["sense"]);
+    assert!(sensed.status.success(), "{}", stderr_of(&sensed));
+    assert!(
+        !stderr_of(&sensed).contains('\u{1b}'),
+        "{:?}",
+        stderr_of(&sensed)
+    );
+    let file = rein.temp.path().join("a-file");
+    std::fs::write(&file, "").expect("write");
+    let broken = Rein::new().env("REIN_DATA_DIR", file.join("data").to_str().expect("utf8"));
+    let out = broken.run(&["notify", "hi"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr_of(&out).matches("Not a directory").count(),
+        1,
+        "{}",
+        stderr_of(&out)
+    );
+}

@@ -775,24 +775,51 @@ fn own_unit() -> Option<String> {
     })
 }
 
+/// A bridge binary's command line (the same for every bridge).
+#[derive(Debug, clap::Parser)]
+#[command(version)]
+struct BridgeArgs {
+    /// Send a test message to every route, say what happened, and exit (1 if any failed).
+    #[arg(long)]
+    test: bool,
+}
+
 /// The whole `main` of a bridge binary. `--test` sends a test message to every route and
-/// reports; otherwise the engine runs until SIGTERM or SIGINT.
+/// reports; otherwise the engine runs until SIGTERM or SIGINT. Arguments are parsed with
+/// clap (`--help`, `--version`; anything unknown is a usage error, exit 2); every error's
+/// exit code comes from [`crate::error::exit_code_of`].
 pub async fn serve<C, F, B>(name: &str, build: B) -> ExitCode
 where
     C: Channel,
     F: Future<Output = anyhow::Result<C>>,
     B: FnOnce(BridgeContext) -> F,
 {
-    match serve_inner(name, build).await {
+    use clap::{CommandFactory, FromArgMatches};
+    let command = BridgeArgs::command()
+        .name(format!("rein-bridge-{name}"))
+        .about(format!(
+            "rein's {name} bridge: relays asks and notes to people and their answers back. Runs as a user unit (`rein bridge start {name}`); see rein-bridge-{name}(1)."
+        ));
+    let args = match command
+        .try_get_matches()
+        .and_then(|matches| BridgeArgs::from_arg_matches(&matches))
+    {
+        Ok(args) => args,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(error.exit_code() as u8);
+        }
+    };
+    match serve_inner(name, args.test, build).await {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("rein-bridge-{name}: {error:#}");
+            eprintln!("rein-bridge-{name}: {}", crate::error::describe(&error));
             ExitCode::from(crate::error::exit_code_of(&error) as u8)
         }
     }
 }
 
-async fn serve_inner<C, F, B>(name: &str, build: B) -> anyhow::Result<u8>
+async fn serve_inner<C, F, B>(name: &str, testing: bool, build: B) -> anyhow::Result<u8>
 where
     C: Channel,
     F: Future<Output = anyhow::Result<C>>,
@@ -805,7 +832,6 @@ where
     let secrets = secrets::load(&settings)?;
     let data = paths.data();
     data.create_dirs()?;
-    let testing = std::env::args().any(|a| a == "--test");
     // One running bridge per ledger: a second would send everything twice.
     let _lock = if testing {
         None

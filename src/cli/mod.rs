@@ -517,7 +517,7 @@ pub fn main() -> i32 {
             if is_broken_pipe(&error) {
                 return 0;
             }
-            eprintln!("rein: {error:#}");
+            eprintln!("rein: {}", crate::error::describe(&error));
             crate::error::exit_code_of(&error)
         }
     }

@@ -96,9 +96,11 @@ pub async fn build(context: BridgeContext) -> anyhow::Result<EmailChannel> {
         &context.settings.all_routes(),
         &context.secrets,
     )?);
-    let channel =
-        EmailChannel::new(settings.clone())?.with_data(&context.data, &context.settings.name)?;
-    let reader = Reader::new(settings, context.inbound.clone())?;
+    let (link_sender, link) = tokio::sync::watch::channel(rein::bridge::Link::Up);
+    let channel = EmailChannel::new(settings.clone())?
+        .with_data(&context.data, &context.settings.name)?
+        .with_link(link);
+    let reader = Reader::new(settings, context.inbound.clone())?.with_link(link_sender);
     reader.check().await?;
     tokio::spawn(reader.run(std::future::pending()));
     Ok(channel)

@@ -75,6 +75,8 @@ pub struct Reader {
     matcher: Matcher,
     inbound: mpsc::Sender<Inbound>,
     events: Option<mpsc::UnboundedSender<ReaderEvent>>,
+    /// How the IMAP connection stands, for the engine's STATUS.
+    link: Option<tokio::sync::watch::Sender<rein::bridge::Link>>,
 }
 
 impl Reader {
@@ -94,6 +96,7 @@ impl Reader {
             matcher,
             inbound,
             events: None,
+            link: None,
         })
     }
 
@@ -103,7 +106,27 @@ impl Reader {
         self
     }
 
+    /// Reports the IMAP connection's state on `link` (the channel's [`rein::bridge::Link`]).
+    pub fn with_link(mut self, link: tokio::sync::watch::Sender<rein::bridge::Link>) -> Reader {
+        self.link = Some(link);
+        self
+    }
+
     fn report(&self, event: ReaderEvent) {
+        if let Some(link) = &self.link {
+            match &event {
+                ReaderEvent::Connected { .. } => {
+                    link.send_replace(rein::bridge::Link::Up);
+                }
+                ReaderEvent::Failed(why) => {
+                    link.send_replace(rein::bridge::Link::Down(format!(
+                        "reading replies from {} failed: {why}",
+                        self.place()
+                    )));
+                }
+                _ => {}
+            }
+        }
         if let Some(events) = &self.events {
             let _ = events.send(event);
         }

@@ -52,6 +52,8 @@ pub struct EmailChannel {
     sender: Mailbox,
     /// The asks and the bridge's ledger, to find the thread of an ask a person wrote about.
     threads: Option<(Asks, Ledger)>,
+    /// How the reader's IMAP connection stands.
+    link: Option<tokio::sync::watch::Receiver<rein::bridge::Link>>,
 }
 
 /// The thread of one ask in one person's mailbox.
@@ -139,7 +141,14 @@ impl EmailChannel {
             sender,
             settings,
             threads: None,
+            link: None,
         })
+    }
+
+    /// Shows the reader's connection state (its [`rein::bridge::Link`]) as the channel's.
+    pub fn with_link(mut self, link: tokio::sync::watch::Receiver<rein::bridge::Link>) -> Self {
+        self.link = Some(link);
+        self
     }
 
     /// Reads the asks and the ledger of bridge `bridge` in `data`, so that what the bridge says
@@ -327,6 +336,10 @@ impl Channel for EmailChannel {
         )
         .await
         .map(drop)
+    }
+
+    fn link(&self) -> Option<tokio::sync::watch::Receiver<rein::bridge::Link>> {
+        self.link.clone()
     }
 
     async fn test(&mut self, route: &str) -> Result<String, SendError> {

@@ -1,6 +1,9 @@
-//! `rein-bridge-konsole`: the engine of `rein::bridge` driving a [`KonsoleChannel`]. Run as a
-//! user unit in the desktop session (`rein bridge start konsole`); `--test` opens a test tab
-//! for every route.
+//! `rein-bridge-konsole`: the engine of `rein::bridge` driving [`KonsoleChannel`]. `rein bridge
+//! start konsole` runs it as the transient unit `rein-bridge-konsole.service`
+//! (`rein.PROFILE.bridge-konsole.service` for another profile); `units/rein-bridge@.service`
+//! runs it permanently as `rein-bridge@konsole.service`. `--test` sends a test message to every
+//! route; `--help` says so. It belongs in the desktop session, where Konsole and KWin are on
+//! the session bus.
 
 use std::process::ExitCode;
 

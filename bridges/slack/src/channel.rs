@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::bail;
 use rein::bridge::ledger::Ledger;
-use rein::bridge::{Channel, Inbound, PostRef, SendError};
+use rein::bridge::{Channel, Inbound, Link, PostRef, SendError};
 use rein::mailbox::{Ask, Resolution};
 use rein::notes::Note;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::WebApi;
 use crate::config::SlackConfig;
@@ -64,6 +64,8 @@ impl PostedAsks {
 pub struct SlackChannel {
     api: WebApi,
     posts: Arc<PostedAsks>,
+    /// Up while the Socket Mode connection is open (said hello).
+    link: watch::Receiver<Link>,
     /// Dropping it (with the channel) stops the Socket Mode loop.
     _stop: oneshot::Sender<()>,
 }
@@ -89,13 +91,16 @@ impl SlackChannel {
         };
         let posts = Arc::new(posts);
         let (stop, stopped) = oneshot::channel::<()>();
-        let socket = SocketMode::new(config, api.clone(), inbound, posts.clone());
+        let (link_sender, link) =
+            watch::channel(Link::Down("connecting to slack (socket mode)".to_owned()));
+        let socket = SocketMode::new(config, api.clone(), inbound, posts.clone(), link_sender);
         tokio::spawn(socket.run(first_url, async move {
             let _ = stopped.await;
         }));
         Ok(SlackChannel {
             api,
             posts,
+            link,
             _stop: stop,
         })
     }
@@ -159,6 +164,11 @@ impl Channel for SlackChannel {
             )
             .await
             .map(drop)
+    }
+
+    /// Up once the socket said hello; down (with why) while it reconnects.
+    fn link(&self) -> Option<watch::Receiver<Link>> {
+        Some(self.link.clone())
     }
 
     /// Only the refused person sees it: an ephemeral message, not a reply in the thread.

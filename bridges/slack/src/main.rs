@@ -1,5 +1,8 @@
-//! `rein-bridge-slack`: the engine of `rein::bridge` driving a [`SlackChannel`]. Run as the
-//! user unit `rein-bridge@slack.service`; `--test` posts a test message to every route.
+//! `rein-bridge-slack`: the engine of `rein::bridge` driving [`SlackChannel`]. `rein bridge
+//! start slack` runs it as the transient unit `rein-bridge-slack.service`
+//! (`rein.PROFILE.bridge-slack.service` for another profile); `units/rein-bridge@.service` runs
+//! it permanently as `rein-bridge@slack.service`. `--test` sends a test message to every route;
+//! `--help` says so.
 
 use std::process::ExitCode;
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rein::bridge::{Inbound, PostRef, SendError, Target};
+use rein::bridge::{Inbound, Link, PostRef, SendError, Target};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -218,6 +218,8 @@ pub struct SocketMode {
     recent: RecentIds,
     /// The current connection said hello.
     greeted: bool,
+    /// How the connection stands, for the engine's STATUS (`rein bridge ls`).
+    link: tokio::sync::watch::Sender<Link>,
 }
 
 impl SocketMode {
@@ -226,8 +228,10 @@ impl SocketMode {
         api: WebApi,
         inbound: mpsc::Sender<Inbound>,
         posts: Arc<PostedAsks>,
+        link: tokio::sync::watch::Sender<Link>,
     ) -> Self {
         SocketMode {
+            link,
             api,
             inbound,
             posts,
@@ -263,11 +267,13 @@ impl SocketMode {
                 Ok(Ended::Stop) => return,
                 Ok(Ended::Disconnect(reason)) => {
                     tracing::info!("slack asked to reconnect ({reason}); reconnecting");
+                    self.down(format!("slack asked to reconnect ({reason})"));
                     failures = 0;
                     Duration::ZERO
                 }
                 Ok(Ended::Lost(reason)) if self.greeted => {
                     tracing::warn!("the slack socket dropped ({reason}); reconnecting");
+                    self.down(format!("the slack socket dropped ({reason})"));
                     failures = 0;
                     self.reconnect.delay(0)
                 }
@@ -275,6 +281,7 @@ impl SocketMode {
                     let delay = self.reconnect.delay(failures);
                     failures = failures.saturating_add(1);
                     tracing::warn!("cannot connect to slack ({reason}); trying again in {delay:?}");
+                    self.down(format!("cannot connect to slack ({reason})"));
                     delay
                 }
             };
@@ -283,6 +290,10 @@ impl SocketMode {
                 () = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    fn down(&self, why: String) {
+        self.link.send_replace(Link::Down(why));
     }
 
     /// One WebSocket connection, until it ends.
@@ -359,6 +370,7 @@ impl SocketMode {
             Event::Hello => {
                 self.greeted = true;
                 tracing::info!("connected to slack (socket mode)");
+                self.link.send_replace(Link::Up);
             }
             Event::Disconnect(reason) => return Some(Ended::Disconnect(reason)),
             Event::Ignored(why) => tracing::debug!("slack: ignored {why}"),

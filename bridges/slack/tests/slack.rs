@@ -673,3 +673,73 @@ async fn a_misspelled_key_exits_2() {
     assert!(stderr.contains("bot_token"), "{stderr}");
     assert!(standin.record().calls.is_empty(), "nothing was called");
 }
+
+/// Issue 8, item 18: the bridge binary parses its arguments with clap: `--help` helps and
+/// starts nothing; an unknown argument is a usage error.
+#[tokio::test]
+async fn help_is_help_not_a_start() {
+    let standin = SlackStandin::start(&["C1"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, data) = profile(dir.path(), &standin);
+    let output = tokio::time::timeout(
+        DEADLINE,
+        bridge_command(&config, &data).arg("--help").output(),
+    )
+    .await
+    .expect("in time")
+    .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("--test") && stdout.contains("rein-bridge-slack"),
+        "{stdout}"
+    );
+    let output = tokio::time::timeout(
+        DEADLINE,
+        bridge_command(&config, &data).arg("--tset").output(),
+    )
+    .await
+    .expect("in time")
+    .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(standin.record().calls.is_empty(), "nothing was started");
+}
+
+/// Issue 8, item 18: a bridge that cannot reach Slack says why (the cause, not just "error
+/// sending request"), and its link is down, so STATUS and `rein bridge ls` say reconnecting.
+#[tokio::test]
+async fn an_unreachable_slack_is_reported_with_its_cause_and_a_down_link() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base_url = format!("http://{}/api", closed.local_addr().expect("addr"));
+    drop(closed);
+    let config = SlackConfig::new(&base_url, APP_TOKEN, BOT_TOKEN).expect("config");
+    let (sender, _receiver) = mpsc::channel(16);
+    let mut channel = SlackChannel::start(&config, sender, PostedAsks::new(None))
+        .await
+        .expect("starts and keeps trying");
+    let link = channel.link().expect("slack has a link");
+    assert!(
+        matches!(&*link.borrow(), rein::bridge::Link::Down(_)),
+        "{:?}",
+        *link.borrow()
+    );
+    let Err(SendError::Retry { reason, .. }) = channel.test("C1").await else {
+        panic!("an unreachable Slack is a retry");
+    };
+    assert!(reason.to_lowercase().contains("refused"), "{reason}");
+}
+
+/// Issue 8, item 18: the link is up once the socket said hello.
+#[tokio::test]
+async fn the_link_is_up_once_connected() {
+    let standin = SlackStandin::start(&["C1"]).await;
+    let (channel, _inbound) = connect(&standin).await;
+    let mut link = channel.link().expect("slack has a link");
+    tokio::time::timeout(
+        DEADLINE,
+        link.wait_for(|now| *now == rein::bridge::Link::Up),
+    )
+    .await
+    .expect("up in time")
+    .expect("link alive");
+}

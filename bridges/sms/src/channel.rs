@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::bail;
-use rein::bridge::{Channel, Inbound, PostRef, SendError};
+use rein::bridge::{Channel, Inbound, Link, PostRef, SendError};
 use rein::mailbox::{Ask, Resolution};
 use rein::notes::Note;
 use tokio::sync::{mpsc, watch};
@@ -23,6 +23,8 @@ const REPLY_SEGMENTS_MIN: usize = 3;
 pub struct SmsChannel {
     twilio: Twilio,
     config: SmsConfig,
+    /// Up while polling Twilio works (always up with the webhook alone: nothing to poll).
+    link: watch::Receiver<Link>,
     webhook_addr: Option<SocketAddr>,
     /// Dropping it (with the channel) stops the poller and the webhook.
     _stop: watch::Sender<()>,
@@ -41,6 +43,7 @@ impl SmsChannel {
     ) -> anyhow::Result<SmsChannel> {
         let twilio = Twilio::new(&config)?;
         let relay = Arc::new(Relay::new(seen, asks, inbound));
+        let (link_sender, link) = watch::channel(Link::Up);
         match poll_once(&twilio, &relay, &config.from).await {
             Ok(_) => {}
             Err(PollError::Send(SendError::Fatal(reason))) => {
@@ -49,7 +52,10 @@ impl SmsChannel {
             Err(PollError::Ledger(error)) => {
                 return Err(error.context("the sms bridge's seen-ledger"))
             }
-            Err(error) => tracing::warn!("cannot reach Twilio yet ({error}); will keep trying"),
+            Err(error) => {
+                tracing::warn!("cannot reach Twilio yet ({error}); will keep trying");
+                link_sender.send_replace(Link::Down(format!("cannot reach Twilio: {error}")));
+            }
         }
         let (stop, stopped) = watch::channel(());
         let stopped = move || {
@@ -78,12 +84,14 @@ impl SmsChannel {
                 relay,
                 config.from.clone(),
                 interval,
+                link_sender,
                 stopped(),
             ));
         }
         Ok(SmsChannel {
             twilio,
             config,
+            link,
             webhook_addr,
             _stop: stop,
         })
@@ -145,6 +153,10 @@ impl Channel for SmsChannel {
         self.send(&to.reply_to.route, &fit("", text, "", segments))
             .await
             .map(drop)
+    }
+
+    fn link(&self) -> Option<watch::Receiver<Link>> {
+        Some(self.link.clone())
     }
 
     async fn test(&mut self, route: &str) -> Result<String, SendError> {

@@ -249,19 +249,30 @@ pub async fn poll(
     relay: std::sync::Arc<Relay>,
     our_number: String,
     interval: Duration,
+    link: tokio::sync::watch::Sender<rein::bridge::Link>,
     shutdown: impl Future<Output = ()>,
 ) {
+    use rein::bridge::Link;
     tokio::pin!(shutdown);
     loop {
         let wait = match poll_once(&twilio, &relay, &our_number).await {
-            Ok(_) => interval,
+            Ok(_) => {
+                link.send_if_modified(|now| {
+                    let changed = *now != Link::Up;
+                    *now = Link::Up;
+                    changed
+                });
+                interval
+            }
             Err(PollError::Closed) => return,
             Err(PollError::Send(SendError::Retry { after, reason })) => {
                 tracing::warn!("sms: polling Twilio failed ({reason}); trying again");
+                link.send_replace(Link::Down(format!("polling Twilio failed: {reason}")));
                 after.unwrap_or(interval).max(interval)
             }
             Err(error) => {
                 tracing::error!("sms: polling Twilio failed: {error}");
+                link.send_replace(Link::Down(format!("polling Twilio failed: {error}")));
                 (interval * 12).min(Duration::from_secs(300))
             }
         };

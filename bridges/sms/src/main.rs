@@ -1,5 +1,8 @@
-//! `rein-bridge-sms`: the engine of `rein::bridge` driving an [`SmsChannel`]. Run as the
-//! user unit `rein-bridge@sms.service`; `--test` texts a test message to every route.
+//! `rein-bridge-sms`: the engine of `rein::bridge` driving [`SmsChannel`]. `rein bridge start
+//! sms` runs it as the transient unit `rein-bridge-sms.service`
+//! (`rein.PROFILE.bridge-sms.service` for another profile); `units/rein-bridge@.service` runs
+//! it permanently as `rein-bridge@sms.service`. `--test` sends a test message to every route;
+//! `--help` says so.
 
 use std::process::ExitCode;
 
