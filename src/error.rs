@@ -2,7 +2,8 @@
 //!
 //! Exit codes are part of rein's interface (documented in `rein(1)`): 0 success, 1 failure,
 //! 2 usage or invalid input, 3 timed out, 4 withdrawn, 5 conflict (already answered, already
-//! claimed, already running).
+//! claimed, already running). Every verb returns `Result<()>`; a non-zero exit is always an
+//! error of a kind below, and [`exit_code_of`] is the one place that maps it to its code.
 
 use std::path::PathBuf;
 
@@ -37,6 +38,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A wait ended without what it waited for (an ask's answer, something new).
+    #[error("{0}")]
+    TimedOut(String),
+    /// The ask was withdrawn: the asker stops that line of work.
+    #[error("{0}")]
+    Withdrawn(String),
+    /// The operation failed, and the message says what to do.
+    #[error("{0}")]
+    Failed(String),
+    /// A program rein ran in its own place (the agent in a PTY host, a bridge's test) ended
+    /// with this status; rein ends the same way, and its output has said everything.
+    #[error("exited with status {0}")]
+    Exited(i32),
 }
 
 impl Error {
@@ -56,10 +70,32 @@ impl Error {
         match self {
             Error::Invalid(_) => EXIT_USAGE,
             Error::Conflict(_) => EXIT_CONFLICT,
-            Error::NotFound(_) | Error::Forbidden(_) | Error::Corrupt { .. } | Error::Io { .. } => {
-                EXIT_FAILURE
-            }
+            Error::TimedOut(_) => EXIT_TIMEOUT,
+            Error::Withdrawn(_) => EXIT_WITHDRAWN,
+            Error::Exited(code) => *code,
+            Error::NotFound(_)
+            | Error::Forbidden(_)
+            | Error::Corrupt { .. }
+            | Error::Io { .. }
+            | Error::Failed(_) => EXIT_FAILURE,
         }
+    }
+
+    /// The error an exit code stands for, with `message` (a gate's reply, a child's status).
+    pub fn from_exit_code(code: i32, message: impl Into<String>) -> Error {
+        let message = message.into();
+        match code {
+            EXIT_USAGE => Error::Invalid(message),
+            EXIT_TIMEOUT => Error::TimedOut(message),
+            EXIT_WITHDRAWN => Error::Withdrawn(message),
+            EXIT_CONFLICT => Error::Conflict(message),
+            _ => Error::Failed(message),
+        }
+    }
+
+    /// Whether `main` prints this error (an [`Error::Exited`] has said its piece).
+    pub fn is_silent(&self) -> bool {
+        matches!(self, Error::Exited(_))
     }
 }
 
@@ -99,4 +135,25 @@ pub fn exit_code_of(error: &anyhow::Error) -> i32 {
         }
     }
     EXIT_FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_code_and_codes_round_trip() {
+        for code in [
+            EXIT_FAILURE,
+            EXIT_USAGE,
+            EXIT_TIMEOUT,
+            EXIT_WITHDRAWN,
+            EXIT_CONFLICT,
+        ] {
+            assert_eq!(Error::from_exit_code(code, "x").exit_code(), code);
+        }
+        assert_eq!(Error::Exited(7).exit_code(), 7);
+        let wrapped = anyhow::Error::from(Error::TimedOut("late".into())).context("waiting");
+        assert_eq!(exit_code_of(&wrapped), EXIT_TIMEOUT);
+    }
 }

@@ -207,6 +207,22 @@ fn corrupt_files_are_reported_by_name() {
     asker.wait().expect("reap");
 }
 
+/// Reads `from` until `marker` has been read; returns what was read.
+fn read_until(from: &mut impl std::io::Read, marker: &str) -> String {
+    let mut shown = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&shown).contains(marker) {
+        let read = from.read(&mut byte).expect("read");
+        assert!(
+            read > 0,
+            "ended before {marker:?}: {}",
+            String::from_utf8_lossy(&shown)
+        );
+        shown.push(byte[0]);
+    }
+    String::from_utf8_lossy(&shown).into_owned()
+}
+
 #[test]
 fn interactive_answer_prompts_until_valid_and_ends_when_answered_elsewhere() {
     use std::io::Write;
@@ -252,24 +268,29 @@ fn interactive_answer_prompts_until_valid_and_ends_when_answered_elsewhere() {
     // Answered elsewhere: the prompt ends by itself and says so.
     let mut second = rein.spawn(&["ask", "--prompt", "another?"]);
     let id = rein.wait_for_one_ask();
-    let prompt = rein
+    let mut prompt = rein
         .command(&["answer", "--interactive", &id])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("interactive");
+    // Answer elsewhere only once the prompt is up: before it, the prompt would rightly say
+    // the ask is already answered (the race this test used to lose now and then).
+    let mut stdout = prompt.stdout.take().expect("stdout");
+    let mut shown = read_until(&mut stdout, "Type your answer");
     let elsewhere = rein
         .command(&["answer", &id, "from elsewhere"])
         .env_remove("REIN_ANSWER_IDENTITY")
         .output()
         .expect("answer from elsewhere");
     assert!(elsewhere.status.success(), "{}", stderr_of(&elsewhere));
+    std::io::Read::read_to_string(&mut stdout, &mut shown).expect("the rest of stdout");
     let out = wait_child(prompt, Duration::from_secs(10), "interactive answer");
+    assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(
-        stdout_of(&out).contains("answered \"from elsewhere\" by cli:tester"),
-        "{}",
-        stdout_of(&out)
+        shown.contains("answered \"from elsewhere\" by cli:tester"),
+        "{shown}"
     );
     second.kill().expect("kill");
     second.wait().expect("reap");
@@ -311,18 +332,7 @@ fn interactive_answer_ends_normally_on_signals_and_leaves_the_ask_pending() {
         let mut prompt = prompt;
         // The prompt is up once it has shown the question.
         let mut stdout = prompt.stdout.take().expect("stdout");
-        let mut shown = Vec::new();
-        let mut byte = [0u8; 1];
-        while !String::from_utf8_lossy(&shown).contains("Type your answer") {
-            use std::io::Read;
-            let read = stdout.read(&mut byte).expect("read the prompt");
-            assert!(
-                read > 0,
-                "the prompt ended early: {}",
-                String::from_utf8_lossy(&shown)
-            );
-            shown.push(byte[0]);
-        }
+        read_until(&mut stdout, "Type your answer");
         // SAFETY: kill(2) on our own child.
         assert_eq!(unsafe { libc::kill(prompt.id() as i32, signal) }, 0);
         let out = wait_child(prompt, Duration::from_secs(10), "interactive answer");

@@ -14,11 +14,11 @@ use crate::gate::Request;
 use crate::store;
 use crate::{journal, seed, state, world};
 
-pub fn init(context: &Context, runner: Option<Preset>) -> anyhow::Result<i32> {
+pub fn init(context: &Context, runner: Option<Preset>) -> anyhow::Result<()> {
     let report = seed::init(&context.paths.config, &context.data(), runner)?;
     if context.json {
         output::json(&report)?;
-        return Ok(0);
+        return Ok(());
     }
     let mut lines = Vec::new();
     for path in &report.created {
@@ -33,14 +33,14 @@ pub fn init(context: &Context, runner: Option<Preset>) -> anyhow::Result<i32> {
         ));
     }
     output::lines(lines)?;
-    Ok(0)
+    Ok(())
 }
 
 fn stamp() -> String {
     Utc::now().format("%Y%m%dt%H%M%S%3f").to_string()
 }
 
-pub fn goal(context: &Context, command: GoalCommand) -> anyhow::Result<i32> {
+pub fn goal(context: &Context, command: GoalCommand) -> anyhow::Result<()> {
     let data = context.data();
     match command {
         GoalCommand::Write { id, body } => {
@@ -78,7 +78,7 @@ pub fn goal(context: &Context, command: GoalCommand) -> anyhow::Result<i32> {
             }
         }
     }
-    Ok(0)
+    Ok(())
 }
 
 fn ensure_newline(mut body: String) -> String {
@@ -88,7 +88,7 @@ fn ensure_newline(mut body: String) -> String {
     body
 }
 
-pub fn sensor(context: &Context, command: SensorCommand) -> anyhow::Result<i32> {
+pub fn sensor(context: &Context, command: SensorCommand) -> anyhow::Result<()> {
     let data = context.data();
     match command {
         SensorCommand::Write { name, body } => {
@@ -150,10 +150,10 @@ pub fn sensor(context: &Context, command: SensorCommand) -> anyhow::Result<i32> 
             }
         }
     }
-    Ok(0)
+    Ok(())
 }
 
-pub fn playbook(context: &Context, command: PlaybookCommand) -> anyhow::Result<i32> {
+pub fn playbook(context: &Context, command: PlaybookCommand) -> anyhow::Result<()> {
     let data = context.data();
     match command {
         PlaybookCommand::Write { body } => {
@@ -178,23 +178,23 @@ pub fn playbook(context: &Context, command: PlaybookCommand) -> anyhow::Result<i
             }
         }
     }
-    Ok(0)
+    Ok(())
 }
 
-pub fn notify(context: &Context, message: &str, worker: Option<String>) -> anyhow::Result<i32> {
+pub fn notify(context: &Context, message: &str, worker: Option<String>) -> anyhow::Result<()> {
     let message = read_body(message, "message")?;
     let reply = agent_call(context, worker, &Request::Notify { message })?;
     print_reply(context, &reply)
 }
 
-pub fn journal(context: &Context, count: usize) -> anyhow::Result<i32> {
+pub fn journal(context: &Context, count: usize) -> anyhow::Result<()> {
     let lines = journal::tail(&context.data(), count)?;
     if context.json {
         output::json(&lines)?;
     } else {
         output::lines(lines)?;
     }
-    Ok(0)
+    Ok(())
 }
 
 pub fn claim(
@@ -202,7 +202,7 @@ pub fn claim(
     name: &str,
     pid: Option<u32>,
     worker: Option<String>,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<()> {
     let pid = pid.unwrap_or_else(std::os::unix::process::parent_id);
     if claims::process_start(pid).is_none() {
         return Err(Error::invalid(format!(
@@ -221,7 +221,7 @@ pub fn claim(
     print_reply(context, &reply)
 }
 
-pub fn unclaim(context: &Context, name: &str, force: bool) -> anyhow::Result<i32> {
+pub fn unclaim(context: &Context, name: &str, force: bool) -> anyhow::Result<()> {
     let reply = agent_call(
         context,
         None,
@@ -239,7 +239,7 @@ pub fn report(
     text: Option<String>,
     file: Option<std::path::PathBuf>,
     worker: Option<String>,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<()> {
     let body = match (text, file) {
         (Some(text), _) => read_body(&text, "report")?,
         (None, Some(path)) => {

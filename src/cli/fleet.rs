@@ -3,6 +3,7 @@
 use std::os::unix::process::CommandExt;
 
 use crate::cli::{output, BridgeCommand, Context};
+use crate::error::Error;
 use crate::fleet::{self, block_on, pulse, workers};
 use crate::mailbox::Mailbox;
 use crate::systemd::Manager;
@@ -12,7 +13,7 @@ pub async fn connect() -> anyhow::Result<Manager> {
     Ok(Manager::connect().await?)
 }
 
-pub fn up(context: &Context) -> anyhow::Result<i32> {
+pub fn up(context: &Context) -> anyhow::Result<()> {
     let config = context.config()?;
     let report = block_on(async {
         let manager = connect().await?;
@@ -20,7 +21,7 @@ pub fn up(context: &Context) -> anyhow::Result<i32> {
     })??;
     if context.json {
         output::json(&report)?;
-        return Ok(0);
+        return Ok(());
     }
     let mut lines = vec![format!(
         "pulse {} ({}, every {}) for profile {}",
@@ -39,10 +40,10 @@ pub fn up(context: &Context) -> anyhow::Result<i32> {
         lines.push(format!("restarted worker {id}"));
     }
     output::lines(lines)?;
-    Ok(0)
+    Ok(())
 }
 
-pub fn down(context: &Context) -> anyhow::Result<i32> {
+pub fn down(context: &Context) -> anyhow::Result<()> {
     let grace = workers::stop_grace(&context.paths);
     let report = block_on(async {
         let manager = connect().await?;
@@ -56,16 +57,15 @@ pub fn down(context: &Context) -> anyhow::Result<i32> {
         output::lines(report.stopped.iter().map(|u| format!("stopped {u}")))?;
     }
     if report.failed.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
     for failure in &report.failed {
         eprintln!("rein: could not stop {failure}");
     }
-    eprintln!("rein: everything else was stopped; run `rein down` again to retry");
-    Ok(crate::error::EXIT_FAILURE)
+    Err(Error::Failed("everything else was stopped; run `rein down` again to retry".into()).into())
 }
 
-pub fn tick(context: &Context) -> anyhow::Result<i32> {
+pub fn tick(context: &Context) -> anyhow::Result<()> {
     let config = context.config()?;
     let report = block_on(async {
         let manager = Manager::connect().await.ok();
@@ -101,10 +101,10 @@ pub fn tick(context: &Context) -> anyhow::Result<i32> {
         }
         output::lines(lines)?;
     }
-    Ok(0)
+    Ok(())
 }
 
-pub fn status(context: &Context) -> anyhow::Result<i32> {
+pub fn status(context: &Context) -> anyhow::Result<()> {
     // A broken config is said here too, before `rein up` or the next beat trips on it.
     context.config()?;
     let (pulse, workers) = block_on(async {
@@ -123,7 +123,7 @@ pub fn status(context: &Context) -> anyhow::Result<i32> {
             "asks": asks.records.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
             "warnings": warnings,
         }))?;
-        return Ok(0);
+        return Ok(());
     }
     let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
         t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -177,7 +177,7 @@ pub fn status(context: &Context) -> anyhow::Result<i32> {
     lines.push(format!("asks     {} pending", asks.records.len()));
     lines.extend(warnings.iter().map(|w| format!("warning  {w}")));
     output::lines(lines)?;
-    Ok(0)
+    Ok(())
 }
 
 pub fn worker_table(workers: &[workers::WorkerView]) -> Vec<String> {
@@ -218,7 +218,7 @@ pub fn logs(
     worker: Option<&str>,
     follow: bool,
     lines: usize,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<()> {
     let mut command = std::process::Command::new("journalctl");
     command
         .arg("--no-pager")
@@ -241,7 +241,7 @@ pub fn logs(
     ))
 }
 
-pub fn enable(context: &Context, enable: bool) -> anyhow::Result<i32> {
+pub fn enable(context: &Context, enable: bool) -> anyhow::Result<()> {
     let report = block_on(async {
         let manager = connect().await?;
         if enable {
@@ -255,10 +255,10 @@ pub fn enable(context: &Context, enable: bool) -> anyhow::Result<i32> {
     } else {
         output::lines(report.lines())?;
     }
-    Ok(0)
+    Ok(())
 }
 
-pub fn bridge(context: &Context, command: BridgeCommand) -> anyhow::Result<i32> {
+pub fn bridge(context: &Context, command: BridgeCommand) -> anyhow::Result<()> {
     use crate::fleet::bridges;
     let config = context.config()?;
     match command {
@@ -272,7 +272,7 @@ pub fn bridge(context: &Context, command: BridgeCommand) -> anyhow::Result<i32> 
             output::lines([format!(
                 "started the {name} bridge ({unit}); `rein bridge ls` shows it"
             )])?;
-            Ok(0)
+            Ok(())
         }
         BridgeCommand::Stop { name } => {
             let stopped = block_on(async {
@@ -284,7 +284,7 @@ pub fn bridge(context: &Context, command: BridgeCommand) -> anyhow::Result<i32> 
             } else {
                 format!("the {name} bridge was not running")
             }])?;
-            Ok(0)
+            Ok(())
         }
         BridgeCommand::Ls => {
             let views = block_on(async {
@@ -317,7 +317,7 @@ pub fn bridge(context: &Context, command: BridgeCommand) -> anyhow::Result<i32> 
                     rows,
                 ))?;
             }
-            Ok(0)
+            Ok(())
         }
         BridgeCommand::Test { name } => {
             bridges::check(&config, &name)?;
@@ -329,7 +329,13 @@ pub fn bridge(context: &Context, command: BridgeCommand) -> anyhow::Result<i32> 
                 .env("REIN_PROFILE", &context.paths.profile)
                 .status()
                 .map_err(|e| anyhow::anyhow!("could not run {}: {e}", binary.display()))?;
-            Ok(status.code().unwrap_or(1))
+            match status.code() {
+                Some(0) => Ok(()),
+                Some(code) => Err(Error::Exited(code).into()),
+                None => Err(
+                    Error::Failed(format!("{} was killed by a signal", binary.display())).into(),
+                ),
+            }
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::cli::{agent_call, output, read_body, Context};
 use crate::duration::Span;
-use crate::error::{Error, EXIT_CONFLICT, EXIT_TIMEOUT, EXIT_USAGE, EXIT_WITHDRAWN};
+use crate::error::Error;
 use crate::gate::Request;
 use crate::journal;
 use crate::mailbox::{self, AnswerOutcome, Ask, Filing, Mailbox, ResolutionKind};
@@ -17,7 +17,7 @@ pub fn ask(
     options: Option<String>,
     timeout: Option<Span>,
     worker: Option<String>,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<()> {
     let Some(prompt) = prompt else {
         return Err(Error::invalid(
             "no question given: pass --prompt TEXT, or --prompt - to read it from stdin",
@@ -41,11 +41,11 @@ pub fn ask(
         },
     )?;
     if reply.code != 0 {
-        eprintln!(
-            "rein: {}",
-            reply.message.as_deref().unwrap_or("the ask was not filed")
-        );
-        return Ok(reply.code);
+        return Err(Error::from_exit_code(
+            reply.code,
+            reply.message.as_deref().unwrap_or("the ask was not filed"),
+        )
+        .into());
     }
     let ask: Ask = serde_json::from_value(reply.value["ask"].clone())?;
     let filing = if reply.value["filing"] == "existing" {
@@ -66,28 +66,27 @@ pub fn ask(
         );
     }
     let Some(resolution) = mailbox.wait(&ask.id, deadline)? else {
-        eprintln!(
-            "rein: no answer to ask {} within {}; it stays pending — run the same ask again to keep waiting",
+        return Err(Error::TimedOut(format!(
+            "no answer to ask {} within {}; it stays pending — run the same ask again to keep waiting",
             ask.id,
             timeout.map(|t| t.to_string()).unwrap_or_default()
-        );
-        return Ok(EXIT_TIMEOUT);
+        ))
+        .into());
     };
     // Hand the answer over first, then archive: a crash in between only means a re-run of
     // the same ask is given the same answer again.
     if context.json {
         output::json(&resolution)?;
     }
-    let code = match resolution.kind {
+    let outcome = match resolution.kind {
         ResolutionKind::Answered => {
             if !context.json {
                 output::lines([resolution.text.clone().unwrap_or_default()])?;
             }
-            0
+            Ok(())
         }
         ResolutionKind::Withdrawn => {
-            eprintln!("rein: ask {} was {}", ask.id, resolution.describe());
-            EXIT_WITHDRAWN
+            Err(Error::Withdrawn(format!("ask {} was {}", ask.id, resolution.describe())).into())
         }
     };
     std::io::Write::flush(&mut std::io::stdout())?;
@@ -99,9 +98,13 @@ pub fn ask(
             ask.id,
             reply.message.unwrap_or_default()
         ),
-        Err(error) => eprintln!("rein: warning: ask {} was not archived: {error:#}", ask.id),
+        Err(error) => eprintln!(
+            "rein: warning: ask {} was not archived: {}",
+            ask.id,
+            crate::error::describe(&error)
+        ),
     }
-    Ok(code)
+    outcome
 }
 
 /// Refuses, before anything is read or written, an answer or withdrawal from inside an agent
@@ -126,7 +129,7 @@ pub fn answer(
     id: &str,
     text: Option<String>,
     identity: Option<String>,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<()> {
     let Some(text) = text else {
         return Err(Error::invalid(format!("no answer given: run `rein answer {id} TEXT`, or `rein answer {id} -` to read it from stdin")).into());
     };
@@ -167,14 +170,15 @@ pub fn answer_interactive(
     context: &Context,
     id: &str,
     identity: Option<String>,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<()> {
     refuse_inside_agent(context, "answer", id)?;
     let by = answering_identity(identity)?;
     let mailbox = Mailbox::new(context.data());
     let record = mailbox.get(id)?;
     if let Some(resolution) = &record.resolution {
-        eprintln!("rein: ask {id} was already {}", resolution.describe());
-        return Ok(EXIT_CONFLICT);
+        return Err(
+            Error::Conflict(format!("ask {id} was already {}", resolution.describe())).into(),
+        );
     }
     let ask = &record.ask;
     let mut lines = vec![
@@ -193,40 +197,7 @@ pub fn answer_interactive(
     }
     leave_pending_on_signal(id);
     output::lines(lines)?;
-    let reader_mailbox = Mailbox::new(context.data());
-    let reader_id = id.to_owned();
-    let reader_by = by.clone();
-    std::thread::spawn(move || {
-        let stdin = std::io::stdin();
-        loop {
-            eprint!("> ");
-            let mut line = String::new();
-            match stdin.read_line(&mut line) {
-                Ok(0) | Err(_) => {
-                    // The terminal is gone: nobody is left to answer here.
-                    eprintln!("\nrein: input ended; ask {reader_id} stays pending");
-                    std::process::exit(crate::error::EXIT_FAILURE);
-                }
-                Ok(_) => {}
-            }
-            if line.trim().is_empty() {
-                continue;
-            }
-            match reader_mailbox.answer(&reader_id, line.trim(), &reader_by) {
-                Ok(AnswerOutcome::NotAnOption(options)) => {
-                    eprintln!("not an option; answer one of: {}", options.join(", "))
-                }
-                Ok(_) => return,
-                Err(error) => {
-                    eprintln!("rein: {error}");
-                    return;
-                }
-            }
-        }
-    });
-    let resolution = mailbox
-        .wait(id, None)?
-        .ok_or_else(|| anyhow::anyhow!("stopped waiting for ask {id}"))?;
+    let resolution = prompt_until_resolved(&mailbox, id, &by)?;
     if resolution.by == by {
         journal::record_or_warn(
             mailbox.data_dir(),
@@ -240,7 +211,62 @@ pub fn answer_interactive(
             resolution.describe()
         )])?;
     }
-    Ok(0)
+    Ok(())
+}
+
+/// Reads answers from stdin until one is accepted, while watching `answers/`, so an answer
+/// given elsewhere ends the prompt too. One thread waits on both (poll(2) on inotify and
+/// stdin): nothing has to end the process from aside.
+fn prompt_until_resolved(
+    mailbox: &Mailbox,
+    id: &str,
+    by: &str,
+) -> anyhow::Result<crate::mailbox::Resolution> {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let targets = [crate::store::watch::Target::Dir(
+        mailbox.data_dir().answers(),
+    )];
+    let mut watcher = crate::store::watch::Watcher::watching(&targets)?;
+    let stdin = std::io::stdin();
+    let mut pending = Vec::new();
+    let mut chunk = [0u8; 4096];
+    eprint!("> ");
+    loop {
+        if let Some(resolution) = mailbox.resolution(id)? {
+            return Ok(resolution);
+        }
+        let wake = watcher.wait_with(None, Some(stdin.as_fd()))?;
+        if wake != crate::store::watch::Wake::Readable {
+            continue;
+        }
+        let read = stdin.lock().read(&mut chunk)?;
+        if read == 0 {
+            // The terminal is gone: nobody is left to answer here.
+            eprintln!();
+            return Err(Error::Failed(format!("input ended; ask {id} stays pending")).into());
+        }
+        pending.extend_from_slice(&chunk[..read]);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            if line.trim().is_empty() {
+                eprint!("> ");
+                continue;
+            }
+            match mailbox.answer(id, line.trim(), by) {
+                Ok(AnswerOutcome::NotAnOption(options)) => {
+                    eprintln!("not an option; answer one of: {}", options.join(", "));
+                    eprint!("> ");
+                }
+                Ok(_) => break,
+                Err(error) => {
+                    eprintln!("rein: {error}");
+                    eprint!("> ");
+                }
+            }
+        }
+    }
 }
 
 /// What the prompt says when a signal ends it; set once, before the handler is installed.
@@ -277,7 +303,7 @@ fn leave_pending_on_signal(id: &str) {
     }
 }
 
-pub fn withdraw(context: &Context, id: &str, identity: Option<String>) -> anyhow::Result<i32> {
+pub fn withdraw(context: &Context, id: &str, identity: Option<String>) -> anyhow::Result<()> {
     refuse_inside_agent(context, "withdraw", id)?;
     let by = answering_identity(identity)?;
     let mailbox = Mailbox::new(context.data());
@@ -291,7 +317,7 @@ fn report_outcome(
     id: &str,
     outcome: AnswerOutcome,
     verb: &str,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<()> {
     match outcome {
         AnswerOutcome::Accepted(resolution) => {
             journal::record_or_warn(
@@ -304,7 +330,7 @@ fn report_outcome(
             } else {
                 output::lines([format!("ask {id} {}", resolution.describe())])?;
             }
-            Ok(0)
+            Ok(())
         }
         AnswerOutcome::AlreadyResolved(resolution) => {
             if context.json {
@@ -312,23 +338,21 @@ fn report_outcome(
                     &serde_json::json!({"error": "already resolved", "resolution": resolution}),
                 )?;
             }
-            eprintln!(
-                "rein: ask {id} was already {}; your {verb} was not recorded",
+            Err(Error::Conflict(format!(
+                "ask {id} was already {}; your {verb} was not recorded",
                 resolution.describe()
-            );
-            Ok(EXIT_CONFLICT)
+            ))
+            .into())
         }
-        AnswerOutcome::NotAnOption(options) => {
-            eprintln!(
-                "rein: that is not an option of ask {id}; answer one of: {}",
-                options.join(", ")
-            );
-            Ok(EXIT_USAGE)
-        }
+        AnswerOutcome::NotAnOption(options) => Err(Error::invalid(format!(
+            "that is not an option of ask {id}; answer one of: {}",
+            options.join(", ")
+        ))
+        .into()),
     }
 }
 
-pub fn asks(context: &Context, all: bool) -> anyhow::Result<i32> {
+pub fn asks(context: &Context, all: bool) -> anyhow::Result<()> {
     let mailbox = Mailbox::new(context.data());
     let listing = if all {
         mailbox.list(true)?
@@ -383,9 +407,13 @@ pub fn asks(context: &Context, all: bool) -> anyhow::Result<i32> {
     for problem in &listing.problems {
         eprintln!("rein: {problem}");
     }
-    Ok(if listing.problems.is_empty() {
-        0
+    if listing.problems.is_empty() {
+        Ok(())
     } else {
-        crate::error::EXIT_FAILURE
-    })
+        Err(Error::Failed(format!(
+            "{} file(s) in the mailbox could not be read (named above)",
+            listing.problems.len()
+        ))
+        .into())
+    }
 }

@@ -441,22 +441,22 @@ pub fn agent_call(
     ))
 }
 
-/// Prints a gate reply the way every verb does: the message on stdout when it succeeded,
-/// on stderr when not; the JSON value with --json. Returns the exit code.
-pub fn print_reply(context: &Context, reply: &crate::gate::Reply) -> anyhow::Result<i32> {
+/// Prints a gate reply the way every verb does: the message on stdout when it succeeded;
+/// the JSON value with --json. A refusal is the error its code stands for (its message goes
+/// to stderr with the others).
+pub fn print_reply(context: &Context, reply: &crate::gate::Reply) -> anyhow::Result<()> {
     if context.json {
         output::json(&reply.value)?;
     }
-    if let Some(message) = &reply.message {
-        if reply.code == 0 {
-            if !context.json {
-                output::lines([message.clone()])?;
-            }
-        } else {
-            eprintln!("rein: {message}");
-        }
+    if reply.code != 0 {
+        return Err(
+            Error::from_exit_code(reply.code, reply.message.clone().unwrap_or_default()).into(),
+        );
     }
-    Ok(reply.code)
+    if let (Some(message), false) = (&reply.message, context.json) {
+        output::lines([message.clone()])?;
+    }
+    Ok(())
 }
 
 /// The most a body read from stdin may hold: more than any limit a verb accepts, so the
@@ -493,6 +493,15 @@ pub fn require_body(body: &str, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A status that a verb ends with because a program in its place did (the gate's idle exit,
+/// the agent under a PTY host): 0 is success, anything else [`Error::Exited`].
+pub fn exited(code: i32) -> anyhow::Result<()> {
+    match code {
+        0 => Ok(()),
+        code => Err(Error::Exited(code).into()),
+    }
+}
+
 /// Parses the arguments, runs the verb, and returns the exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
@@ -512,12 +521,15 @@ pub fn main() -> i32 {
         json: cli.json,
     };
     match run(&context, cli.command) {
-        Ok(code) => code,
+        Ok(()) => 0,
         Err(error) => {
             if is_broken_pipe(&error) {
                 return 0;
             }
-            eprintln!("rein: {}", crate::error::describe(&error));
+            let silent = error.downcast_ref::<Error>().is_some_and(Error::is_silent);
+            if !silent {
+                eprintln!("rein: {}", crate::error::describe(&error));
+            }
             crate::error::exit_code_of(&error)
         }
     }
@@ -531,7 +543,7 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
-pub fn run(context: &Context, command: Command) -> anyhow::Result<i32> {
+pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Init { runner } => data::init(context, runner),
         Command::Ask {
@@ -575,7 +587,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<i32> {
             file,
             worker,
         } => data::report(context, &name, text, file, worker),
-        Command::Gate => crate::gate::serve(&context.paths),
+        Command::Gate => exited(crate::gate::serve(&context.paths)?),
         Command::Up => fleet::up(context),
         Command::Down => fleet::down(context),
         Command::Tick => fleet::tick(context),
@@ -588,7 +600,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<i32> {
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "rein", &mut std::io::stdout());
-            Ok(0)
+            Ok(())
         }
     }
 }

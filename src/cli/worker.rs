@@ -9,7 +9,7 @@ use crate::fleet::worktree::WorktreeRequest;
 use crate::fleet::{block_on, workers};
 use crate::worker::pty::{self, AttachOptions, AttachOutcome, RawModeGuard};
 
-pub fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
+pub fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<()> {
     match command {
         WorkerCommand::Start {
             id,
@@ -68,7 +68,7 @@ pub fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
                     ),
                 ])?;
             }
-            Ok(0)
+            Ok(())
         }
         WorkerCommand::Kill { id } => {
             let report = block_on(async {
@@ -94,7 +94,7 @@ pub fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
                 ));
                 output::lines(lines)?;
             }
-            Ok(0)
+            Ok(())
         }
         WorkerCommand::Rm { id, force } => {
             let done = block_on(async {
@@ -104,7 +104,7 @@ pub fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
             let mut lines = vec![format!("removed worker {id}")];
             lines.extend(done);
             output::lines(lines)?;
-            Ok(0)
+            Ok(())
         }
         WorkerCommand::Ls => {
             let views = block_on(async {
@@ -118,7 +118,7 @@ pub fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
             } else {
                 output::lines(worker_table(&views))?;
             }
-            Ok(0)
+            Ok(())
         }
         WorkerCommand::Logs { id, follow, lines } => {
             workers::check_known(&context.paths, &id)?;
@@ -127,12 +127,12 @@ pub fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
         WorkerCommand::Attach { id } => attach(context, &id),
         WorkerCommand::Host { id, command } => {
             let socket = context.data().worker_socket(&id)?;
-            Ok(crate::worker::host::run(socket, command)?)
+            crate::cli::exited(crate::worker::host::run(socket, command)?)
         }
     }
 }
 
-fn attach(context: &Context, id: &str) -> anyhow::Result<i32> {
+fn attach(context: &Context, id: &str) -> anyhow::Result<()> {
     let socket = context.data().worker_socket(id)?;
     if !socket.exists() {
         return Err(crate::Error::NotFound(format!(
@@ -156,19 +156,19 @@ fn attach(context: &Context, id: &str) -> anyhow::Result<i32> {
     match outcome {
         AttachOutcome::Detached => {
             eprintln!("\nrein: detached; worker {id} keeps running");
-            Ok(0)
+            Ok(())
         }
         AttachOutcome::AgentExited(code) => {
             eprintln!("\nrein: the agent of worker {id} exited with {code}");
-            Ok(0)
+            Ok(())
         }
         AttachOutcome::Replaced => {
             eprintln!("\nrein: another terminal attached to worker {id}; this one is detached");
-            Ok(0)
+            Ok(())
         }
         AttachOutcome::ConnectionClosed => {
-            eprintln!("\nrein: the connection to worker {id} closed");
-            Ok(1)
+            eprintln!();
+            Err(crate::error::Error::Failed(format!("the connection to worker {id} closed")).into())
         }
     }
 }

@@ -4,11 +4,11 @@ use std::time::Instant;
 
 use crate::cli::{output, Context};
 use crate::duration::Span;
-use crate::error::EXIT_TIMEOUT;
+use crate::error::Error;
 use crate::state::{self, State, Token};
 use crate::{journal, world};
 
-pub fn sense(context: &Context) -> anyhow::Result<i32> {
+pub fn sense(context: &Context) -> anyhow::Result<()> {
     let config = context.config()?;
     let data = context.data();
     let report = world::sense(&data, &config.sensors)?;
@@ -43,7 +43,7 @@ pub fn sense(context: &Context) -> anyhow::Result<i32> {
         }
         output::lines(lines)?;
     }
-    Ok(0)
+    Ok(())
 }
 
 /// Adds the workers to a state, from systemd when a user manager answers; otherwise the
@@ -87,13 +87,13 @@ impl Workers {
     }
 }
 
-pub fn state(context: &Context) -> anyhow::Result<i32> {
+pub fn state(context: &Context) -> anyhow::Result<()> {
     if let Some(warning) = context.data().mode_warning() {
         eprintln!("rein: warning: {warning}");
     }
     let state = state::state(&context.data(), &context.paths.profile)?;
     print_state(context, &Workers::connect()?.fill(context, state))?;
-    Ok(0)
+    Ok(())
 }
 
 pub fn wait(
@@ -101,7 +101,7 @@ pub fn wait(
     only_asks: bool,
     timeout: Option<Span>,
     since: Option<String>,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<()> {
     let since: Option<Token> = since.as_deref().map(str::parse).transpose()?;
     let deadline = timeout.map(|t| Instant::now() + t.0);
     let mut workers = Workers::connect()?;
@@ -114,15 +114,13 @@ pub fn wait(
     )? {
         Some(state) => {
             print_state(context, &workers.fill(context, state))?;
-            Ok(0)
+            Ok(())
         }
-        None => {
-            eprintln!(
-                "rein: nothing new within {}",
-                timeout.map(|t| t.to_string()).unwrap_or_default()
-            );
-            Ok(EXIT_TIMEOUT)
-        }
+        None => Err(Error::TimedOut(format!(
+            "nothing new within {}",
+            timeout.map(|t| t.to_string()).unwrap_or_default()
+        ))
+        .into()),
     }
 }
 

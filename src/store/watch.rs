@@ -29,6 +29,8 @@ pub enum Wake {
     Rescan,
     /// The deadline passed.
     Timeout,
+    /// The extra descriptor given to [`Watcher::wait_with`] is readable (or hung up).
+    Readable,
 }
 
 /// What a waiter watches.
@@ -197,6 +199,16 @@ impl Watcher {
 
     /// Blocks until something watched changes, or the deadline.
     pub fn wait(&mut self, deadline: Option<Instant>) -> Result<Wake> {
+        self.wait_with(deadline, None)
+    }
+
+    /// [`Watcher::wait`], also returning [`Wake::Readable`] when `also` can be read (a
+    /// terminal's input, say), so one thread can wait for both.
+    pub fn wait_with(
+        &mut self,
+        deadline: Option<Instant>,
+        also: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<Wake> {
         loop {
             let timeout_ms = match deadline {
                 None => -1,
@@ -208,13 +220,21 @@ impl Watcher {
                     left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
                 }
             };
-            let mut poll_fd = libc::pollfd {
-                fd: self.inotify.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd that lives across the call.
-            let ready = unsafe { libc::poll(&mut poll_fd, 1, timeout_ms) };
+            let mut poll_fds = [
+                libc::pollfd {
+                    fd: self.inotify.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: also.map_or(-1, |fd| fd.as_raw_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let count = if also.is_some() { 2 } else { 1 };
+            // SAFETY: `count` valid pollfds that live across the call.
+            let ready = unsafe { libc::poll(poll_fds.as_mut_ptr(), count, timeout_ms) };
             if ready < 0 {
                 let error = std::io::Error::last_os_error();
                 if error.kind() == std::io::ErrorKind::Interrupted {
@@ -229,8 +249,13 @@ impl Watcher {
             if ready == 0 {
                 continue; // the deadline check above returns Timeout
             }
-            if let Some(wake) = self.drain()? {
-                return Ok(wake);
+            if poll_fds[0].revents != 0 {
+                if let Some(wake) = self.drain()? {
+                    return Ok(wake);
+                }
+            }
+            if count == 2 && poll_fds[1].revents != 0 {
+                return Ok(Wake::Readable);
             }
         }
     }
