@@ -186,7 +186,7 @@ pub fn worker_table(workers: &[workers::WorkerView]) -> Vec<String> {
         .map(|w| {
             vec![
                 w.id.clone(),
-                w.health.clone(),
+                w.health.to_string(),
                 w.restarts.to_string(),
                 w.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 w.since.map(output::age).unwrap_or_else(|| "-".into()),

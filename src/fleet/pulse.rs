@@ -209,14 +209,32 @@ fn pulse_units(paths: &Paths, config: &Config) -> anyhow::Result<TransientUnit> 
     Ok(TransientUnit::timer(&timer, &service)?)
 }
 
+/// What `rein up` did with the pulse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PulseChange {
+    Created,
+    Unchanged,
+    /// The interval changed, or the timer was not active.
+    Recreated,
+}
+
+impl std::fmt::Display for PulseChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PulseChange::Created => "created",
+            PulseChange::Unchanged => "unchanged",
+            PulseChange::Recreated => "recreated",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct UpReport {
     pub profile: String,
     pub timer: String,
-    /// `created`, `unchanged`, or `recreated` (the pulse interval changed, or the timer was
-    /// not active).
-    pub pulse: String,
-    pub interval: String,
+    pub pulse: PulseChange,
+    pub interval: crate::duration::Span,
     pub next_beat: Option<DateTime<Utc>>,
     pub seeded: Vec<String>,
     pub workers_restarted: Vec<String>,
@@ -235,12 +253,12 @@ pub async fn up(manager: &Manager, paths: &Paths, config: &Config) -> anyhow::Re
             if timer.on_unit_active == Some(config.pulse.interval.0)
                 && timer.active_state == crate::systemd::ActiveState::Active =>
         {
-            "unchanged"
+            PulseChange::Unchanged
         }
         Some(_) => {
             remove_pulse(manager, &names).await?;
             manager.start_transient(&wanted).await?;
-            "recreated"
+            PulseChange::Recreated
         }
         None => {
             // A leftover service (e.g. a failed last beat) would block the name.
@@ -248,10 +266,10 @@ pub async fn up(manager: &Manager, paths: &Paths, config: &Config) -> anyhow::Re
                 .remove(&names.pulse_service(), DEFAULT_STOP_GRACE)
                 .await?;
             manager.start_transient(&wanted).await?;
-            "created"
+            PulseChange::Created
         }
     };
-    if pulse != "unchanged" {
+    if pulse != PulseChange::Unchanged {
         journal::record_or_warn(
             &paths.data(),
             "up",
@@ -268,8 +286,8 @@ pub async fn up(manager: &Manager, paths: &Paths, config: &Config) -> anyhow::Re
     Ok(UpReport {
         profile: paths.profile.clone(),
         timer: names.pulse_timer(),
-        pulse: pulse.to_owned(),
-        interval: config.pulse.interval.to_string(),
+        pulse,
+        interval: config.pulse.interval,
         next_beat,
         seeded,
         workers_restarted,

@@ -733,9 +733,7 @@ pub async fn remove(
 pub struct WorkerView {
     pub id: String,
     pub unit: String,
-    /// running, waiting-human, restarting, failed, exited, starting, stopping, inactive,
-    /// or stopped (recorded but no unit: after `rein down` or `rein worker kill`).
-    pub health: String,
+    pub health: WorkerHealth,
     /// Why a worker is `waiting-human`: the ask it waits on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
@@ -759,15 +757,57 @@ pub struct WorkerView {
     pub ask: Option<serde_json::Value>,
 }
 
-fn health_name(health: Health) -> &'static str {
-    match health {
-        Health::Running => "running",
-        Health::Restarting => "restarting",
-        Health::Failed => "failed",
-        Health::Exited => "exited",
-        Health::Starting => "starting",
-        Health::Stopping => "stopping",
-        Health::Inactive => "inactive",
+/// A worker's health as `rein worker ls` shows it: its unit's [`Health`], and the mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkerHealth {
+    Running,
+    /// Running, and blocked on a pending ask of its own.
+    WaitingHuman,
+    Restarting,
+    Failed,
+    Exited,
+    Starting,
+    Stopping,
+    Inactive,
+    /// Recorded, but no unit: after `rein down` or `rein worker kill`, or an agent that
+    /// finished (transient units are unloaded when they end).
+    Stopped,
+}
+
+impl WorkerHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerHealth::Running => "running",
+            WorkerHealth::WaitingHuman => "waiting-human",
+            WorkerHealth::Restarting => "restarting",
+            WorkerHealth::Failed => "failed",
+            WorkerHealth::Exited => "exited",
+            WorkerHealth::Starting => "starting",
+            WorkerHealth::Stopping => "stopping",
+            WorkerHealth::Inactive => "inactive",
+            WorkerHealth::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<Health> for WorkerHealth {
+    fn from(health: Health) -> WorkerHealth {
+        match health {
+            Health::Running => WorkerHealth::Running,
+            Health::Restarting => WorkerHealth::Restarting,
+            Health::Failed => WorkerHealth::Failed,
+            Health::Exited => WorkerHealth::Exited,
+            Health::Starting => WorkerHealth::Starting,
+            Health::Stopping => WorkerHealth::Stopping,
+            Health::Inactive => WorkerHealth::Inactive,
+        }
     }
 }
 
@@ -807,12 +847,12 @@ pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<Worker
             continue;
         };
         let Some(state) = state? else { continue };
-        let mut health = health_name(health(&state)).to_owned();
+        let mut health = WorkerHealth::from(health(&state));
         let ask = pending.get(id).cloned();
         let mut waiting = None;
-        if health == "running" {
+        if health == WorkerHealth::Running {
             if let Some(ask) = &ask {
-                health = "waiting-human".to_owned();
+                health = WorkerHealth::WaitingHuman;
                 waiting = Some(format!(
                     "ask {}: {}",
                     ask["id"].as_str().unwrap_or_default(),
@@ -845,7 +885,7 @@ pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<Worker
             views.push(WorkerView {
                 id: record.id.clone(),
                 unit: names.worker(&record.id),
-                health: "stopped".to_owned(),
+                health: WorkerHealth::Stopped,
                 waiting: None,
                 active_state: "inactive".to_owned(),
                 sub_state: "dead".to_owned(),
@@ -880,8 +920,9 @@ pub async fn report_failures(
     let mut reported = Vec::new();
     let views = list(manager, paths).await?;
     for view in &views {
-        let failed = view.health == "failed";
-        let exited = view.health == "exited" || (view.health == "stopped" && fleet_up);
+        let failed = view.health == WorkerHealth::Failed;
+        let exited = view.health == WorkerHealth::Exited
+            || (view.health == WorkerHealth::Stopped && fleet_up);
         if !failed && !exited {
             continue;
         }
