@@ -68,7 +68,7 @@ pub fn claim(dir: &DataDir, name: &str, worker: &str, pid: u32) -> Result<ClaimO
     if store::create_exclusive(&path, &bytes)? {
         return Ok(ClaimOutcome::Claimed(claim));
     }
-    let _lock = store::lock(&dir.claims().join(".lock"))?;
+    let _lock = store::lock(&dir.claims_lock())?;
     let Some(existing) = store::read_json::<Claim>(&path)? else {
         // Released between our attempt and the read.
         return if store::create_exclusive(&path, &bytes)? {

@@ -44,7 +44,7 @@ pub fn notify(dir: &DataDir, worker: &str, message: &str) -> Result<Note> {
         worker: worker.to_owned(),
         at,
     };
-    store::write_json(&dir.notes().join(format!("{id}.json")), &note)?;
+    store::write_json(&dir.note(&id), &note)?;
     crate::journal::record_or_warn(dir, "notify", &format!("{worker}: {message}"));
     Ok(note)
 }

@@ -147,7 +147,7 @@ impl<C: Channel> Engine<C> {
         let ledger = Ledger::open(&data, &settings.name)?;
         let seen = SeenLedger::open(&data, &settings.name)?;
         let refused = RefusedLedger::open(&data, &settings.name)?;
-        let since_path = data.bridge(&settings.name)?.join("since");
+        let since_path = data.bridge_since(&settings.name)?;
         store::seed_file(
             &since_path,
             Utc::now().to_rfc3339().as_bytes(),

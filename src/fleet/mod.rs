@@ -1,5 +1,6 @@
-//! The fleet of one profile inside systemd: the pulse timer, the workers, and the unit names
-//! that keep profiles apart.
+//! The fleet of one profile inside systemd: the pulse timer, the workers, the gate, bridges
+//! as units, the unit names that keep profiles apart, and the one user manager a profile
+//! runs under ([`owner`]).
 //!
 //! Names: the default profile uses `rein-pulse.timer` / `rein-pulse.service` and
 //! `rein-worker-ID.service`; any other profile P uses `rein.P.pulse.timer` and

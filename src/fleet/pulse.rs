@@ -1,10 +1,12 @@
 //! The pulse: a transient timer whose every activation runs `rein tick` — one beat — in a
 //! short-lived oneshot service, so nothing of rein runs between beats.
 //!
-//! A beat senses the world, records itself (`pulse.json`, `journal.md`, journald with
-//! `REIN_BEAT`), checks worker health (a worker that failed past its start limit gets a
-//! journal entry and a note, once), and runs the judgment hook (agent mode: nothing more;
-//! the judge loops on `rein wait`).
+//! A beat sweeps stale temp files, senses the world, records itself (`pulse.json`,
+//! `journal.md`, journald with `REIN_BEAT`), checks worker health (a worker that failed past
+//! its start limit gets a journal entry and a note, once; one that exited on its own a
+//! journal entry, once), and runs the judgment hook (agent mode: nothing more; the judge
+//! loops on `rein wait`). The beat service is bounded by [`beat_limit`], and `rein status`
+//! reads how beats stand from the service's state ([`BeatState`]).
 
 use std::time::Duration;
 

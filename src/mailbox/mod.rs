@@ -381,7 +381,7 @@ impl Mailbox {
     /// Builds `asks/.keys/` from the asks once (a data dir from before the index); the
     /// caller holds the asks lock.
     fn ensure_key_index(&self) -> Result<()> {
-        let complete = self.dir.ask_keys().join(".complete");
+        let complete = self.dir.ask_keys_complete();
         if complete.exists() {
             return Ok(());
         }

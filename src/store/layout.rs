@@ -1,12 +1,15 @@
-//! Where each record lives inside a data dir. Every path rein uses is named here once.
+//! Where each record lives inside a data dir: every directory and every record outside a
+//! bridge's own directory is named here once. A bridge's directory (`bridges/NAME/`: its
+//! ledger, post index, seen and refused senders, lock) is laid out by
+//! [`crate::bridge::ledger`], the one module that reads and writes it.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::store::{ensure_dir, ensure_real_dir, validate_id};
 
-/// A data dir (one profile). Construct with [`DataDir::new`]; paths are derived, never typed
-/// by hand elsewhere.
+/// A data dir (one profile). Construct with [`DataDir::new`]; paths are derived here, not
+/// typed by hand elsewhere.
 #[derive(Debug, Clone)]
 pub struct DataDir {
     root: PathBuf,
@@ -145,6 +148,10 @@ impl DataDir {
     pub fn ask_key(&self, key: &str) -> PathBuf {
         self.ask_keys().join(key)
     }
+    /// Marks `asks/.keys/` as built from every ask (a data dir from before the index).
+    pub fn ask_keys_complete(&self) -> PathBuf {
+        self.ask_keys().join(".complete")
+    }
     pub fn ask_sequence(&self) -> PathBuf {
         self.asks().join(".sequence")
     }
@@ -169,8 +176,17 @@ impl DataDir {
         Ok(self.claims().join(format!("{name}.json")))
     }
 
+    /// Serialises the reaping of claims whose holder is gone.
+    pub fn claims_lock(&self) -> PathBuf {
+        self.claims().join(".lock")
+    }
+
     pub fn notes(&self) -> PathBuf {
         self.root.join("notes")
+    }
+    /// A note: `notes/TIME-ID.json` (the id starts with the time, so names sort by it).
+    pub fn note(&self, id: &str) -> PathBuf {
+        self.notes().join(format!("{id}.json"))
     }
     pub fn reports(&self) -> PathBuf {
         self.root.join("reports")
@@ -235,6 +251,10 @@ impl DataDir {
         validate_id("worker id", worker)?;
         validate_id("report name", name)?;
         Ok(self.reports().join(worker).join(name))
+    }
+    /// When a bridge first started: notes older than that are history, not news.
+    pub fn bridge_since(&self, name: &str) -> Result<PathBuf> {
+        Ok(self.bridge(name)?.join("since"))
     }
     /// A bridge's own records: its delivery ledger and the inbound messages it has handled.
     pub fn bridge(&self, name: &str) -> Result<PathBuf> {
