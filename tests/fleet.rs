@@ -116,6 +116,7 @@ fn the_pulse_beats_runs_sensors_and_wakes_wait() {
         .iter()
         .any(|l| l.as_str().unwrap_or("").contains("beat: beat")));
     let mut waiter = waiter;
+    support::settled(waiter.id(), "the --only-asks waiter to be blocked");
     assert!(
         support::still_running(&mut waiter),
         "--only-asks is not woken by beats"
@@ -385,6 +386,15 @@ fn logs_are_found_by_rein_fields() {
 #[test]
 fn enable_writes_a_unit_systemd_accepts() {
     let rein = fleet("");
+    /// The unit goes into the real user unit directory (the manager reads only its own):
+    /// whatever the test does, it is disabled and removed again.
+    struct Disable<'a>(&'a Rein);
+    impl Drop for Disable<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.run(&["disable"]);
+        }
+    }
+    let _disable = Disable(&rein);
     let enabled = rein.json(&["enable"]);
     let path = enabled["path"].as_str().expect("path").to_owned();
     assert_eq!(enabled["action"], "installed");

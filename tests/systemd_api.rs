@@ -6,9 +6,10 @@
 
 #[path = "support/user_manager.rs"]
 mod user_manager;
+#[path = "support/wait.rs"]
+mod wait;
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -69,23 +70,7 @@ impl Drop for Cleanup {
     }
 }
 
-/// Polls `condition` until it holds, failing the test with `what` after `limit`.
-async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut pause = Duration::from_millis(5);
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(200));
-    }
-}
+use wait::wait_until_async as wait_until;
 
 fn journal_messages(matches: &[&str]) -> String {
     let output = Command::new("journalctl")

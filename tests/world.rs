@@ -47,7 +47,7 @@ fn wait_tokens_wake_on_new_asks_and_world_changes_only() {
     // A world change wakes a blocked waiter; --only-asks ignores it.
     let mut blocked = rein.spawn(&["wait", "--since", &t1, "--json"]);
     let only_asks = rein.spawn(&["wait", "--since", &t1, "--only-asks", "--timeout", "2s"]);
-    std::thread::sleep(Duration::from_millis(200));
+    support::settled(blocked.id(), "the waiter to block");
     assert!(
         still_running(&mut blocked),
         "wait blocks while nothing is new"

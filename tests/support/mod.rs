@@ -4,11 +4,15 @@
 
 pub mod model_server;
 pub mod user_manager;
+pub mod wait;
+
+#[allow(unused_imports)]
+pub use wait::{settled, wait_until};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const REIN: &str = env!("CARGO_BIN_EXE_rein");
 
@@ -185,20 +189,6 @@ pub struct Down<'a>(pub &'a Rein);
 impl Drop for Down<'_> {
     fn drop(&mut self) {
         let _ = self.0.run(&["down"]);
-    }
-}
-
-/// Polls `condition` until true, failing the test with `what` after `limit`.
-pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    let mut pause = Duration::from_millis(2);
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 

@@ -338,7 +338,7 @@ async fn a_subject_token_names_the_ask_without_in_reply_to() {
 }
 
 #[tokio::test]
-async fn idle_wakes_the_reader_within_a_second() {
+async fn idle_wakes_the_reader_long_before_a_poll() {
     let servers = servers();
     servers.empty_mailbox("rein4").await;
     // An hour between polls: only IDLE can bring the reply in time.
@@ -361,15 +361,10 @@ async fn idle_wakes_the_reader_within_a_second() {
             ),
         )
         .await;
-    // The SMTP server accepted it only after dovecot stored it: the clock starts now.
-    let delivered = Instant::now();
-    let got = next(
-        &mut inbound,
-        Duration::from_secs(1),
-        "a reply woken by IDLE",
-    )
-    .await;
-    assert!(delivered.elapsed() < Duration::from_secs(1));
+    // With an hour between polls, a reply within the mail deadline can only come from IDLE;
+    // how fast within it depends on a loaded machine, not on rein (it was once held to one
+    // second, which a busy CI machine missed now and then).
+    let got = next(&mut inbound, MAIL_DEADLINE, "a reply woken by IDLE").await;
     assert_eq!(got.message_id, reply_id);
     let after = wait_event(&mut events, MAIL_DEADLINE, |e| *e == ReaderEvent::Idling).await;
     assert!(
