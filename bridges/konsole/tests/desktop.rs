@@ -612,7 +612,7 @@ async fn the_binary_tests_every_route_and_refuses_bad_config() {
     for (section, complaint) in [
         (
             "routes = [\"3\"]\nshell = \"zsh\"\n",
-            "unknown key \"shell\"",
+            "unknown field `shell`",
         ),
         ("routes = [\"C0123\"]\n", "neither a desktop number"),
         (
