@@ -7,7 +7,6 @@
 //! The judge can only make rein's own moves. Irreversible actions (merge, deploy, delete,
 //! publish, pay) are never moves: a worker that wants one must `rein ask` a human first.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::mailbox::{Mailbox, NewAsk};
 use crate::paths::Paths;
 use crate::store::{self, validate_id};
+use crate::systemd::{Manager, TransientUnit};
 use crate::{journal, notes};
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -194,63 +194,101 @@ fn today() -> String {
     Utc::now().format("%Y-%m-%d").to_string()
 }
 
-/// Runs `command` with `sh -c`, killing it after `timeout`; returns its stdout.
-fn run_tick(paths: &Paths, command: &str, timeout: Duration) -> Result<String> {
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
-        .current_dir(&paths.data_dir)
-        .env("REIN_DATA_DIR", &paths.data_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| Error::invalid(format!("could not start the judge command: {e}")))?;
-    let pid = child.id() as i32;
-    let mut stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| Error::invalid("no stdout"))?;
-    let mut stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| Error::invalid("no stderr"))?;
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let out = store::read_capped(&mut stdout, 1 << 20)
+/// Runs the judge's tick command once in its own sandboxed unit (`rein-judge.service`, see
+/// [`crate::fleet::workers::judge_spec`]): its stdout and stderr come back on pipes rein
+/// passes to systemd, read with caps; past `timeout` everything in the unit is killed.
+/// Returns its stdout.
+async fn run_tick(
+    manager: &Manager,
+    paths: &Paths,
+    config: &Config,
+    command: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    use std::os::fd::AsRawFd;
+    let (out_read, out_write) = std::io::pipe()?;
+    let (err_read, err_write) = std::io::pipe()?;
+    let spec = crate::fleet::workers::judge_spec(
+        paths,
+        config,
+        command,
+        out_write.as_raw_fd(),
+        err_write.as_raw_fd(),
+    )?;
+    let unit = spec.name.clone();
+    crate::fleet::pulse::remove_unit(manager, &unit).await?;
+    let started = manager
+        .start_transient(&TransientUnit::service(&spec)?)
+        .await;
+    // Only the unit holds the write ends now: end of file means it (and all it started)
+    // closed them.
+    drop(out_write);
+    drop(err_write);
+    if let Err(error) = started {
+        let _ = crate::fleet::pulse::remove_unit(manager, &unit).await;
+        return Err(anyhow::anyhow!(
+            "could not start the judge command: {error}"
+        ));
+    }
+    // systemd holds its copies of the write ends as long as the unit is loaded, so the
+    // end of the tick is the unit's state, not end of file; removing the unit closes them.
+    let readers = std::thread::spawn(move || {
+        let out = std::thread::spawn(move || {
+            let mut out_read = out_read;
+            let read = store::read_capped(&mut out_read, 1 << 20).map(|(bytes, _)| bytes);
+            let _ = std::io::copy(&mut out_read, &mut std::io::sink());
+            read.unwrap_or_default()
+        });
+        let mut err_read = err_read;
+        let err = store::read_capped(&mut err_read, 4096)
             .map(|(bytes, _)| bytes)
             .unwrap_or_default();
-        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        let err = store::read_capped(&mut stderr, 2048)
-            .map(|(bytes, _)| bytes)
-            .unwrap_or_default();
-        let status = child.wait();
-        let _ = done_tx.send((out, err, status));
+        let _ = std::io::copy(&mut err_read, &mut std::io::sink());
+        (out.join().unwrap_or_default(), err)
     });
-    let (out, err, status) = match done_rx.recv_timeout(timeout) {
-        Ok(done) => done,
-        Err(_) => {
-            // SAFETY: signalling the process group we created for the judge.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
-            return Err(Error::invalid(format!(
+    let finished = manager
+        .wait_for_state(
+            &unit,
+            |state| {
+                matches!(
+                    state.active_state,
+                    crate::systemd::ActiveState::Inactive | crate::systemd::ActiveState::Failed
+                ) || state.sub_state == "exited"
+            },
+            timeout,
+        )
+        .await;
+    if finished.is_err() {
+        let _ = manager
+            .kill(&unit, crate::systemd::KillTarget::All, libc::SIGKILL)
+            .await;
+    }
+    // Stopping the unit kills whatever the tick left running and closes systemd's copies of
+    // the pipes, so the readers end.
+    let _ = crate::fleet::pulse::remove_unit(manager, &unit).await;
+    let (out, err) = tokio::task::spawn_blocking(move || readers.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("reading the judge's output failed"))?;
+    let state = match finished {
+        Ok(state) => state,
+        Err(crate::systemd::SystemdError::Timeout { .. }) => {
+            return Err(anyhow::anyhow!(
                 "the judge command ran longer than {}",
                 crate::duration::Span(timeout)
-            )));
+            ))
         }
+        Err(error) => return Err(error.into()),
     };
-    let status =
-        status.map_err(|e| Error::invalid(format!("waiting for the judge failed: {e}")))?;
-    if !status.success() {
-        return Err(Error::invalid(format!(
-            "the judge command failed ({status}): {}",
+    if state.exec_main_status != 0 || state.result != "success" {
+        return Err(anyhow::anyhow!(
+            "the judge command failed (exit status {}, result {}): {}",
+            state.exec_main_status,
+            state.result,
             String::from_utf8_lossy(&err).trim()
-        )));
+        ));
     }
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
-
-use std::os::unix::process::CommandExt;
 
 /// One judgment for beat `beat`. `execute` carries out a validated move.
 pub async fn judge(
@@ -298,10 +336,15 @@ pub async fn judge(
         config.runner.model.as_deref(),
     )?;
     let outcome = async {
-        let output = run_tick(paths, &command, config.judge.timeout.0)?;
+        let manager = manager.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no systemd user manager is reachable: the judge's tick runs sandboxed in a unit"
+            )
+        })?;
+        let output = run_tick(manager, paths, config, &command, config.judge.timeout.0).await?;
         let decided = parse_move(&output)?;
         decided.validate()?;
-        execute(paths, config, &decided, manager).await?;
+        execute(paths, config, &decided, Some(manager)).await?;
         anyhow::Ok(decided)
     }
     .await;

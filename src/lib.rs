@@ -12,11 +12,13 @@
 //! - [`journal`], [`claims`], [`notes`], [`seed`]: the remaining data-dir records.
 //! - [`systemd`]: the user manager over D-Bus; [`fleet`]: the pulse and workers as
 //!   transient units; [`worker`]: the PTY host inside a worker unit.
+//! - [`agents`]: the agent CLIs' presets: the settings each needs to run in a worker.
 //! - [`gate`]: how sandboxed workers file asks, claims, notes and reports as themselves.
 //! - [`bridge`]: what every bridge shares: the delivery engine, ledger, allowlist, secrets.
 //! - [`cli`]: the clap definition (the single source of `--help`, man pages and completions)
 //!   and one file per verb group.
 
+pub mod agents;
 pub mod bridge;
 pub mod claims;
 pub mod cli;

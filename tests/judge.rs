@@ -1,13 +1,16 @@
 //! `judge.mode = "llm"`: a beat on a changed world runs the one-shot judge command, executes
 //! its one move, and journals it; a daily budget and failure backoff hold. The judge command
 //! here is a script standing in for a model's CLI: it records its calls and prints a move.
+//! It runs in its own sandboxed unit, as every agent rein starts does.
 
 mod support;
 
 use support::Rein;
 
 /// A judge that logs each call and prints the contents of `move.json` (or fails if absent).
+/// The judge's tick runs sandboxed in a transient unit, so a user manager is needed.
 fn judged(extra: &str) -> Rein {
+    support::user_manager::ensure();
     let rein = Rein::new();
     let script = rein.temp.path().join("judge.sh");
     std::fs::write(

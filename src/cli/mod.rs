@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod fleet;
+pub mod hook;
 pub mod mailbox;
 pub mod man;
 pub mod output;
@@ -216,6 +217,19 @@ pub enum Command {
     /// Serve workers' asks, claims, notes and reports (socket-activated by systemd).
     #[command(hide = true)]
     Gate,
+    /// The hook rein installs in an agent CLI's settings (claude): permission requests
+    /// become asks.
+    #[command(hide = true)]
+    Hook {
+        #[arg(value_parser = ["claude"])]
+        agent: String,
+    },
+    /// Run inside an agent unit: prepare the agent's HOME, export its credentials, exec it.
+    #[command(hide = true)]
+    AgentExec {
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -543,6 +557,8 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<i32> {
             worker,
         } => data::report(context, &name, text, file, worker),
         Command::Gate => crate::gate::serve(&context.paths),
+        Command::Hook { .. } => hook::claude(context),
+        Command::AgentExec { command } => crate::worker::host::exec(command),
         Command::Up => fleet::up(context),
         Command::Down => fleet::down(context),
         Command::Tick => fleet::tick(context),

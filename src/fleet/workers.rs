@@ -18,6 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::agents::{self, Agent};
 use crate::config::{self, Config, RestartPolicy, SandboxMode, SecretSource};
 use crate::error::{Error, Result, EXIT_WITHDRAWN};
 use crate::fleet::pulse::remove_unit;
@@ -71,6 +72,10 @@ pub struct WorkerRecord {
     /// Whether the sandbox was checked in force when the worker last started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<String>,
+    /// The agent CLI the command runs (claude, codex, opencode, pi), whose settings rein
+    /// prepares in the worker's HOME.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 impl WorkerRecord {
@@ -150,7 +155,12 @@ fn unit_path(record: &WorkerRecord, bin: &str) -> String {
 }
 
 /// The unit environment of a worker: rein's own variables, then the agent's.
-fn environment(paths: &Paths, record: &WorkerRecord, bin: &str) -> Result<Vec<(String, String)>> {
+fn environment(
+    paths: &Paths,
+    record: &WorkerRecord,
+    bin: &str,
+    template: Option<&Path>,
+) -> Result<Vec<(String, String)>> {
     let dir = paths.data();
     let mut environment: Vec<(String, String)> = unit_environment(paths)
         .into_iter()
@@ -171,6 +181,26 @@ fn environment(paths: &Paths, record: &WorkerRecord, bin: &str) -> Result<Vec<(S
                 environment.push(("GIT_CONFIG_GLOBAL".to_owned(), real.display().to_string()));
             }
         }
+    }
+    if let Some(agent) = record.agent.as_deref().and_then(Agent::from_name) {
+        environment.push((agents::AGENT_VARIABLE.to_owned(), agent.name().to_owned()));
+        for (name, value) in agents::environment(agent) {
+            if !record.env.contains_key(name) {
+                environment.push((name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+    if let Some(template) = template {
+        environment.push((
+            agents::TEMPLATE_VARIABLE.to_owned(),
+            template.display().to_string(),
+        ));
+    }
+    if let Some(home) = directories::BaseDirs::new().map(|b| b.home_dir().to_owned()) {
+        environment.push((
+            agents::USER_HOME_VARIABLE.to_owned(),
+            home.display().to_string(),
+        ));
     }
     environment.push(("REIN_WORKER_ID".to_owned(), record.id.clone()));
     environment.push(("REIN_BIN".to_owned(), bin.to_owned()));
@@ -203,6 +233,71 @@ fn needs(paths: &Paths, record: &WorkerRecord, bin: &str) -> Result<sandbox::Nee
     Ok(needs)
 }
 
+/// The unit of an agent the judge runs for one tick: the same environment, secrets, agent
+/// settings and sandbox as a worker, as `agents/judge/`, running `rein agent-exec -- CMD`
+/// once with its output on the caller's pipes.
+pub fn judge_spec(
+    paths: &Paths,
+    config: &Config,
+    command: &str,
+    stdout: std::os::fd::RawFd,
+    stderr: std::os::fd::RawFd,
+) -> anyhow::Result<ServiceSpec> {
+    let (env, secrets) = config.agent_environment(None);
+    for (name, source) in &secrets {
+        source.check(name)?;
+    }
+    let record = WorkerRecord {
+        version: FORMAT_VERSION,
+        id: JUDGE.to_owned(),
+        command: command.to_owned(),
+        model: config.runner.model.clone(),
+        memory_max: None,
+        cpu_quota: None,
+        started: Utc::now(),
+        failure_reported: None,
+        dir: None,
+        worktree: None,
+        env,
+        secrets,
+        stopped: None,
+        sandbox: None,
+        agent: program_of(command)?
+            .and_then(|program| Agent::of_program(&program))
+            .map(|agent| agent.name().to_owned()),
+    };
+    let dir = paths.data();
+    for path in [dir.agent_home(JUDGE)?, dir.agent_work(JUDGE)?] {
+        store::ensure_dir(&path)?;
+    }
+    let mut spec = service_spec(paths, config, &record)?;
+    spec.name = UnitNames::new(paths).judge();
+    spec.description = format!("rein judge tick of profile {}", paths.profile);
+    spec.exec = vec![
+        rein_bin()?,
+        "agent-exec".to_owned(),
+        "--".to_owned(),
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        command.to_owned(),
+    ];
+    spec.service_type = ServiceType::Exec;
+    spec.remain_after_exit = true;
+    spec.restart = None;
+    spec.restart_sec = None;
+    spec.start_limit_burst = None;
+    spec.start_limit_interval = None;
+    spec.restart_prevent_exit_status = Vec::new();
+    spec.syslog_identifier = Some("rein-judge".to_owned());
+    spec.log_extra_fields = vec![("REIN_PROFILE".to_owned(), paths.profile.clone())];
+    spec.stdout_fd = Some(stdout);
+    spec.stderr_fd = Some(stderr);
+    Ok(spec)
+}
+
+/// The id the judge's tick runs under (its HOME is `agents/judge/home`).
+pub const JUDGE: &str = "judge";
+
 fn service_spec(
     paths: &Paths,
     config: &Config,
@@ -212,11 +307,11 @@ fn service_spec(
     let bin = rein_bin()?;
     let workers = &config.workers;
     let sandbox = match workers.sandbox {
-        SandboxMode::Strict => Some(sandbox::agent_sandbox(
-            paths,
-            config,
-            &needs(paths, record, &bin)?,
-        )),
+        SandboxMode::Strict => {
+            let mut needs = needs(paths, record, &bin)?;
+            needs.visible.extend(config.home_template());
+            Some(sandbox::agent_sandbox(paths, config, &needs))
+        }
         SandboxMode::Off => None,
     };
     Ok(ServiceSpec {
@@ -233,7 +328,7 @@ fn service_spec(
             record.command.clone(),
         ],
         service_type: ServiceType::Notify,
-        environment: environment(paths, record, &bin)?,
+        environment: environment(paths, record, &bin, config.home_template().as_deref())?,
         working_directory: Some(record.work_dir(paths)?),
         restart: Some(match workers.restart {
             RestartPolicy::No => systemd::RestartPolicy::No,
@@ -326,6 +421,11 @@ fn check_program(command: &str, path: &str) -> Result<()> {
 /// Validates a start request into a record; writes nothing and starts nothing.
 pub fn prepare(paths: &Paths, config: &Config, request: &StartRequest) -> Result<WorkerRecord> {
     validate_id("worker id", &request.id)?;
+    if request.id == JUDGE {
+        return Err(Error::invalid(
+            "the worker id \"judge\" is the llm judge's own; pick another",
+        ));
+    }
     let own = config.workers.overrides.get(&request.id);
     let template = request
         .command
@@ -396,9 +496,14 @@ pub fn prepare(paths: &Paths, config: &Config, request: &StartRequest) -> Result
         secrets,
         stopped: None,
         sandbox: None,
+        agent: None,
     };
     let bin = rein_bin().map_err(|e| Error::invalid(format!("cannot find rein's binary: {e}")))?;
     check_program(&record.command, &unit_path(&record, &bin))?;
+    let mut record = record;
+    record.agent = program_of(&record.command)?
+        .and_then(|program| Agent::of_program(&program))
+        .map(|agent| agent.name().to_owned());
     Ok(record)
 }
 
@@ -787,6 +892,9 @@ pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<Worker
                     ask["id"].as_str().unwrap_or_default(),
                     ask["prompt"].as_str().unwrap_or_default()
                 ));
+            } else if let Some(reason) = attention(paths, id) {
+                health = "waiting-human".to_owned();
+                waiting = Some(reason);
             }
         }
         let (dir, branch, sandbox) = place(id);
@@ -832,6 +940,13 @@ pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<Worker
     }
     views.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(views)
+}
+
+/// Why a running agent waits for a person at its own dialog, as its hooks reported it.
+fn attention(paths: &Paths, id: &str) -> Option<String> {
+    let path = paths.data().agent_attention(id).ok()?;
+    let value: serde_json::Value = store::read_json(&path).ok().flatten()?;
+    value["reason"].as_str().map(str::to_owned)
 }
 
 /// Journals and notifies each failed worker once; returns their ids.

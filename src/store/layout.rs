@@ -177,6 +177,10 @@ impl DataDir {
     pub fn agent_home(&self, id: &str) -> Result<PathBuf> {
         Ok(self.agent_dir(id)?.join("home"))
     }
+    /// Why the agent waits for a person, as its hooks report it (`rein worker ls` shows it).
+    pub fn agent_attention(&self, id: &str) -> Result<PathBuf> {
+        Ok(self.agent_dir(id)?.join("attention.json"))
+    }
     /// Where a worker started without --dir or --worktree works.
     pub fn agent_work(&self, id: &str) -> Result<PathBuf> {
         Ok(self.agent_dir(id)?.join("work"))

@@ -125,6 +125,9 @@ pub struct ServiceSpec {
     /// the main one.
     pub notify_access_all: bool,
     pub kill_mode: Option<KillMode>,
+    /// `RemainAfterExit=yes`: the unit stays loaded (active, exited) after its process ends,
+    /// so its exit status can be read before it is removed.
+    pub remain_after_exit: bool,
     /// `TimeoutStopSec=`: how long a stop waits after SIGTERM before SIGKILL.
     pub timeout_stop: Option<Duration>,
     /// `RestartPreventExitStatus=`: exit codes after which `Restart=` does not restart.
@@ -135,6 +138,11 @@ pub struct ServiceSpec {
     pub load_credentials: Vec<(String, String)>,
     /// systemd's own sandboxing, enforced by the kernel.
     pub sandbox: Option<Sandbox>,
+    /// `StandardOutputFileDescriptor=` / `StandardErrorFileDescriptor=`: descriptors of the
+    /// caller (pipe ends) the service writes to; sent along with the call, so the caller
+    /// keeps them open until `StartTransientUnit` returns.
+    pub stdout_fd: Option<std::os::fd::RawFd>,
+    pub stderr_fd: Option<std::os::fd::RawFd>,
 }
 
 /// systemd's sandboxing of a service (systemd.exec(5)): what its processes may see, write
@@ -224,6 +232,8 @@ pub enum PropertyValue {
     StrPairs(Vec<(String, String)>),
     /// `(aiai)`: exit statuses and signals.
     StatusSet(Vec<i32>, Vec<i32>),
+    /// `h`: a file descriptor of this process, duplicated into the message.
+    Fd(std::os::fd::RawFd),
 }
 
 impl PropertyValue {
@@ -253,6 +263,15 @@ impl PropertyValue {
             PropertyValue::StrPairs(pairs) => Value::from(pairs.clone()),
             PropertyValue::StatusSet(statuses, signals) => {
                 Value::from((statuses.clone(), signals.clone()))
+            }
+            PropertyValue::Fd(fd) => {
+                // SAFETY: the caller keeps `fd` open while the call is made (see ServiceSpec).
+                let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+                match borrowed.try_clone_to_owned() {
+                    Ok(owned) => Value::Fd(zbus::zvariant::Fd::Owned(owned)),
+                    // systemd then refuses the property, which names the problem.
+                    Err(_) => Value::from(-1i32),
+                }
             }
         }
     }
@@ -577,6 +596,9 @@ fn service_properties(spec: &ServiceSpec) -> Result<Vec<Property>, SystemdError>
             PropertyValue::Str(kill_mode.as_systemd().to_owned()),
         ));
     }
+    if spec.remain_after_exit {
+        properties.push(property("RemainAfterExit", PropertyValue::Bool(true)));
+    }
     if let Some(timeout) = spec.timeout_stop {
         properties.push(property(
             "TimeoutStopUSec",
@@ -609,6 +631,14 @@ fn service_properties(spec: &ServiceSpec) -> Result<Vec<Property>, SystemdError>
     }
     if let Some(sandbox) = &spec.sandbox {
         sandbox_properties(name, sandbox, &mut properties)?;
+    }
+    for (property_name, fd) in [
+        ("StandardOutputFileDescriptor", spec.stdout_fd),
+        ("StandardErrorFileDescriptor", spec.stderr_fd),
+    ] {
+        if let Some(fd) = fd {
+            properties.push(property(property_name, PropertyValue::Fd(fd)));
+        }
     }
     Ok(properties)
 }

@@ -84,6 +84,66 @@ fn credentials_as_environment() -> Vec<(String, String)> {
     env
 }
 
+/// Writes the agent CLI's settings into its own HOME (`$REIN_AGENT` names the CLI), with the
+/// final environment, secrets included. A failure is logged, not fatal: the agent may still
+/// run, and its transcript shows where it stopped.
+fn prepare_agent(secrets: &[(String, String)]) {
+    let Some(agent) = std::env::var(crate::agents::AGENT_VARIABLE)
+        .ok()
+        .and_then(|name| crate::agents::Agent::from_name(&name))
+    else {
+        return;
+    };
+    let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    env.extend(secrets.iter().cloned());
+    let path = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let (Some(home), Ok(work_dir)) = (path("HOME"), std::env::current_dir()) else {
+        return;
+    };
+    let setup = crate::agents::Setup {
+        home,
+        work_dir,
+        template: path(crate::agents::TEMPLATE_VARIABLE),
+        user_home: path(crate::agents::USER_HOME_VARIABLE),
+        rein_bin: std::env::var("REIN_BIN").unwrap_or_default(),
+        env,
+    };
+    match crate::agents::prepare(agent, &setup) {
+        Ok(written) => tracing::info!(
+            REIN_EVENT = "agent-setup",
+            "prepared {} settings: {}",
+            agent.name(),
+            written
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(error) => tracing::warn!("could not prepare {}'s settings: {error}", agent.name()),
+    }
+}
+
+/// `rein agent-exec -- CMD…`: what the judge's tick unit runs — the agent's settings and
+/// credentials as for a worker, then the command itself in this process (its output goes
+/// straight to the pipes rein passed the unit).
+pub fn exec(command: Vec<String>) -> anyhow::Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let env = credentials_as_environment();
+    prepare_agent(&env);
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| anyhow::anyhow!("no command to run"))?;
+    let error = std::process::Command::new(program)
+        .args(args)
+        .envs(env)
+        .exec();
+    Err(anyhow::anyhow!("could not run {program}: {error}"))
+}
+
 /// Runs the agent; returns its exit code for the process to exit with.
 pub fn run(socket: PathBuf, command: Vec<String>) -> anyhow::Result<i32> {
     let to_journal = std::path::Path::new("/run/systemd/journal/socket").exists();
@@ -93,6 +153,7 @@ pub fn run(socket: PathBuf, command: Vec<String>) -> anyhow::Result<i32> {
         shell_words::join(&command)
     );
     let env = credentials_as_environment();
+    prepare_agent(&env);
     let code = run_host(HostOptions {
         command,
         socket,

@@ -1,0 +1,353 @@
+//! The real agent CLIs (claude, codex, opencode, pi, installed by `contrib/agents.sh`) as rein
+//! runs them: interactive workers in the PTY host inside their sandboxed units, and the llm
+//! judge's one-shot tick, each offline against the scripted model server. Nothing here
+//! configures a CLI by hand: rein's presets and `runner.home_template` (the model provider,
+//! as a user would keep it) do it all.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::json;
+use support::model_server::{ModelServer, Script, API_KEY};
+use support::{stderr_of, user_manager, wait_until, Down, Rein};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cli {
+    Claude,
+    Codex,
+    Opencode,
+    Pi,
+}
+
+impl Cli {
+    fn name(self) -> &'static str {
+        match self {
+            Cli::Claude => "claude",
+            Cli::Codex => "codex",
+            Cli::Opencode => "opencode",
+            Cli::Pi => "pi",
+        }
+    }
+}
+
+const FINAL: &str = "Deployment check finished offline.";
+
+/// What the model runs through the agent's shell tool: the worker contract's `rein ask`.
+const ASK_STEP: &str = "\"$REIN_BIN\" ask --prompt 'Deploy to staging?' --options yes,no";
+
+fn agents_bin() -> PathBuf {
+    let prefix = std::env::var_os("REIN_AGENTS_PREFIX").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/agents"),
+        PathBuf::from,
+    );
+    let bin = prefix.join("node_modules/.bin");
+    assert!(
+        bin.join("claude").exists(),
+        "the agent CLIs are not installed at {}: run `contrib/agents.sh install` first",
+        bin.display()
+    );
+    bin
+}
+
+/// A profile whose runner is `cli`, reaching `server` through a settings template and a
+/// secret API key, as a user would set it up.
+fn profile(cli: Cli, server: &ModelServer, judge: bool) -> Rein {
+    user_manager::ensure();
+    let rein = Rein::new();
+    let template = rein.temp.path().join("agent-home");
+    let base = server.base_url();
+    let write = |relative: &str, text: String| {
+        let path = template.join(relative);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("template dir");
+        std::fs::write(path, text).expect("template file");
+    };
+    let (key_variable, extra_env) = match cli {
+        Cli::Claude => (
+            "ANTHROPIC_API_KEY",
+            format!(
+                "ANTHROPIC_BASE_URL = \"{base}\"\nCLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\"\n"
+            ),
+        ),
+        Cli::Codex => {
+            write(
+                ".codex/config.toml",
+                format!(
+                    "model = \"offline-model\"\nmodel_provider = \"offline\"\n\
+                     [model_providers.offline]\nname = \"offline\"\nbase_url = \"{base}/v1\"\n\
+                     env_key = \"OFFLINE_API_KEY\"\nwire_api = \"responses\"\n"
+                ),
+            );
+            ("OFFLINE_API_KEY", String::new())
+        }
+        Cli::Opencode => {
+            let config = json!({
+                "provider": {"offline": {
+                    "npm": "@ai-sdk/openai-compatible",
+                    "name": "Offline",
+                    "options": {"baseURL": format!("{base}/v1"), "apiKey": "{env:OFFLINE_API_KEY}"},
+                    "models": {"offline-model": {"name": "Offline model", "tool_call": true}},
+                }},
+                "model": "offline/offline-model",
+                "small_model": "offline/offline-model",
+            });
+            write(".config/opencode/opencode.json", config.to_string());
+            (
+                "OFFLINE_API_KEY",
+                "OPENCODE_DISABLE_MODELS_FETCH = \"1\"\n".to_owned(),
+            )
+        }
+        Cli::Pi => {
+            let models = json!({"providers": {"offline": {
+                "baseUrl": format!("{base}/v1"),
+                "api": "openai-completions",
+                "apiKey": "OFFLINE_API_KEY",
+                "compat": {"supportsDeveloperRole": false, "supportsReasoningEffort": false},
+                "models": [{"id": "offline-model", "name": "Offline model"}],
+            }}});
+            write(".pi/agent/models.json", models.to_string());
+            write(
+                ".pi/agent/settings.json",
+                json!({"defaultProvider": "offline", "defaultModel": "offline-model"}).to_string(),
+            );
+            ("OFFLINE_API_KEY", "PI_OFFLINE = \"1\"\n".to_owned())
+        }
+    };
+    std::fs::create_dir_all(&template).expect("template");
+    let key = rein.temp.path().join("model.key");
+    std::fs::write(&key, format!("{API_KEY}\n")).expect("key");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let judge = if judge {
+        "[judge]\nmode = \"llm\"\ntimeout = \"3m\"\n"
+    } else {
+        ""
+    };
+    rein.write_config(&format!(
+        "[runner]\npreset = \"{}\"\nhome_template = \"{}\"\n\
+         [runner.env]\nPATH = \"{}:/usr/local/bin:/usr/bin:/bin\"\n{extra_env}\
+         [runner.secrets]\n{key_variable} = \"file:{}\"\n\
+         [workers]\nrestart = \"no\"\n{judge}",
+        cli.name(),
+        template.display(),
+        agents_bin().display(),
+        key.display(),
+    ));
+    rein
+}
+
+/// A git work tree for the worker.
+fn project(rein: &Rein) -> PathBuf {
+    let work = rein.temp.path().join("project");
+    std::fs::create_dir_all(&work).expect("project");
+    let status = std::process::Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(&work)
+        .status()
+        .expect("git init");
+    assert!(status.success());
+    work
+}
+
+fn worker_view(rein: &Rein, id: &str) -> serde_json::Value {
+    rein.json(&["worker", "ls"])
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|w| w["id"] == id)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// The worker runs the contract's `rein ask` through its own shell tool; a person answers
+/// through the CLI; the model receives the answer and finishes.
+fn worker_asks_and_gets_the_answer(cli: Cli) {
+    let server = ModelServer::start(
+        Script::new()
+            .shell_with(ASK_STEP, json!({"timeout": 600000}))
+            .text(FINAL),
+    );
+    let rein = profile(cli, &server, false);
+    let _down = Down(&rein);
+    let work = project(&rein);
+    let started = rein.run(&[
+        "worker",
+        "start",
+        "w1",
+        "Run the deployment check.",
+        "--dir",
+        work.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        started.status.success(),
+        "{} worker start: {}",
+        cli.name(),
+        stderr_of(&started)
+    );
+    let mut id = String::new();
+    wait_until(
+        Duration::from_secs(180),
+        &format!("{}'s ask to be filed", cli.name()),
+        || {
+            id = rein.pending_ids().first().cloned().unwrap_or_default();
+            !id.is_empty()
+        },
+    );
+    let asks = rein.json(&["asks"]);
+    assert_eq!(asks[0]["worker"], "w1", "{asks}");
+    assert_eq!(asks[0]["prompt"], "Deploy to staging?");
+    let view = worker_view(&rein, "w1");
+    assert_eq!(view["health"], "waiting-human", "{view}");
+    assert_eq!(view["sandbox"], "enforced", "{view}");
+    rein.ok(&["answer", &id, "yes"]);
+    server.expect(
+        Duration::from_secs(120),
+        &format!("{} to hand the answer to the model", cli.name()),
+        |seen| seen.tool_results.iter().any(|r| r.contains("yes")),
+    );
+    server.expect(
+        Duration::from_secs(120),
+        &format!("{} to finish the turn", cli.name()),
+        |seen| seen.main_requests().count() >= 2,
+    );
+    let seen = server.seen();
+    assert!(seen.rejections.is_empty(), "{:?}", seen.rejections);
+    // The agent's home was prepared by rein, per worker, not in the user's home.
+    assert!(rein
+        .data
+        .join("agents/w1/home")
+        .read_dir()
+        .expect("home")
+        .next()
+        .is_some());
+}
+
+#[test]
+fn claude_worker_asks_through_rein_and_gets_the_answer() {
+    worker_asks_and_gets_the_answer(Cli::Claude);
+}
+
+#[test]
+fn codex_worker_asks_through_rein_and_gets_the_answer() {
+    worker_asks_and_gets_the_answer(Cli::Codex);
+}
+
+#[test]
+fn opencode_worker_asks_through_rein_and_gets_the_answer() {
+    worker_asks_and_gets_the_answer(Cli::Opencode);
+}
+
+#[test]
+fn pi_worker_asks_through_rein_and_gets_the_answer() {
+    worker_asks_and_gets_the_answer(Cli::Pi);
+}
+
+/// The judge's one-shot tick with the real CLI: a changed world reaches the model, and the
+/// move it prints is carried out.
+fn judge_moves(cli: Cli) {
+    let message = format!("judged by {}", cli.name());
+    let server = ModelServer::start(
+        Script::new().text(&json!({"move": "notify", "message": message}).to_string()),
+    );
+    let rein = profile(cli, &server, true);
+    rein.ok(&["sensor", "write", "n", "echo '{\"n\": 1}'"]);
+    let beat = rein.json(&["tick"]);
+    assert_eq!(
+        beat["judgment"]["judged"],
+        "moved",
+        "{}: {beat}",
+        cli.name()
+    );
+    assert!(
+        rein.ok(&["journal", "-n", "20"]).contains(&message),
+        "the move was carried out"
+    );
+    let seen = server.seen();
+    assert!(seen.rejections.is_empty(), "{:?}", seen.rejections);
+    assert!(
+        seen.main_requests().count() + seen.requests.len() >= 1,
+        "the judge reached the model"
+    );
+}
+
+#[test]
+fn claude_judges_a_changed_world() {
+    judge_moves(Cli::Claude);
+}
+
+#[test]
+fn codex_judges_a_changed_world() {
+    judge_moves(Cli::Codex);
+}
+
+#[test]
+fn opencode_judges_a_changed_world() {
+    judge_moves(Cli::Opencode);
+}
+
+#[test]
+fn pi_judges_a_changed_world() {
+    judge_moves(Cli::Pi);
+}
+
+/// claude's own permission prompts become rein asks: one tool call allowed, another denied,
+/// each by a person answering the ask; the decision goes back to claude.
+#[test]
+fn claude_tool_calls_are_allowed_and_denied_through_asks() {
+    let server = ModelServer::start(
+        Script::new()
+            .shell("touch allowed.txt")
+            .shell("touch denied.txt")
+            .text(FINAL),
+    );
+    let rein = profile(Cli::Claude, &server, false);
+    let _down = Down(&rein);
+    let work = project(&rein);
+    rein.ok(&[
+        "worker",
+        "start",
+        "w1",
+        "Touch two files.",
+        "--dir",
+        work.to_str().expect("utf-8"),
+    ]);
+    for (file, answer) in [("allowed.txt", "allow"), ("denied.txt", "deny")] {
+        let mut ask = serde_json::Value::Null;
+        wait_until(
+            Duration::from_secs(120),
+            &format!("the permission ask for {file}"),
+            || {
+                ask = rein
+                    .json(&["asks"])
+                    .as_array()
+                    .expect("asks")
+                    .first()
+                    .cloned()
+                    .unwrap_or_default();
+                !ask.is_null()
+            },
+        );
+        assert_eq!(
+            ask["prompt"],
+            format!("w1 wants to run `touch {file}`"),
+            "{ask}"
+        );
+        assert_eq!(ask["options"], json!(["allow", "deny"]));
+        let view = worker_view(&rein, "w1");
+        assert_eq!(view["health"], "waiting-human", "{view}");
+        rein.ok(&["answer", ask["id"].as_str().expect("id"), answer]);
+        server.expect(
+            Duration::from_secs(60),
+            &format!("the result of touching {file}"),
+            |seen| seen.tool_results.len() >= if answer == "allow" { 1 } else { 2 },
+        );
+    }
+    assert!(work.join("allowed.txt").exists(), "the allowed call ran");
+    assert!(!work.join("denied.txt").exists(), "the denied call did not");
+    let results = server.tool_results();
+    assert!(
+        results[1].contains("denied this through rein ask"),
+        "the model is told why: {results:?}"
+    );
+}
