@@ -468,3 +468,65 @@ fn answers_from_the_command_line_are_the_users_own() {
     let output = support::wait_child(asker, Duration::from_secs(10), "the asker");
     assert_eq!(stdout_of(&output), "no\n");
 }
+
+#[test]
+fn a_worker_gets_a_private_tmp_when_nothing_it_needs_lives_there() {
+    user_manager::ensure();
+    let rein = Rein::new_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp/gate"));
+    rein.write_config("[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n");
+    let _down = Down(&rein);
+    let marker = format!("rein-private-{}", rein.profile);
+    rein.ok(&[
+        "worker",
+        "start",
+        "w1",
+        "x",
+        "--command",
+        &format!(
+            "touch /tmp/{marker} && echo tmp=ok > out.txt || echo tmp=refused > out.txt; \
+             touch \"$REIN_DATA_DIR/answers/x\" 2>/dev/null && echo data=wrote >> out.txt || echo data=refused >> out.txt; \
+             echo END >> out.txt; exec sleep 600"
+        ),
+    ]);
+    let text = wait_for_file(&rein.data.join("agents/w1/work/out.txt"), "the report");
+    assert_eq!(
+        reported(&text, "tmp"),
+        "ok",
+        "the agent has a /tmp to write"
+    );
+    assert_eq!(reported(&text, "data"), "refused");
+    assert!(
+        !Path::new("/tmp").join(&marker).exists(),
+        "the agent's /tmp is its own"
+    );
+    assert!(systemctl_show(&unit(&rein, "w1")).contains("PrivateTmp=yes"));
+}
+
+#[test]
+fn a_sandbox_turned_off_is_said_loudly_and_really_off() {
+    let rein = fleet(
+        "[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n[workers]\nsandbox = \"off\"\n",
+    );
+    let _down = Down(&rein);
+    let started = rein.run(&[
+        "worker",
+        "start",
+        "w1",
+        "x",
+        "--command",
+        "touch \"$REIN_DATA_DIR/goals/unfenced.md\"; exec sleep 600",
+    ]);
+    assert!(started.status.success(), "{}", stderr_of(&started));
+    assert!(
+        stderr_of(&started).contains("WITHOUT a sandbox"),
+        "{}",
+        stderr_of(&started)
+    );
+    assert!(stdout_of(&started).contains("sandbox off"));
+    wait_until(Duration::from_secs(10), "the unfenced write", || {
+        rein.data.join("goals/unfenced.md").exists()
+    });
+    let status = rein.ok(&["status"]);
+    assert!(status.contains("sandbox  OFF"), "{status}");
+    assert_eq!(worker(&rein, "w1")["sandbox"], "off");
+}

@@ -104,10 +104,12 @@ pub fn status(context: &Context) -> anyhow::Result<i32> {
         anyhow::Ok((pulse, workers))
     })??;
     let asks = Mailbox::new(context.data()).pending()?;
+    let sandbox = sandbox_summary(&context.config()?, &workers);
     if context.json {
         output::json(&serde_json::json!({
             "profile": context.paths.profile,
             "pulse": pulse,
+            "sandbox": sandbox,
             "workers": workers,
             "asks": asks.records.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
         }))?;
@@ -138,11 +140,33 @@ pub fn status(context: &Context) -> anyhow::Result<i32> {
             beat.world
         ));
     }
+    lines.push(format!("sandbox  {sandbox}"));
     lines.push(format!("workers  {}", workers.len()));
     lines.extend(worker_table(&workers).into_iter().map(|l| format!("  {l}")));
     lines.push(format!("asks     {} pending", asks.records.len()));
     output::lines(lines)?;
     Ok(0)
+}
+
+/// What `status` says of the human gate: whether workers run fenced, checked how. It never
+/// claims more than the checks at each worker's start found.
+fn sandbox_summary(config: &crate::config::Config, workers: &[workers::WorkerView]) -> String {
+    if config.workers.sandbox == crate::config::SandboxMode::Off {
+        return "OFF (workers.sandbox = \"off\"): agents run unfenced and could answer their own asks".to_owned();
+    }
+    let unchecked: Vec<&str> = workers
+        .iter()
+        .filter(|w| w.sandbox.as_deref().is_some_and(|s| s != "enforced"))
+        .map(|w| w.id.as_str())
+        .collect();
+    if unchecked.is_empty() {
+        "strict: every worker's sandbox was checked in force at its start".to_owned()
+    } else {
+        format!(
+            "strict, but not confirmed for {} (see `rein worker ls`)",
+            unchecked.join(", ")
+        )
+    }
 }
 
 pub fn worker_table(workers: &[workers::WorkerView]) -> Vec<String> {
@@ -158,21 +182,23 @@ pub fn worker_table(workers: &[workers::WorkerView]) -> Vec<String> {
                 w.memory
                     .map(|m| format!("{:.1}M", m as f64 / 1048576.0))
                     .unwrap_or_else(|| "-".into()),
-                w.ask
-                    .as_ref()
-                    .map(|a| {
-                        format!(
-                            "{}: {}",
-                            a["id"].as_str().unwrap_or(""),
-                            output::short(a["prompt"].as_str().unwrap_or(""), 40)
-                        )
-                    })
+                w.waiting
+                    .as_deref()
+                    .map(|why| output::short(why, 48))
                     .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
     output::table(
-        &["ID", "HEALTH", "RESTARTS", "PID", "SINCE", "MEMORY", "ASK"],
+        &[
+            "ID",
+            "HEALTH",
+            "RESTARTS",
+            "PID",
+            "SINCE",
+            "MEMORY",
+            "WAITING ON",
+        ],
         rows,
     )
 }

@@ -12,6 +12,9 @@
 //!   with 100 live workers, and rein processes alive half-way between beats.
 //! - bridges: from an ask file landing to the bridge engine calling the channel's send, with
 //!   the real engine and inotify and a channel that only records the time.
+//! - agents (needs `contrib/agents.sh install`): for each real CLI run as a rein worker
+//!   against the scripted model server, `rein worker start` to the agent's first model
+//!   request, and the worker unit's MemoryCurrent once the agent idles at its prompt.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -22,6 +25,10 @@ use rein::mailbox::{AnswerOutcome, Mailbox};
 use rein::store::DataDir;
 
 const REIN: &str = env!("CARGO_BIN_EXE_rein");
+
+#[path = "../support/mod.rs"]
+#[allow(dead_code)]
+mod support;
 
 struct Profile {
     _temp: tempfile::TempDir,
@@ -442,6 +449,87 @@ fn bridges_section(rounds: usize) {
     println!();
 }
 
+/// Reads a unit property with `systemctl --user show`.
+fn unit_property(unit: &str, property: &str) -> String {
+    let output = Command::new("systemctl")
+        .args(["--user", "show", unit, "-p", property, "--value"])
+        .output()
+        .expect("systemctl show");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn agents_section(rounds: usize) {
+    use support::agents::{profile, Cli};
+    use support::model_server::{ModelServer, Script};
+    ensure_user_manager();
+    println!("## agents\n");
+    println!("| agent CLI (a rein worker) | rounds | start → first model request p50 | max | unit MemoryCurrent idle, p50 |");
+    println!("|---|---|---|---|---|");
+    for cli in [Cli::Claude, Cli::Codex, Cli::Opencode, Cli::Pi] {
+        let mut firsts = Vec::new();
+        let mut memory = Vec::new();
+        for round in 0..rounds {
+            let server = ModelServer::start(Script::new().text("ready"));
+            let rein = profile(cli, &server, false);
+            let work = rein.temp.path().join("project");
+            std::fs::create_dir_all(&work).expect("project");
+            let started = Instant::now();
+            let output = rein.run(&[
+                "worker",
+                "start",
+                "w1",
+                "Say ready.",
+                "--dir",
+                work.to_str().expect("utf-8"),
+            ]);
+            assert!(
+                output.status.success(),
+                "{}: {}",
+                cli.name(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            server
+                .wait_until(Duration::from_secs(120), |seen| !seen.requests.is_empty())
+                .unwrap_or_else(|_| panic!("{} never reached the model", cli.name()));
+            firsts.push(started.elapsed());
+            // Idle at its prompt: the turn is over and nothing more arrives for 3 s.
+            let _ = server.wait_until(Duration::from_secs(120), |seen| {
+                seen.main_requests().count() >= 1
+            });
+            let mut count = server.requests().len();
+            loop {
+                std::thread::sleep(Duration::from_secs(3));
+                let now = server.requests().len();
+                if now == count {
+                    break;
+                }
+                count = now;
+            }
+            let unit = format!("rein.{}.worker-w1.service", rein.profile);
+            if let Ok(bytes) = unit_property(&unit, "MemoryCurrent").parse::<u64>() {
+                memory.push(bytes);
+            }
+            let _ = rein.run(&["down"]);
+            eprintln!("agents: {} round {} done", cli.name(), round + 1);
+        }
+        firsts.sort();
+        memory.sort_unstable();
+        let mib = |bytes: u64| format!("{:.0} MiB", bytes as f64 / 1048576.0);
+        println!(
+            "| {} | {} | {:.2} s | {:.2} s | {} |",
+            cli.name(),
+            firsts.len(),
+            percentile(&firsts, 0.5).as_secs_f64(),
+            firsts.last().copied().unwrap_or_default().as_secs_f64(),
+            memory
+                .get(memory.len() / 2)
+                .map(|m| mib(*m))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    println!();
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` does not, and then this program
     // runs as a quick smoke check of itself.
@@ -469,12 +557,13 @@ fn main() {
         match section.as_str() {
             "mailbox" => mailbox_section(rounds, window),
             "bridges" => bridges_section(rounds),
+            "agents" => agents_section(if benching { 5 } else { 1 }),
             "systemd" => systemd_section(
                 if benching { 50 } else { 3 },
                 if benching { 100 } else { 3 },
             ),
             other => {
-                eprintln!("unknown section {other:?}; known: mailbox, systemd, bridges");
+                eprintln!("unknown section {other:?}; known: mailbox, systemd, bridges, agents");
                 std::process::exit(2);
             }
         }

@@ -2,6 +2,7 @@
 //! waiting helpers with deadlines.
 #![allow(dead_code)]
 
+pub mod agents;
 pub mod model_server;
 pub mod user_manager;
 
@@ -23,7 +24,16 @@ pub struct Rein {
 
 impl Rein {
     pub fn new() -> Rein {
-        let temp = tempfile::tempdir().expect("tempdir");
+        Rein::in_temp(tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// A profile whose files live under `parent` instead of /tmp.
+    pub fn new_in(parent: &Path) -> Rein {
+        std::fs::create_dir_all(parent).expect("create parent");
+        Rein::in_temp(tempfile::tempdir_in(parent).expect("tempdir"))
+    }
+
+    fn in_temp(temp: tempfile::TempDir) -> Rein {
         let data = temp.path().join("data");
         let config = temp.path().join("config.toml");
         let profile = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
