@@ -27,7 +27,6 @@ use rein::store::DataDir;
 const REIN: &str = env!("CARGO_BIN_EXE_rein");
 
 #[path = "../support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 struct Profile {
