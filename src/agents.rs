@@ -62,6 +62,15 @@ impl Agent {
         Agent::from_name(Path::new(program).file_name()?.to_str()?)
     }
 
+    /// Files only a template may provide: claude's `.claude.json` also holds the user's
+    /// account and history, which is not copied from the real home.
+    fn template_only_files(self) -> &'static [&'static str] {
+        match self {
+            Agent::Claude => &[".claude.json"],
+            Agent::Codex | Agent::Opencode | Agent::Pi => &[],
+        }
+    }
+
     /// The user's settings files for this CLI, relative to a home directory.
     fn settings_files(self) -> &'static [&'static str] {
         match self {
@@ -93,11 +102,17 @@ pub struct Setup {
 /// Writes the agent's settings into its HOME; returns the files written.
 pub fn prepare(agent: Agent, setup: &Setup) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
-    for relative in agent.settings_files() {
+    let files = agent
+        .settings_files()
+        .iter()
+        .map(|file| (file, true))
+        .chain(agent.template_only_files().iter().map(|file| (file, false)));
+    for (relative, from_user) in files {
+        let user_home = setup.user_home.iter().filter(|_| from_user);
         let source = setup
             .template
             .iter()
-            .chain(setup.user_home.iter())
+            .chain(user_home)
             .map(|base| base.join(relative))
             .find(|path| path.is_file());
         if let Some(source) = source {

@@ -233,3 +233,42 @@ fn claude_tool_calls_are_allowed_and_denied_through_asks() {
         "the model is told why: {results:?}"
     );
 }
+
+/// An agent that sits at its own prompt waiting for a person shows as `waiting-human` with
+/// the agent's own words (claude's Notification hook), and is running again once it moves on.
+#[test]
+fn claude_waiting_at_its_prompt_is_waiting_human() {
+    let server = ModelServer::start(Script::new().text(FINAL));
+    let rein = profile(Cli::Claude, &server, false);
+    // claude says it waits for input after this long idle (its default is a minute).
+    std::fs::write(
+        rein.temp.path().join("agent-home/.claude.json"),
+        json!({"messageIdleNotifThresholdMs": 1000}).to_string(),
+    )
+    .expect("template state");
+    let _down = Down(&rein);
+    let work = project(&rein);
+    rein.ok(&[
+        "worker",
+        "start",
+        "w1",
+        "Say you are done.",
+        "--dir",
+        work.to_str().expect("utf-8"),
+    ]);
+    server.expect(Duration::from_secs(120), "claude's turn", |seen| {
+        seen.main_requests().count() >= 1
+    });
+    let mut view = serde_json::Value::Null;
+    wait_until(
+        Duration::from_secs(60),
+        "claude to say it waits for a person",
+        || {
+            view = worker_view(&rein, "w1");
+            view["health"] == "waiting-human"
+        },
+    );
+    let reason = view["waiting"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("claude: "), "{view}");
+    assert!(view["ask"].is_null(), "no rein ask is involved: {view}");
+}
