@@ -198,7 +198,15 @@ fn claims_are_exclusive_and_dead_holders_are_reaped() {
     holder.wait().expect("reap");
     let reaped = rein.ok(&["claim", "issue-7", "--pid", &other_pid, "--worker", "w2"]);
     assert!(reaped.contains("reaped"), "{reaped}");
-    rein.ok(&["unclaim", "issue-7"]);
+    // A person releasing someone else's live lease must say so.
+    let refused = rein.run(&["unclaim", "issue-7"]);
+    assert_eq!(refused.status.code(), Some(5), "{}", stderr_of(&refused));
+    assert!(
+        stderr_of(&refused).contains("held by w2"),
+        "{}",
+        stderr_of(&refused)
+    );
+    rein.ok(&["unclaim", "--force", "issue-7"]);
     assert_eq!(rein.run(&["unclaim", "issue-7"]).status.code(), Some(1));
     other.kill().expect("kill");
     other.wait().expect("reap");
