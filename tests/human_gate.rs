@@ -530,3 +530,26 @@ fn a_sandbox_turned_off_is_said_loudly_and_really_off() {
     assert!(status.contains("sandbox  OFF"), "{status}");
     assert_eq!(worker(&rein, "w1")["sandbox"], "off");
 }
+
+#[test]
+fn a_worker_cannot_reach_another_workers_session() {
+    let rein = fleet("[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n");
+    let _down = Down(&rein);
+    rein.ok(&["worker", "start", "w1", "x"]);
+    assert!(rein.data.join("agents/w1/pty.sock").exists());
+    rein.ok(&[
+        "worker",
+        "start",
+        "w2",
+        "x",
+        "--command",
+        "{ echo agents=$(ls \"$REIN_DATA_DIR/agents\" | tr '\\n' ' '); \
+           test -e \"$REIN_DATA_DIR/agents/w1/pty.sock\" && echo sock=visible || echo sock=hidden; \
+           \"$REIN_BIN\" worker attach w1 </dev/null >/dev/null 2>&1; echo attach=$?; \
+           echo END; } > out.txt; exec sleep 600",
+    ]);
+    let text = wait_for_file(&rein.data.join("agents/w2/work/out.txt"), "w2's report");
+    assert_eq!(reported(&text, "agents").trim(), "w2", "{text}");
+    assert_eq!(reported(&text, "sock"), "hidden");
+    assert_ne!(reported(&text, "attach"), "0");
+}

@@ -215,7 +215,8 @@ fn environment(
 fn needs(paths: &Paths, record: &WorkerRecord, bin: &str) -> Result<sandbox::Needs> {
     let dir = paths.data();
     let mut needs = sandbox::Needs {
-        writable: vec![dir.agent_dir(&record.id)?],
+        own: Some(dir.agent_dir(&record.id)?),
+        writable: Vec::new(),
         read_only: Vec::new(),
         visible: vec![PathBuf::from(bin)],
     };

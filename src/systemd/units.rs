@@ -158,6 +158,12 @@ pub struct Sandbox {
     /// Read-only even inside a read-write path (the more specific path wins).
     pub read_only_paths: Vec<PathBuf>,
     pub inaccessible_paths: Vec<PathBuf>,
+    /// `TemporaryFileSystem=PATH:ro`: an empty read-only tmpfs hides what is at PATH; paths
+    /// in `bind_paths` inside it are mounted back.
+    pub empty_paths: Vec<PathBuf>,
+    /// `BindPaths=PATH`: the real PATH mounted (writable) at the same place, e.g. back into
+    /// an `empty_paths` tmpfs.
+    pub bind_paths: Vec<PathBuf>,
     /// `PrivateTmp=yes`: a /tmp and /var/tmp of the unit's own.
     pub private_tmp: bool,
     /// `NoNewPrivileges=yes`.
@@ -232,6 +238,8 @@ pub enum PropertyValue {
     StrPairs(Vec<(String, String)>),
     /// `(aiai)`: exit statuses and signals.
     StatusSet(Vec<i32>, Vec<i32>),
+    /// `a(ssbt)`: bind mounts (source, destination, ignore if missing, mount flags).
+    Binds(Vec<(String, String, bool, u64)>),
     /// `h`: a file descriptor of this process, duplicated into the message.
     Fd(std::os::fd::RawFd),
 }
@@ -264,6 +272,7 @@ impl PropertyValue {
             PropertyValue::StatusSet(statuses, signals) => {
                 Value::from((statuses.clone(), signals.clone()))
             }
+            PropertyValue::Binds(binds) => Value::from(binds.clone()),
             PropertyValue::Fd(fd) => {
                 // SAFETY: the caller keeps `fd` open while the call is made (see ServiceSpec).
                 let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
@@ -682,6 +691,33 @@ fn sandbox_properties(
                 PropertyValue::StrList(path_list(unit, paths)?),
             ));
         }
+    }
+    if !sandbox.empty_paths.is_empty() {
+        let paths = path_list(unit, &sandbox.empty_paths)?;
+        properties.push(property(
+            "TemporaryFileSystem",
+            PropertyValue::StrPairs(
+                paths
+                    .into_iter()
+                    .map(|path| (path.trim_start_matches('-').to_owned(), "ro".to_owned()))
+                    .collect(),
+            ),
+        ));
+    }
+    if !sandbox.bind_paths.is_empty() {
+        let paths = path_list(unit, &sandbox.bind_paths)?;
+        properties.push(property(
+            "BindPaths",
+            PropertyValue::Binds(
+                paths
+                    .into_iter()
+                    .map(|path| {
+                        let path = path.trim_start_matches('-').to_owned();
+                        (path.clone(), path, false, libc::MS_REC as u64)
+                    })
+                    .collect(),
+            ),
+        ));
     }
     for (name, on) in [
         ("PrivateTmp", sandbox.private_tmp),
