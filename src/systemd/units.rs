@@ -713,7 +713,7 @@ fn sandbox_properties(
                     .into_iter()
                     .map(|path| {
                         let path = path.trim_start_matches('-').to_owned();
-                        (path.clone(), path, false, libc::MS_REC as u64)
+                        (path.clone(), path, false, libc::MS_REC)
                     })
                     .collect(),
             ),
