@@ -32,16 +32,6 @@ fn project(rein: &Rein) -> PathBuf {
     work
 }
 
-fn worker_view(rein: &Rein, id: &str) -> serde_json::Value {
-    rein.json(&["worker", "ls"])
-        .as_array()
-        .expect("array")
-        .iter()
-        .find(|w| w["id"] == id)
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
-}
-
 /// The worker runs the contract's `rein ask` through its own shell tool; a person answers
 /// through the CLI; the model receives the answer and finishes.
 fn worker_asks_and_gets_the_answer(cli: Cli) {
@@ -79,7 +69,7 @@ fn worker_asks_and_gets_the_answer(cli: Cli) {
     let asks = rein.json(&["asks"]);
     assert_eq!(asks[0]["worker"], "w1", "{asks}");
     assert_eq!(asks[0]["prompt"], "Deploy to staging?");
-    let view = worker_view(&rein, "w1");
+    let view = rein.worker("w1");
     assert_eq!(view["health"], "waiting-human", "{view}");
     assert_eq!(view["sandbox"], "enforced", "{view}");
     rein.ok(&["answer", &id, "yes"]);
@@ -216,7 +206,7 @@ fn claude_tool_calls_are_allowed_and_denied_through_asks() {
             "{ask}"
         );
         assert_eq!(ask["options"], json!(["allow", "deny"]));
-        let view = worker_view(&rein, "w1");
+        let view = rein.worker("w1");
         assert_eq!(view["health"], "waiting-human", "{view}");
         rein.ok(&["answer", ask["id"].as_str().expect("id"), answer]);
         server.expect(
@@ -264,7 +254,7 @@ fn claude_waiting_at_its_prompt_is_waiting_human() {
         Duration::from_secs(60),
         "claude to say it waits for a person",
         || {
-            view = worker_view(&rein, "w1");
+            view = rein.worker("w1");
             view["health"] == "waiting-human"
         },
     );

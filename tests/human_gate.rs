@@ -11,23 +11,6 @@ use std::time::Duration;
 
 use support::{stderr_of, stdout_of, tree, user_manager, wait_until, Down, Rein};
 
-fn fleet(config: &str) -> Rein {
-    user_manager::ensure();
-    let rein = Rein::new();
-    rein.write_config(config);
-    rein
-}
-
-fn worker(rein: &Rein, id: &str) -> serde_json::Value {
-    rein.json(&["worker", "ls"])
-        .as_array()
-        .expect("array")
-        .iter()
-        .find(|w| w["id"] == id)
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
-}
-
 fn unit(rein: &Rein, id: &str) -> String {
     format!("rein.{}.worker-{id}.service", rein.profile)
 }
@@ -65,7 +48,7 @@ fn secret_file(rein: &Rein, value: &str, mode: u32) -> PathBuf {
 
 #[test]
 fn environment_and_secrets_reach_the_agent_and_nowhere_else() {
-    let rein = fleet("");
+    let rein = Rein::fleet("");
     let secret = "sk-test-7f3c9a1e5b";
     let key = secret_file(&rein, secret, 0o600);
     rein.write_config(&format!(
@@ -145,7 +128,7 @@ fn environment_and_secrets_reach_the_agent_and_nowhere_else() {
         stderr_of(&refused)
     );
     assert_eq!(tree(&rein.data), before, "a refused start writes nothing");
-    assert!(worker(&rein, "w2").is_null());
+    assert!(rein.worker("w2").is_null());
 }
 
 /// What the hostile agent below tries; each line reports the exit code and the message.
@@ -180,7 +163,7 @@ exec sleep 600
 
 #[test]
 fn an_agent_cannot_answer_withdraw_or_forge() {
-    let rein = fleet("");
+    let rein = Rein::fleet("");
     let bridge_secret = rein.temp.path().join("slack.secrets");
     std::fs::write(&bridge_secret, "bot_token = \"xoxb-secret\"\n").expect("secret");
     rein.write_config(&format!(
@@ -269,8 +252,8 @@ fn an_agent_cannot_answer_withdraw_or_forge() {
         std::fs::read_to_string(rein.data.join("reports/w1/summary.md")).expect("report"),
         "all fine"
     );
-    assert_eq!(worker(&rein, "w1")["health"], "waiting-human");
-    assert_eq!(worker(&rein, "w1")["sandbox"], "enforced");
+    assert_eq!(rein.worker("w1")["health"], "waiting-human");
+    assert_eq!(rein.worker("w1")["sandbox"], "enforced");
 
     // A person answers; the worker's `rein ask` prints it.
     let forged = rein.run(&["answer", "--as", "slack:UBOSS", &id, "yes"]);
@@ -285,7 +268,7 @@ fn an_agent_cannot_answer_withdraw_or_forge() {
 
 #[test]
 fn killing_a_worker_withdraws_its_asks_and_a_withdrawal_is_final() {
-    let rein = fleet(
+    let rein = Rein::fleet(
         "[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n\
          [workers]\nrestart = \"always\"\nrestart_sec = \"100ms\"\n",
     );
@@ -297,10 +280,10 @@ fn killing_a_worker_withdraws_its_asks_and_a_withdrawal_is_final() {
     rein.ok(&["withdraw", &first]);
     // The worker exits 4 and is not restarted, and its question is not filed again.
     wait_until(Duration::from_secs(10), "the worker to stop", || {
-        worker(&rein, "w1")["active_state"] != "active"
+        rein.worker("w1")["active_state"] != "active"
     });
     std::thread::sleep(Duration::from_millis(500));
-    let view = worker(&rein, "w1");
+    let view = rein.worker("w1");
     assert_eq!(view["restarts"], 0, "exit 4 is not restarted: {view}");
     let all = rein.json(&["asks", "--all"]);
     assert_eq!(all.as_array().expect("asks").len(), 1, "{all}");
@@ -330,7 +313,7 @@ fn killing_a_worker_withdraws_its_asks_and_a_withdrawal_is_final() {
 
 #[test]
 fn a_missing_agent_program_is_refused_before_anything_happens() {
-    let rein = fleet("[runner]\npreset = \"custom\"\ncommand = \"no-such-agent-cli --go\"\n");
+    let rein = Rein::fleet("[runner]\npreset = \"custom\"\ncommand = \"no-such-agent-cli --go\"\n");
     let _down = Down(&rein);
     let before = tree(rein.temp.path());
     let output = rein.run(&["worker", "start", "w1", "brief"]);
@@ -364,7 +347,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
 
 #[test]
 fn a_worker_in_a_worktree_commits_there_and_rm_keeps_unpushed_work() {
-    let rein = fleet("[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n");
+    let rein = Rein::fleet("[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n");
     let _down = Down(&rein);
     let repo = rein.temp.path().join("project");
     std::fs::create_dir(&repo).expect("repo dir");
@@ -391,7 +374,7 @@ fn a_worker_in_a_worktree_commits_there_and_rm_keeps_unpushed_work() {
     });
     let log = git(&repo, &["log", "--format=%s", "rein/w1"]);
     assert!(log.starts_with("w1: work\n"), "{log}");
-    let view = worker(&rein, "w1");
+    let view = rein.worker("w1");
     assert_eq!(view["branch"], "rein/w1", "{view}");
     assert_eq!(view["dir"], worktree.display().to_string());
     // The repository's hooks stay out of the agent's reach.
@@ -430,7 +413,7 @@ fn a_worker_in_a_worktree_commits_there_and_rm_keeps_unpushed_work() {
     assert!(git(&repo, &["branch", "--list", "rein/w1"])
         .trim()
         .is_empty());
-    assert!(worker(&rein, "w1").is_null());
+    assert!(rein.worker("w1").is_null());
 }
 
 #[test]
@@ -504,7 +487,7 @@ fn a_worker_gets_a_private_tmp_when_nothing_it_needs_lives_there() {
 
 #[test]
 fn a_sandbox_turned_off_is_said_loudly_and_really_off() {
-    let rein = fleet(
+    let rein = Rein::fleet(
         "[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n[workers]\nsandbox = \"off\"\n",
     );
     let _down = Down(&rein);
@@ -528,12 +511,12 @@ fn a_sandbox_turned_off_is_said_loudly_and_really_off() {
     });
     let status = rein.ok(&["status"]);
     assert!(status.contains("sandbox  OFF"), "{status}");
-    assert_eq!(worker(&rein, "w1")["sandbox"], "off");
+    assert_eq!(rein.worker("w1")["sandbox"], "off");
 }
 
 #[test]
 fn a_worker_cannot_reach_another_workers_session() {
-    let rein = fleet("[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n");
+    let rein = Rein::fleet("[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n");
     let _down = Down(&rein);
     rein.ok(&["worker", "start", "w1", "x"]);
     assert!(rein.data.join("agents/w1/pty.sock").exists());

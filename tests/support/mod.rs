@@ -140,6 +140,25 @@ impl Rein {
         id.expect("ask id")
     }
 
+    /// A profile on the reachable user manager (started if needed), with this config.
+    pub fn fleet(config: &str) -> Rein {
+        user_manager::ensure();
+        let rein = Rein::new();
+        rein.write_config(config);
+        rein
+    }
+
+    /// One worker as `rein worker ls --json` shows it, or null when it is not listed.
+    pub fn worker(&self, id: &str) -> serde_json::Value {
+        self.json(&["worker", "ls"])
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|w| w["id"] == id)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    }
+
     pub fn write_config(&self, text: &str) {
         std::fs::write(&self.config, text).expect("write config");
     }
