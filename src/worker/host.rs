@@ -99,6 +99,7 @@ pub fn run(socket: PathBuf, command: Vec<String>) -> anyhow::Result<i32> {
         env,
         cols: 120,
         rows: 40,
+        on_ready: None,
         transcript: Box::new(TranscriptLog {
             pending: Vec::new(),
             to_journal,
