@@ -80,6 +80,10 @@ impl UnitNames {
     pub fn loop_pattern(&self) -> String {
         format!("{}loop-*", self.prefix)
     }
+    /// The Konsole window that shows the loops of a virtual desktop (Konsole bridge).
+    pub fn konsole_window(&self, desktop: u32) -> String {
+        format!("{}konsole-desktop-{desktop}.service", self.prefix)
+    }
     /// The gate's socket unit; its service has the same stem.
     pub fn gate_socket(&self) -> String {
         format!("{}gate.socket", self.prefix)
