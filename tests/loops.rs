@@ -13,8 +13,10 @@ use support::{stderr_of, stdout_of, tree, user_manager, wait_until, Down, Rein};
 
 /// An agent that echoes every line it reads, behind a prompt with bracketed paste on, as
 /// interactive agents do.
+/// Lines, not `;`: systemd 252 writes `;` in a transient unit's ExecStart as `\;`, which a
+/// daemon-reload (by anyone sharing the manager) reads back wrongly.
 const ECHO_AGENT: &str =
-    r#"printf '\033[?2004h> '; while IFS= read -r line; do echo "heard:$line"; printf '> '; done"#;
+    "printf '\\033[?2004h> '\nwhile IFS= read -r line\ndo echo \"heard:$line\"\nprintf '> '\ndone";
 
 fn fleet(config: &str) -> Rein {
     user_manager::ensure();
@@ -734,5 +736,51 @@ fn what_cannot_be_mapped_is_refused_by_file_and_line() {
         stderr_of(&output).contains(&format!("{file}:5: unknown field `colour`")),
         "{}",
         stderr_of(&output)
+    );
+}
+
+#[test]
+fn a_loop_past_its_start_limit_is_failed_and_reported_once() {
+    let rein = fleet(&format!(
+        "{QUICK}[workers]\nstart_limit_burst = 3\nstart_limit_interval = \"1m\"\n"
+    ));
+    let _down = Down(&rein);
+    rein.ok(&[
+        "loop",
+        "add",
+        "crashy",
+        "--schedule",
+        "every 1h",
+        "--dispatch",
+        "none",
+        "--command",
+        "exit 1",
+    ]);
+    wait_until(Duration::from_secs(30), "the loop to fail", || {
+        loop_view(&rein, "crashy")["state"] == "failed"
+    });
+    let tick = rein.json(&["tick"]);
+    assert_eq!(
+        tick["failed_workers"],
+        serde_json::json!(["crashy"]),
+        "{tick}"
+    );
+    assert!(rein
+        .ok(&["journal"])
+        .contains("loop crashy's session failed past its start limit"));
+    let notes = std::fs::read_dir(rein.data.join("notes"))
+        .expect("notes")
+        .count();
+    assert_eq!(notes, 1);
+    assert_eq!(
+        rein.json(&["tick"])["failed_workers"],
+        serde_json::json!([])
+    );
+    // Closing it leaves no unit of it, failed or not.
+    rein.ok(&["loop", "close", "crashy"]);
+    assert!(
+        !units_of(&rein).iter().any(|unit| unit.contains("crashy")),
+        "{:?}",
+        units_of(&rein)
     );
 }

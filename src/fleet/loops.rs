@@ -459,6 +459,9 @@ fn timer_units(paths: &Paths, record: &LoopRecord) -> anyhow::Result<Option<Tran
             ("REIN_PROFILE".to_owned(), paths.profile.clone()),
             ("REIN_LOOP".to_owned(), record.name.clone()),
         ],
+        // A loop fires as often as its schedule says: systemd's default start limit (5 in
+        // 10 s) would stop an `every 2s` loop after a few fires.
+        start_limit_interval: Some(Duration::ZERO),
         ..ServiceSpec::default()
     };
     let interval = schedule.interval();
