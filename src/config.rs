@@ -25,6 +25,8 @@ pub struct Config {
     pub sensors: SensorConfig,
     #[serde(default)]
     pub workers: WorkerConfig,
+    #[serde(default)]
+    pub loops: crate::fleet::loops::LoopsConfig,
     /// Per-bridge settings, validated by each bridge.
     #[serde(default)]
     pub bridges: BTreeMap<String, toml::Table>,
@@ -451,7 +453,7 @@ impl Default for WorkerConfig {
     }
 }
 
-mod size_text {
+pub(crate) mod size_text {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {

@@ -33,6 +33,7 @@ pub mod logging;
 pub mod mailbox;
 pub mod notes;
 pub mod paths;
+pub mod schedule;
 pub mod seed;
 pub mod state;
 pub mod store;

@@ -38,6 +38,9 @@ pub fn up(context: &Context) -> anyhow::Result<i32> {
     for id in &report.workers_restarted {
         lines.push(format!("restarted worker {id}"));
     }
+    for name in &report.loop_timers {
+        lines.push(format!("created the timer of loop {name}"));
+    }
     output::lines(lines)?;
     Ok(0)
 }

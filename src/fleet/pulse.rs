@@ -184,9 +184,12 @@ pub struct UpReport {
     pub next_beat: Option<DateTime<Utc>>,
     pub seeded: Vec<String>,
     pub workers_restarted: Vec<String>,
+    /// Open loops whose timers were (re-)created.
+    pub loop_timers: Vec<String>,
 }
 
-/// Creates or reconciles the pulse, and brings back recorded workers that are not running.
+/// Creates or reconciles the pulse, brings back recorded workers that are not running, and
+/// re-creates the timers of open loops.
 pub async fn up(manager: &Manager, paths: &Paths, config: &Config) -> anyhow::Result<UpReport> {
     let seeded = seed::seed_data_dir(&paths.data())?;
     let names = UnitNames::new(paths);
@@ -220,6 +223,7 @@ pub async fn up(manager: &Manager, paths: &Paths, config: &Config) -> anyhow::Re
     }
     crate::fleet::gate_unit::ensure(manager, paths).await?;
     let workers_restarted = workers::restore(manager, paths, config).await?;
+    let loop_timers = crate::fleet::loops::restore(manager, paths).await?;
     let next_beat = manager
         .timer_state(&names.pulse_timer())
         .await?
@@ -233,6 +237,7 @@ pub async fn up(manager: &Manager, paths: &Paths, config: &Config) -> anyhow::Re
         next_beat,
         seeded,
         workers_restarted,
+        loop_timers,
     })
 }
 
@@ -260,8 +265,8 @@ pub struct DownReport {
     pub stopped: Vec<String>,
 }
 
-/// Stops the pulse and every worker of the profile and leaves no unit behind. Worker records
-/// stay, so the next `rein up` brings the workers back.
+/// Stops the pulse, every worker and every loop timer of the profile and leaves no unit
+/// behind. Worker and loop records stay, so the next `rein up` brings them back.
 pub async fn down(manager: &Manager, paths: &Paths) -> anyhow::Result<DownReport> {
     let names = UnitNames::new(paths);
     let mut stopped = Vec::new();
@@ -271,7 +276,12 @@ pub async fn down(manager: &Manager, paths: &Paths) -> anyhow::Result<DownReport
         }
     }
     remove_pulse(manager, &names).await?;
-    for entry in manager.list(&[&names.worker_pattern()]).await? {
+    let mut units = manager
+        .list(&[&names.worker_pattern(), &names.loop_pattern()])
+        .await?;
+    // A loop's timer first: its service stays loaded while the timer refers to it.
+    units.sort_by_key(|entry| !entry.name.ends_with(".timer"));
+    for entry in units {
         remove_unit(manager, &entry.name).await?;
         stopped.push(entry.name);
     }

@@ -76,6 +76,10 @@ pub struct WorkerRecord {
     /// prepares in the worker's HOME.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// Set when this worker is a loop's session (`loops/NAME.json`): it restarts always,
+    /// and its PTY host types the loop's resume prompt at each start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_name: Option<String>,
 }
 
 impl WorkerRecord {
@@ -104,6 +108,8 @@ pub struct StartRequest {
     pub dir: Option<PathBuf>,
     /// `--worktree REPO [--branch B] [--base REF]`.
     pub worktree: Option<WorktreeRequest>,
+    /// The loop this worker is the session of.
+    pub loop_name: Option<String>,
 }
 
 /// The worker contract: how to ask, claim and report — then the brief.
@@ -266,6 +272,7 @@ pub fn judge_spec(
         agent: program_of(command)?
             .and_then(|program| Agent::of_program(&program))
             .map(|agent| agent.name().to_owned()),
+        loop_name: None,
     };
     let dir = paths.data();
     for path in [dir.agent_home(JUDGE)?, dir.agent_work(JUDGE)?] {
@@ -315,28 +322,39 @@ fn service_spec(
         }
         SandboxMode::Off => None,
     };
+    let mut exec = vec![
+        bin.clone(),
+        "worker".to_owned(),
+        "host".to_owned(),
+        record.id.clone(),
+    ];
+    // A loop's session comes back whatever ended it, quickly, and gets its resume prompt.
+    let (restart, restart_sec) = match &record.loop_name {
+        Some(name) => {
+            exec.extend(["--loop".to_owned(), name.clone()]);
+            (RestartPolicy::Always, config.loops.restart_sec.0)
+        }
+        None => (workers.restart, workers.restart_sec.0),
+    };
+    exec.extend([
+        "--".to_owned(),
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        record.command.clone(),
+    ]);
     Ok(ServiceSpec {
         name: names.worker(&record.id),
         description: format!("rein worker {} of profile {}", record.id, paths.profile),
-        exec: vec![
-            bin.clone(),
-            "worker".to_owned(),
-            "host".to_owned(),
-            record.id.clone(),
-            "--".to_owned(),
-            "/bin/sh".to_owned(),
-            "-c".to_owned(),
-            record.command.clone(),
-        ],
+        exec,
         service_type: ServiceType::Notify,
         environment: environment(paths, record, &bin, config.home_template().as_deref())?,
         working_directory: Some(record.work_dir(paths)?),
-        restart: Some(match workers.restart {
+        restart: Some(match restart {
             RestartPolicy::No => systemd::RestartPolicy::No,
             RestartPolicy::OnFailure => systemd::RestartPolicy::OnFailure,
             RestartPolicy::Always => systemd::RestartPolicy::Always,
         }),
-        restart_sec: Some(workers.restart_sec.0),
+        restart_sec: Some(restart_sec),
         start_limit_burst: Some(workers.start_limit_burst),
         start_limit_interval: Some(workers.start_limit_interval.0),
         memory_max: record.memory_max.or(workers.memory_max),
@@ -498,6 +516,7 @@ pub fn prepare(paths: &Paths, config: &Config, request: &StartRequest) -> Result
         stopped: None,
         sandbox: None,
         agent: None,
+        loop_name: request.loop_name.clone(),
     };
     let bin = rein_bin().map_err(|e| Error::invalid(format!("cannot find rein's binary: {e}")))?;
     check_program(&record.command, &unit_path(&record, &bin))?;
@@ -662,6 +681,39 @@ pub async fn restore(
         }
     }
     Ok(restarted)
+}
+
+/// Starts a stopped worker again from its record (a loop reopened): clears `stopped` and
+/// creates its unit. A running worker is left as it is.
+pub async fn resume(
+    manager: &Manager,
+    paths: &Paths,
+    config: &Config,
+    id: &str,
+) -> anyhow::Result<WorkerRecord> {
+    let path = paths.data().worker(id)?;
+    let Some(mut record) = store::read_json::<WorkerRecord>(&path)? else {
+        return Err(
+            Error::NotFound(format!("no worker {id:?} in profile {}", paths.profile)).into(),
+        );
+    };
+    let running = manager
+        .service_state(&UnitNames::new(paths).worker(id))
+        .await?
+        .is_some_and(|s| is_running(&s));
+    if !running {
+        crate::fleet::gate_unit::ensure(manager, paths).await?;
+        record.sandbox = Some(launch(manager, paths, config, &record).await?);
+        record.stopped = None;
+        record.failure_reported = None;
+        store::write_json(&path, &record)?;
+        journal::record(
+            &paths.data(),
+            "worker",
+            &format!("started worker {id} again"),
+        )?;
+    }
+    Ok(record)
 }
 
 pub fn records(paths: &Paths) -> Result<Vec<WorkerRecord>> {
@@ -963,10 +1015,16 @@ pub async fn report_failures(manager: &Manager, paths: &Paths) -> anyhow::Result
         if record.failure_reported.is_some() {
             continue;
         }
-        let message = format!(
-            "worker {} failed (result {}, {} restarts); see `rein worker logs {}`",
-            view.id, view.result, view.restarts, view.id
-        );
+        let message = match &record.loop_name {
+            Some(name) => format!(
+                "loop {name}'s session failed past its start limit (result {}, {} restarts); see `rein worker logs {name}`, then `rein loop close {name}` and `rein loop reopen {name}`",
+                view.result, view.restarts
+            ),
+            None => format!(
+                "worker {} failed (result {}, {} restarts); see `rein worker logs {}`",
+                view.id, view.result, view.restarts, view.id
+            ),
+        };
         journal::record(&dir, "worker-failed", &message)?;
         notes::notify(&dir, "rein", &message)?;
         record.failure_reported = Some(Utc::now());

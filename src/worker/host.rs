@@ -3,12 +3,13 @@
 //! Runs the agent in the PTY host; every transcript line goes to journald as an event with
 //! `REIN_WORKER`, `REIN_PROFILE` and `REIN_STREAM=transcript` (the logging layer adds the
 //! first two), because a user manager of systemd 252 does not apply `LogExtraFields=` to a
-//! unit's output. Without journald the lines go to stdout.
+//! unit's output. Without journald the lines go to stdout. A loop's session (`--loop NAME`)
+//! has the loop's resume prompt typed into the agent once it looks ready, at every start.
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::worker::pty::{run_host, HostOptions};
+use crate::worker::pty::{run_host, HostOptions, ReadyInput};
 
 /// Sends whole lines to the log; a partial line waits for its end (or the host's flush).
 struct TranscriptLog {
@@ -144,8 +145,38 @@ pub fn exec(command: Vec<String>) -> anyhow::Result<i32> {
     Err(anyhow::anyhow!("could not run {program}: {error}"))
 }
 
+/// A loop's resume prompt, to be typed once the agent is ready; `None` (and a warning) when
+/// the loop cannot be read or has no prompt.
+pub fn resume_input(paths: &crate::paths::Paths, name: &str) -> Option<ReadyInput> {
+    let record = match crate::fleet::loops::read(paths, name) {
+        Ok(record) => record,
+        Err(error) => {
+            tracing::warn!("no resume prompt for loop {name}: {error}");
+            return None;
+        }
+    };
+    if record.prompt.trim().is_empty() {
+        return None;
+    }
+    let config = crate::config::Config::load(&paths.config).unwrap_or_else(|error| {
+        tracing::warn!("loop {name}: {error}; typing its prompt with the default timings");
+        crate::config::Config::default()
+    });
+    let text = record.prompt.strip_suffix('\n').unwrap_or(&record.prompt);
+    Some(ReadyInput {
+        text: text.as_bytes().to_vec(),
+        quiet: config.loops.ready_quiet.0,
+        settle: record.paste_settle(&config),
+        give_up: config.loops.ready_timeout.0,
+    })
+}
+
 /// Runs the agent; returns its exit code for the process to exit with.
-pub fn run(socket: PathBuf, command: Vec<String>) -> anyhow::Result<i32> {
+pub fn run(
+    socket: PathBuf,
+    command: Vec<String>,
+    on_ready: Option<ReadyInput>,
+) -> anyhow::Result<i32> {
     let to_journal = std::path::Path::new("/run/systemd/journal/socket").exists();
     tracing::info!(
         REIN_EVENT = "worker-host",
@@ -160,6 +191,7 @@ pub fn run(socket: PathBuf, command: Vec<String>) -> anyhow::Result<i32> {
         env,
         cols: 120,
         rows: 40,
+        on_ready,
         transcript: Box::new(TranscriptLog {
             pending: Vec::new(),
             to_journal,

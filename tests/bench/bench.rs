@@ -15,6 +15,11 @@
 //! - agents (needs `contrib/agents.sh install`): for each real CLI run as a rein worker
 //!   against the scripted model server, `rein worker start` to the agent's first model
 //!   request, and the worker unit's MemoryCurrent once the agent idles at its prompt.
+//! - loops (needs a user manager): a fire (`systemctl --user start` of the loop's dispatch
+//!   unit, timed from outside) to the prompt read by the agent in the session; a session's
+//!   main process killed to its agent running again, and to its resume prompt read again;
+//!   50 idle loops: rein processes, their context switches over a window between fires, and
+//!   each session's memory.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -529,6 +534,238 @@ fn agents_section(rounds: usize) {
     println!();
 }
 
+/// Nanoseconds since the epoch on each line of `path` (what the bench agent writes).
+fn stamps(path: &Path) -> Vec<u128> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect()
+}
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos()
+}
+
+/// Waits (bounded) until `path` has more than `count` stamps; returns the newest.
+fn next_stamp(path: &Path, count: usize) -> u128 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = stamps(path);
+        if all.len() > count {
+            return *all.last().expect("a stamp");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new stamp in {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
+fn profile_env(profile: &Profile, name: &str) -> String {
+    let _ = profile;
+    format!("rein.{name}")
+}
+
+fn loops_section(fires: usize, kills: usize, idle: usize, window: Duration) {
+    ensure_user_manager();
+    let profile = Profile::new();
+    let name = format!("bench{}", std::process::id());
+    // Sessions are killed over and over here: lift the start limit that would mark them failed.
+    std::fs::write(
+        &profile.config,
+        "[pulse]\ninterval = \"1h\"\n[workers]\nstart_limit_burst = 10000\n",
+    )
+    .expect("config");
+    let work = profile.data.parent().expect("temp").join("work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    let run = |args: &[&str]| -> Duration {
+        let started = Instant::now();
+        let output = Command::new(REIN)
+            .args(args)
+            .env("REIN_DATA_DIR", &profile.data)
+            .env("REIN_CONFIG", &profile.config)
+            .env("REIN_PROFILE", &name)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run rein");
+        assert!(
+            output.status.success(),
+            "rein {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        started.elapsed()
+    };
+    // The agent stamps when it starts and each time it reads a line.
+    // Newlines, not `;`: systemd 252 writes `;` in a transient unit's ExecStart as `\;`, which
+    // a daemon-reload (any other user of the manager) reads back wrongly.
+    let agent = "date +%s%N >> started\nprintf '\\033[?2004h> '\nwhile IFS= read -r line\ndo date +%s%N >> reads\ndone";
+    run(&[
+        "loop",
+        "add",
+        "echo",
+        "--schedule",
+        "every 1h",
+        "--dispatch",
+        "resume_prompt",
+        "--prompt",
+        "bench tick",
+        "--settle",
+        "5ms",
+        "--command",
+        agent,
+        "--dir",
+        work.to_str().expect("utf-8"),
+    ]);
+    let reads = work.join("reads");
+    let started = work.join("started");
+    next_stamp(&reads, 0); // the prompt typed at start
+    println!("## loops\n");
+    println!("| measurement | rounds | p50 | p99 | max |");
+    println!("|---|---|---|---|---|");
+    let unit = format!("{}.loop-echo.service", profile_env(&profile, &name));
+    let mut latencies = Vec::new();
+    for _ in 0..fires {
+        // Between real fires the agent is idle; a fire waits for `loops.ready_quiet` of quiet.
+        std::thread::sleep(Duration::from_secs(1));
+        let before = stamps(&reads).len();
+        let at = now_ns();
+        let status = Command::new("systemctl")
+            .args(["--user", "start", &unit])
+            .status()
+            .expect("systemctl");
+        assert!(status.success());
+        let read = next_stamp(&reads, before);
+        latencies.push(Duration::from_nanos((read.saturating_sub(at)) as u64));
+    }
+    report(
+        "fire (`systemctl --user start` of the dispatch unit) → prompt read by the idle agent (settle 5 ms)",
+        latencies,
+    );
+    let pid_of = || -> u32 {
+        let output = Command::new("systemctl")
+            .args([
+                "--user",
+                "show",
+                "-p",
+                "MainPID",
+                "--value",
+                &format!("rein.{name}.worker-echo.service"),
+            ])
+            .output()
+            .expect("systemctl");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let mut back = Vec::new();
+    let mut repasted = Vec::new();
+    for _ in 0..kills {
+        let (starts, read) = (stamps(&started).len(), stamps(&reads).len());
+        let pid = pid_of();
+        let at = now_ns();
+        // SAFETY: killing the session's main process, as a crash would.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        back.push(Duration::from_nanos(
+            (next_stamp(&started, starts) - at) as u64,
+        ));
+        repasted.push(Duration::from_nanos((next_stamp(&reads, read) - at) as u64));
+    }
+    report(
+        "session killed (SIGKILL) → agent running again (restart_sec 1s)",
+        back,
+    );
+    report(
+        "session killed → resume prompt read again (+ ready_quiet 800 ms)",
+        repasted,
+    );
+    run(&["loop", "rm", "echo"]);
+
+    // Idle loops: only the PTY hosts run, asleep.
+    for n in 0..idle {
+        run(&[
+            "loop",
+            "add",
+            &format!("idle{n}"),
+            "--schedule",
+            "every 1h",
+            "--dispatch",
+            "resume_prompt",
+            "--prompt",
+            "resume",
+            "--command",
+            "exec sleep 100000",
+        ]);
+    }
+    // Each host types its prompt once its agent is quiet; then nothing more happens.
+    std::thread::sleep(Duration::from_secs(3));
+    let pids = rein_processes();
+    let before: u64 = pids.iter().map(|pid| context_switches(*pid)).sum();
+    std::thread::sleep(window);
+    let after: u64 = pids.iter().map(|pid| context_switches(*pid)).sum();
+    let rss: Vec<u64> = pids
+        .iter()
+        .filter_map(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()?
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let mut memory: Vec<u64> = (0..idle)
+        .filter_map(|n| {
+            let output = Command::new("systemctl")
+                .args([
+                    "--user",
+                    "show",
+                    "-p",
+                    "MemoryCurrent",
+                    "--value",
+                    &format!("rein.{name}.worker-idle{n}.service"),
+                ])
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+        })
+        .collect();
+    memory.sort_unstable();
+    let mut rss_sorted = rss.clone();
+    rss_sorted.sort_unstable();
+    println!();
+    println!("| {idle} idle loops (every 1h), over {window:?} between fires | value |");
+    println!("|---|---|");
+    println!("| rein processes alive (all PTY hosts) | {} |", pids.len());
+    println!(
+        "| their context switches in the window | {} |",
+        after - before
+    );
+    if let Some(median) = rss_sorted.get(rss_sorted.len() / 2) {
+        println!("| PTY host resident memory, median | {median} KiB |");
+    }
+    match memory.get(memory.len() / 2) {
+        Some(median) => println!(
+            "| session MemoryCurrent (host + agent), median | {} KiB |",
+            median / 1024
+        ),
+        None => println!("| session MemoryCurrent | not reported (no memory accounting here) |"),
+    }
+    println!();
+    run(&["down"]);
+    for n in 0..idle {
+        run(&["loop", "rm", &format!("idle{n}")]);
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` does not, and then this program
     // runs as a quick smoke check of itself.
@@ -561,8 +798,16 @@ fn main() {
                 if benching { 50 } else { 3 },
                 if benching { 100 } else { 3 },
             ),
+            "loops" => loops_section(
+                if benching { 50 } else { 3 },
+                if benching { 20 } else { 2 },
+                if benching { 50 } else { 3 },
+                window * 2,
+            ),
             other => {
-                eprintln!("unknown section {other:?}; known: mailbox, systemd, bridges, agents");
+                eprintln!(
+                    "unknown section {other:?}; known: mailbox, systemd, bridges, agents, loops"
+                );
                 std::process::exit(2);
             }
         }
