@@ -422,3 +422,33 @@ fn no_user_manager_is_one_clear_error() {
     }
     assert!(!rein.data.exists(), "nothing was created");
 }
+
+/// systemd 252 reads a `;` of a transient unit's ExecStart back as `\;` after a
+/// daemon-reload; a worker's command must survive one, and the restart after it.
+#[test]
+fn a_worker_command_survives_a_daemon_reload_and_a_restart() {
+    let rein = Rein::fleet(
+        "[runner]\npreset = \"custom\"\ncommand = \"echo one; echo \\\"two; three\\\" >> runs.txt; exec sleep 600\"\n\
+         [workers]\nrestart = \"always\"\nrestart_sec = \"100ms\"\n",
+    );
+    let _down = Down(&rein);
+    rein.ok(&["worker", "start", "w1", "x"]);
+    let runs = rein.data.join("agents/w1/work/runs.txt");
+    wait_until(Duration::from_secs(10), "the first run", || runs.exists());
+    let reload = std::process::Command::new("systemctl")
+        .args(["--user", "daemon-reload"])
+        .status()
+        .expect("daemon-reload");
+    assert!(reload.success());
+    let pid = rein.worker("w1")["pid"].as_u64().expect("pid");
+    // SAFETY: killing the worker's main process, as a crash would.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_until(Duration::from_secs(20), "the run after the restart", || {
+        std::fs::read_to_string(&runs).is_ok_and(|t| t.lines().count() >= 2)
+    });
+    assert_eq!(
+        std::fs::read_to_string(&runs).expect("runs"),
+        "two; three\ntwo; three\n",
+        "the command ran the same both times"
+    );
+}

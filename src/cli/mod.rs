@@ -231,7 +231,8 @@ pub enum Command {
     /// Run inside an agent unit: prepare the agent's HOME, export its credentials, exec it.
     #[command(hide = true)]
     AgentExec {
-        #[arg(last = true, required = true)]
+        /// The command; without it, `/bin/sh -c "$REIN_AGENT_COMMAND"`.
+        #[arg(last = true)]
         command: Vec<String>,
     },
     /// Print a shell completion script.
@@ -335,7 +336,8 @@ pub enum WorkerCommand {
         /// The loop whose session this is: its resume prompt is typed once the agent is ready.
         #[arg(long = "loop", value_name = "NAME")]
         loop_name: Option<String>,
-        #[arg(last = true, required = true)]
+        /// The agent's command; without it, `/bin/sh -c "$REIN_AGENT_COMMAND"`.
+        #[arg(last = true)]
         command: Vec<String>,
     },
 }

@@ -241,8 +241,8 @@ fn needs(paths: &Paths, record: &WorkerRecord, bin: &str) -> Result<sandbox::Nee
 }
 
 /// The unit of an agent the judge runs for one tick: the same environment, secrets, agent
-/// settings and sandbox as a worker, as `agents/judge/`, running `rein agent-exec -- CMD`
-/// once with its output on the caller's pipes.
+/// settings and sandbox as a worker, as `agents/judge/`, running `rein agent-exec`
+/// once (the command in `$REIN_AGENT_COMMAND`) with its output on the caller's pipes.
 pub fn judge_spec(
     paths: &Paths,
     config: &Config,
@@ -281,14 +281,7 @@ pub fn judge_spec(
     let mut spec = service_spec(paths, config, &record)?;
     spec.name = UnitNames::new(paths).judge();
     spec.description = format!("rein judge tick of profile {}", paths.profile);
-    spec.exec = vec![
-        rein_bin()?,
-        "agent-exec".to_owned(),
-        "--".to_owned(),
-        "/bin/sh".to_owned(),
-        "-c".to_owned(),
-        command.to_owned(),
-    ];
+    spec.exec = vec![rein_bin()?, "agent-exec".to_owned()];
     spec.service_type = ServiceType::Exec;
     spec.remain_after_exit = true;
     spec.restart = None;
@@ -302,6 +295,9 @@ pub fn judge_spec(
     spec.stderr_fd = Some(stderr);
     Ok(spec)
 }
+
+/// The environment variable carrying an agent unit's shell command (see `service_spec`).
+pub const COMMAND_VARIABLE: &str = "REIN_AGENT_COMMAND";
 
 /// The id the judge's tick runs under (its HOME is `agents/judge/home`).
 pub const JUDGE: &str = "judge";
@@ -336,18 +332,17 @@ fn service_spec(
         }
         None => (workers.restart, workers.restart_sec.0),
     };
-    exec.extend([
-        "--".to_owned(),
-        "/bin/sh".to_owned(),
-        "-c".to_owned(),
-        record.command.clone(),
-    ]);
+    // The command travels in the environment, not in ExecStart: systemd 252 writes a `;`
+    // in a transient ExecStart as `\;` and reads it back literally after a daemon-reload,
+    // which would break the worker at its next restart. Environment= round-trips exactly.
+    let mut environment = environment(paths, record, &bin, config.home_template().as_deref())?;
+    environment.push((COMMAND_VARIABLE.to_owned(), record.command.clone()));
     Ok(ServiceSpec {
         name: names.worker(&record.id),
         description: format!("rein worker {} of profile {}", record.id, paths.profile),
         exec,
         service_type: ServiceType::Notify,
-        environment: environment(paths, record, &bin, config.home_template().as_deref())?,
+        environment,
         working_directory: Some(record.work_dir(paths)?),
         restart: Some(match restart {
             RestartPolicy::No => systemd::RestartPolicy::No,

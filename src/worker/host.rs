@@ -133,6 +133,7 @@ fn prepare_agent(secrets: &[(String, String)]) {
 /// straight to the pipes rein passed the unit).
 pub fn exec(command: Vec<String>) -> anyhow::Result<i32> {
     use std::os::unix::process::CommandExt;
+    let command = command_or_environment(command)?;
     let env = credentials_as_environment();
     prepare_agent(&env);
     let (program, args) = command
@@ -141,6 +142,7 @@ pub fn exec(command: Vec<String>) -> anyhow::Result<i32> {
     let error = std::process::Command::new(program)
         .args(args)
         .envs(env)
+        .env_remove(crate::fleet::workers::COMMAND_VARIABLE)
         .exec();
     Err(anyhow::anyhow!("could not run {program}: {error}"))
 }
@@ -171,12 +173,27 @@ pub fn resume_input(paths: &crate::paths::Paths, name: &str) -> Option<ReadyInpu
     })
 }
 
+/// The agent's argv: the one given, else `/bin/sh -c "$REIN_AGENT_COMMAND"` (how rein's
+/// units pass it, since a transient ExecStart does not survive a daemon-reload intact).
+fn command_or_environment(command: Vec<String>) -> anyhow::Result<Vec<String>> {
+    if !command.is_empty() {
+        return Ok(command);
+    }
+    let variable = crate::fleet::workers::COMMAND_VARIABLE;
+    let shell = std::env::var(variable)
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| anyhow::anyhow!("no command: give one after --, or set ${variable}"))?;
+    Ok(vec!["/bin/sh".to_owned(), "-c".to_owned(), shell])
+}
+
 /// Runs the agent; returns its exit code for the process to exit with.
 pub fn run(
     socket: PathBuf,
     command: Vec<String>,
     on_ready: Option<ReadyInput>,
 ) -> anyhow::Result<i32> {
+    let command = command_or_environment(command)?;
     let to_journal = std::path::Path::new("/run/systemd/journal/socket").exists();
     tracing::info!(
         REIN_EVENT = "worker-host",
