@@ -340,6 +340,7 @@ fn service_spec(
         start_limit_interval: Some(workers.start_limit_interval.0),
         memory_max: record.memory_max.or(workers.memory_max),
         cpu_quota_percent: record.cpu_quota.or(workers.cpu_quota),
+        cpu_accounting: true,
         log_extra_fields: vec![
             ("REIN_WORKER".to_owned(), record.id.clone()),
             ("REIN_PROFILE".to_owned(), paths.profile.clone()),
