@@ -740,7 +740,8 @@ fn tui_section(fleets: &[usize], rounds: usize, window: Duration) {
             let started = Instant::now();
             // SAFETY: signalling the bench's own worker's PTY host.
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            let restarting = format!("{id}: running → restarting");
+            // Any change of its row in the events area: the kill reached the screen.
+            let restarting = format!("{id}: running → ");
             kills.push(screen.wait_for(&restarting) - started);
             let unit = format!("rein.{}.worker-{id}.service", profile_name(&profile));
             let deadline = Instant::now() + Duration::from_secs(30);
