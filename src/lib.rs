@@ -15,6 +15,7 @@
 //! - [`agents`]: the agent CLIs' presets: the settings each needs to run in a worker.
 //! - [`gate`]: how sandboxed workers file asks, claims, notes and reports as themselves.
 //! - [`bridge`]: what every bridge shares: the delivery engine, ledger, allowlist, secrets.
+//! - [`tui`]: `rein tui`, the fleet on one screen, live from inotify and D-Bus signals.
 //! - [`cli`]: the clap definition (the single source of `--help`, man pages and completions)
 //!   and one file per verb group.
 
@@ -38,6 +39,7 @@ pub mod seed;
 pub mod state;
 pub mod store;
 pub mod systemd;
+pub mod tui;
 pub mod worker;
 pub mod world;
 

@@ -8,6 +8,7 @@ pub mod loops;
 pub mod mailbox;
 pub mod man;
 pub mod output;
+pub mod tui;
 pub mod worker;
 pub mod world;
 
@@ -209,6 +210,37 @@ pub enum Command {
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
     },
+    /// The whole fleet on one screen: asks (answered in place), workers and loops, events.
+    ///
+    /// Three areas, always visible from 80x24 and larger on larger terminals. Asks: pending
+    /// asks, newest last, with worker, age, reference and options; an ask answered
+    /// elsewhere leaves with who answered it. Fleet: workers and loops with their state
+    /// (running, waiting-human, restarting, failed, stopped, closed, ...), restarts, memory
+    /// and CPU of the unit, a loop's last and next fire, the directory or worktree branch,
+    /// and the last line the agent printed. Events: journal lines, notes, unit state changes,
+    /// and what was done here.
+    ///
+    /// Keys (also in the footer and with ?): arrows or j/k select; Tab switches area; 1-9
+    /// answer the selected ask with that option; Enter types a free-text answer; w withdraws
+    /// the ask; a attaches to the worker (its detach key, Ctrl-], comes back); t ticks the
+    /// loop, or the pulse; s sends a line to the worker (rein worker tell); k kills (in the
+    /// fleet area k kills, so use the arrows there); r restarts; c/o close or reopen a loop;
+    /// g moves a loop to another desktop; / filters every area (Esc clears); q quits.
+    /// Withdraw, kill, restart and close ask for y first.
+    ///
+    /// Live from inotify on the data dir and systemd's D-Bus signals, with no polling: the
+    /// screen is redrawn only when something changed or the terminal was resized, and an
+    /// idle screen sleeps (ages are as of the last redraw; the header shows its time).
+    /// Memory and CPU are not signalled by systemd: they are read when the screen starts, when
+    /// a unit appears and when it is selected. If the user manager goes away the fleet area says so, and the screen
+    /// reconnects when it is back. Agent text is shown inert: control characters appear as
+    /// symbols and cannot move the cursor or change the title. A file in the data dir that
+    /// cannot be read is shown as a problem in the events area.
+    ///
+    /// Answers and withdrawals are recorded as cli:$USER, through the same mailbox code as
+    /// `rein answer`; like it, rein tui refuses to run inside an agent unit. It needs a
+    /// terminal: without one it exits 2 (scripts use `rein state --json`).
+    Tui,
     /// Workers: agents running as supervised systemd user units.
     #[command(subcommand)]
     Worker(WorkerCommand),
@@ -713,6 +745,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<i32> {
         Command::Disable => fleet::enable(context, false),
         Command::Status => fleet::status(context),
         Command::Logs { follow, lines } => fleet::logs(context, None, follow, lines),
+        Command::Tui => tui::run(context),
         Command::Worker(command) => worker::run(context, command),
         Command::Loop(command) => loops::run(context, command),
         Command::Bridge(command) => fleet::bridge(context, command),

@@ -186,12 +186,16 @@ pub enum Enforcement {
     NotEnforced(String),
     /// The mount table could not be read.
     Unknown(String),
+    /// The process is gone (it exited at once): nothing of it runs to check.
+    Gone,
 }
 
 /// Checks, from its mount table, that the process `pid` sees `data_dir` read-only.
 pub fn check(pid: u32, data_dir: &Path) -> Enforcement {
     let table = match std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) {
         Ok(table) => table,
+        // An exited process (a zombie has no mount table) leaves nothing to check.
+        Err(_) if !alive(pid) => return Enforcement::Gone,
         Err(error) => {
             return Enforcement::Unknown(format!("reading /proc/{pid}/mountinfo: {error}"))
         }
@@ -204,6 +208,15 @@ pub fn check(pid: u32, data_dir: &Path) -> Enforcement {
         )),
         None => Enforcement::Unknown(format!("no mount covers {}", data_dir.display())),
     }
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X')
+    })
 }
 
 /// Whether the mount that covers `path` (the longest mount point that contains it, the last

@@ -354,6 +354,7 @@ fn service_spec(
         start_limit_interval: Some(workers.start_limit_interval.0),
         memory_max: record.memory_max.or(workers.memory_max),
         cpu_quota_percent: record.cpu_quota.or(workers.cpu_quota),
+        cpu_accounting: true,
         log_extra_fields: vec![
             ("REIN_WORKER".to_owned(), record.id.clone()),
             ("REIN_PROFILE".to_owned(), paths.profile.clone()),
@@ -640,7 +641,9 @@ async fn launch(
                 record.id
             ))
         }
-        _ => Ok("unchecked (the agent exited at once)".to_owned()),
+        Enforcement::Gone | Enforcement::NotEnforced(_) | Enforcement::Unknown(_) => {
+            Ok("unchecked (the agent exited at once)".to_owned())
+        }
     }
 }
 

@@ -108,6 +108,8 @@ pub struct ServiceSpec {
     pub memory_max: Option<u64>,
     /// `CPUQuota=` in percent of one CPU (200 = two CPUs).
     pub cpu_quota_percent: Option<u32>,
+    /// `CPUAccounting=yes`, so `CPUUsageNSec` says how much CPU the unit used.
+    pub cpu_accounting: bool,
     /// `LogExtraFields=KEY=VALUE`. Note: systemd 252 attaches these only to the output of
     /// *system* services; a user manager records the setting but journald never sees it
     /// (systemd issue #29956). Use `syslog_identifier`, or log natively with fields, to find
@@ -540,6 +542,9 @@ fn service_properties(spec: &ServiceSpec) -> Result<Vec<Property>, SystemdError>
     }
     if let Some(bytes) = spec.memory_max {
         properties.push(property("MemoryMax", PropertyValue::U64(bytes)));
+    }
+    if spec.cpu_accounting {
+        properties.push(property("CPUAccounting", PropertyValue::Bool(true)));
     }
     if let Some(percent) = spec.cpu_quota_percent {
         if percent == 0 {

@@ -12,6 +12,11 @@
 //!   with 100 live workers, and rein processes alive half-way between beats.
 //! - bridges: from an ask file landing to the bridge engine calling the channel's send, with
 //!   the real engine and inotify and a channel that only records the time.
+//! - tui (needs a user manager): `rein tui` in a pseudo-terminal this program reads, with
+//!   10, 100 and 500 live workers: spawn to the first frame, to the fleet read from systemd,
+//!   redraw after an event (an ask filed by this process until its prompt reaches the
+//!   terminal; a worker's agent killed until its restart reaches the terminal), and the
+//!   screen's context switches over 5 s idle.
 //! - agents (needs `contrib/agents.sh install`): for each real CLI run as a rein worker
 //!   against the scripted model server, `rein worker start` to the agent's first model
 //!   request, and the worker unit's MemoryCurrent once the agent idles at its prompt.
@@ -766,6 +771,261 @@ fn loops_section(fires: usize, kills: usize, idle: usize, window: Duration) {
     }
 }
 
+/// The screen a terminal shows, as a terminal emulator (vt100) made it from the output,
+/// and when the output that made it arrived.
+#[derive(Default)]
+struct Shown {
+    text: String,
+    at: Option<Instant>,
+    chunks: u64,
+}
+
+/// `rein tui` on a pseudo-terminal whose output a thread renders as a terminal would.
+struct PtyScreen {
+    child: Child,
+    shown: std::sync::Arc<std::sync::Mutex<Shown>>,
+    _master: std::fs::File,
+}
+
+impl PtyScreen {
+    fn spawn(profile: &Profile, cols: u16, rows: u16) -> PtyScreen {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::process::CommandExt;
+        let mut master = 0;
+        let mut slave = 0;
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty fills two descriptors; the size is read only.
+        let opened = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &size,
+            )
+        };
+        assert_eq!(opened, 0, "openpty");
+        // SAFETY: both descriptors were just opened and are owned here.
+        let (master, slave) = unsafe {
+            (
+                std::fs::File::from_raw_fd(master),
+                std::fs::File::from_raw_fd(slave),
+            )
+        };
+        let mut command = Command::new(REIN);
+        command
+            .arg("tui")
+            .env("REIN_DATA_DIR", &profile.data)
+            .env("REIN_CONFIG", &profile.config)
+            .env("TERM", "xterm-256color")
+            .stdin(slave.try_clone().expect("slave"))
+            .stdout(slave.try_clone().expect("slave"))
+            .stderr(Stdio::null());
+        // SAFETY: setsid is async-signal-safe; the child gets a session of its own.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            })
+        };
+        let child = command.spawn().expect("spawn rein tui");
+        drop(slave);
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(Shown::default()));
+        let mut reader = master.try_clone().expect("master");
+        let sink = shown.clone();
+        std::thread::spawn(move || {
+            let size = |n: u16| std::num::NonZeroU16::new(n).unwrap_or(std::num::NonZeroU16::MIN);
+            let mut parser = vt100::Parser::new(size(rows), size(cols), 0);
+            let mut buffer = [0u8; 65536];
+            while let Ok(n @ 1..) = reader.read(&mut buffer) {
+                let at = Instant::now();
+                parser.process(&buffer[..n]);
+                let text = parser.screen().contents();
+                let mut shown = sink.lock().expect("lock");
+                shown.text = text;
+                shown.at = Some(at);
+                shown.chunks += 1;
+            }
+        });
+        PtyScreen {
+            child,
+            shown,
+            _master: master,
+        }
+    }
+
+    /// Waits until the screen shows `text`; returns when the output that drew it arrived.
+    fn wait_for(&self, text: &str) -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            {
+                let shown = self.shown.lock().expect("lock");
+                if shown.text.contains(text) {
+                    return shown.at.expect("output arrived");
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the screen never showed {text:?}"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// Waits until the screen no longer shows `text`.
+    fn wait_gone(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.shown.lock().expect("lock").text.contains(text) {
+            assert!(Instant::now() < deadline, "the screen kept {text:?}");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Context switches of every thread of the screen's process.
+    fn context_switches(&self) -> u64 {
+        let pid = self.child.id();
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks
+                    .flatten()
+                    .map(|task| context_switches_of(&task.path().join("status")))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for PtyScreen {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn context_switches_of(status: &Path) -> u64 {
+    std::fs::read_to_string(status)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches")
+        })
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+fn tui_section(fleets: &[usize], rounds: usize, window: Duration) {
+    ensure_user_manager();
+    println!("## tui\n");
+    println!("| workers | first frame | fleet read | redraw after an ask p50 | p99 | redraw after a kill p50 | p99 | idle context switches in {}s |", window.as_secs());
+    println!("|---|---|---|---|---|---|---|---|");
+    for &count in fleets {
+        let profile = Profile::new();
+        std::fs::write(
+            &profile.config,
+            "[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n[workers]\nrestart_sec = \"1s\"\n",
+        )
+        .expect("config");
+        for n in 0..count {
+            timed(&profile, &["worker", "start", &format!("s{n:03}"), "bench"]);
+        }
+        let mut firsts = Vec::new();
+        let mut fleet_reads = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            let screen = PtyScreen::spawn(&profile, 120, 40);
+            firsts.push(screen.wait_for("q quit") - started);
+            fleet_reads.push(screen.wait_for("running") - started);
+        }
+        let screen = PtyScreen::spawn(&profile, 120, 40);
+        screen.wait_for("running");
+        std::thread::sleep(Duration::from_millis(500));
+        let mailbox = Mailbox::new(DataDir::new(&profile.data));
+        let mut asks = Vec::new();
+        for round in 0..rounds {
+            let prompt = format!("bench-question-{round:04}");
+            let started = Instant::now();
+            let (ask, _) = mailbox
+                .file(&rein::mailbox::NewAsk {
+                    worker: "s000".into(),
+                    prompt: prompt.clone(),
+                    reference: None,
+                    options: vec![],
+                })
+                .expect("file");
+            asks.push(screen.wait_for(&prompt) - started);
+            mailbox.answer(&ask.id, "ok", "cli:bench").expect("answer");
+            mailbox.deliver(&ask.id).expect("deliver");
+            screen.wait_gone(&prompt);
+        }
+        let mut kills = Vec::new();
+        // Each worker once, so the event line looked for is new on the screen.
+        for round in 0..rounds.min(20).min(count) {
+            let id = format!("s{round:03}");
+            let pid = unit_property(
+                &format!("rein.{}.worker-{id}.service", profile_name(&profile)),
+                "MainPID",
+            )
+            .parse::<i32>()
+            .unwrap_or(0);
+            if pid == 0 {
+                continue;
+            }
+            let started = Instant::now();
+            // SAFETY: signalling the bench's own worker's PTY host.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // Any change of its row in the events area: the kill reached the screen.
+            let restarting = format!("{id}: running → ");
+            kills.push(screen.wait_for(&restarting) - started);
+            let unit = format!("rein.{}.worker-{id}.service", profile_name(&profile));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while unit_property(&unit, "SubState") != "running" {
+                assert!(Instant::now() < deadline, "{unit} did not come back");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let before = screen.context_switches();
+        std::thread::sleep(window);
+        let idle = screen.context_switches() - before;
+        drop(screen);
+        let _ = timed(&profile, &["down"]);
+        firsts.sort();
+        fleet_reads.sort();
+        asks.sort();
+        kills.sort();
+        let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+        println!(
+            "| {count} | {} | {} | {} | {} | {} | {} | {idle} |",
+            ms(percentile(&firsts, 0.5)),
+            ms(percentile(&fleet_reads, 0.5)),
+            ms(percentile(&asks, 0.5)),
+            ms(percentile(&asks, 0.99)),
+            ms(percentile(&kills, 0.5)),
+            ms(percentile(&kills, 0.99)),
+        );
+    }
+    println!();
+}
+
+/// The profile name rein derives from a data dir (as `rein status --json` reports it).
+fn profile_name(profile: &Profile) -> String {
+    let output = Command::new(REIN)
+        .args(["status", "--json"])
+        .env("REIN_DATA_DIR", &profile.data)
+        .env("REIN_CONFIG", &profile.config)
+        .output()
+        .expect("rein status");
+    serde_json::from_slice::<serde_json::Value>(&output.stdout)
+        .ok()
+        .and_then(|v| v["profile"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` does not, and then this program
     // runs as a quick smoke check of itself.
@@ -794,6 +1054,11 @@ fn main() {
             "mailbox" => mailbox_section(rounds, window),
             "bridges" => bridges_section(rounds),
             "agents" => agents_section(if benching { 5 } else { 1 }),
+            "tui" => tui_section(
+                if benching { &[10, 100, 500] } else { &[3] },
+                if benching { 100 } else { 3 },
+                window,
+            ),
             "systemd" => systemd_section(
                 if benching { 50 } else { 3 },
                 if benching { 100 } else { 3 },
@@ -806,7 +1071,7 @@ fn main() {
             ),
             other => {
                 eprintln!(
-                    "unknown section {other:?}; known: mailbox, systemd, bridges, agents, loops"
+                    "unknown section {other:?}; known: mailbox, systemd, bridges, agents, loops, tui"
                 );
                 std::process::exit(2);
             }
