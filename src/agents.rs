@@ -299,6 +299,22 @@ fn pi(setup: &Setup) -> Result<Vec<PathBuf>> {
     Ok(vec![path])
 }
 
+/// Text on an agent's screen that means one of its own dialogs is open and waits for a person
+/// (the PTY host looks for it once the screen settles). Only dialogs seen in the versions
+/// named in rein-config(5); opencode and pi have none that rein's settings leave on.
+pub fn dialog_markers(agent: Agent) -> &'static [&'static str] {
+    match agent {
+        Agent::Claude => &[
+            "Do you want to proceed?",
+            "Yes, I trust this folder",
+            "Do you want to make this edit",
+            "Do you want to create",
+        ],
+        Agent::Codex => &["Trust this folder?", "Hooks need review", "Allow command?"],
+        Agent::Opencode | Agent::Pi => &[],
+    }
+}
+
 /// The environment a preset's agent gets besides the user's: auto-updaters off.
 pub fn environment(agent: Agent) -> Vec<(&'static str, &'static str)> {
     match agent {

@@ -536,3 +536,41 @@ fn a_worker_cannot_reach_another_workers_session() {
     assert_eq!(reported(&text, "sock"), "hidden");
     assert_ne!(reported(&text, "attach"), "0");
 }
+
+/// An agent sitting at a dialog of its own (not a rein ask) is `waiting-human`, with the
+/// dialog's line, from what its PTY host sees on the screen; once it moves on it is running.
+/// The agent here is a stand-in named `claude` that shows claude's permission question.
+#[test]
+fn an_agent_at_its_own_dialog_is_waiting_human() {
+    let rein = Rein::fleet("");
+    let bin = rein.temp.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let fake = bin.join("claude");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\nprintf 'Bash command\\n  git push origin main\\nDo you want to proceed?\\n> 1. Yes\\n  2. No\\n'\n\
+         read answer\nprintf '\\033[2J\\033[Hgot %s\\n' \"$answer\"\nexec sleep 600\n",
+    )
+    .expect("fake agent");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    rein.write_config(&format!(
+        "[runner]\npreset = \"custom\"\ncommand = \"{}\"\n",
+        fake.display()
+    ));
+    let _down = Down(&rein);
+    rein.ok(&["worker", "start", "w1", "x"]);
+    let mut view = serde_json::Value::Null;
+    wait_until(Duration::from_secs(20), "the dialog to be seen", || {
+        view = rein.worker("w1");
+        view["health"] == "waiting-human"
+    });
+    assert_eq!(
+        view["waiting"], "claude shows a dialog: Do you want to proceed?",
+        "{view}"
+    );
+    rein.ok(&["worker", "tell", "w1", "1"]);
+    wait_until(Duration::from_secs(20), "the agent to move on", || {
+        rein.worker("w1")["health"] == "running"
+    });
+}

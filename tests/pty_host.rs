@@ -440,6 +440,7 @@ fn a_command_that_cannot_start_is_an_error() {
         rows: 24,
         transcript: Box::new(Capture::default()),
         on_ready: None,
+        dialogs: None,
     });
     let error = format!("{:#}", result.expect_err("starting must fail"));
     assert!(error.contains("/nonexistent/agent"), "{error}");
@@ -452,6 +453,7 @@ fn a_command_that_cannot_start_is_an_error() {
         rows: 24,
         transcript: Box::new(Capture::default()),
         on_ready: None,
+        dialogs: None,
     });
     assert!(empty.is_err());
 }
@@ -560,6 +562,7 @@ fn socket_is_private_stale_ones_are_replaced_and_live_ones_refused() {
         rows: 24,
         transcript: Box::new(Capture::default()),
         on_ready: None,
+        dialogs: None,
     });
     let error = format!("{:#}", second.expect_err("a live socket is refused"));
     assert!(error.contains("in use"), "{error}");
@@ -574,6 +577,7 @@ fn socket_is_private_stale_ones_are_replaced_and_live_ones_refused() {
         rows: 24,
         transcript: Box::new(Capture::default()),
         on_ready: None,
+        dialogs: None,
     });
     assert!(refused.is_err());
     assert_eq!(

@@ -994,10 +994,16 @@ pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<Worker
 }
 
 /// Why a running agent waits for a person at its own dialog, as its hooks reported it.
+/// Why a running agent waits for a person at its own dialog: what its hooks reported
+/// (`attention.json`), else what its PTY host saw on its screen (`dialog.json`).
 fn attention(paths: &Paths, id: &str) -> Option<String> {
-    let path = paths.data().agent_attention(id).ok()?;
-    let value: serde_json::Value = store::read_json(&path).ok().flatten()?;
-    value["reason"].as_str().map(str::to_owned)
+    let dir = paths.data();
+    [dir.agent_attention(id).ok()?, dir.agent_dialog(id).ok()?]
+        .iter()
+        .find_map(|path| {
+            let value: serde_json::Value = store::read_json(path).ok().flatten()?;
+            value["reason"].as_str().map(str::to_owned)
+        })
 }
 
 /// Journals and notifies each failed worker once; returns their ids.

@@ -181,6 +181,10 @@ impl DataDir {
     pub fn agent_attention(&self, id: &str) -> Result<PathBuf> {
         Ok(self.agent_dir(id)?.join("attention.json"))
     }
+    /// The agent's own dialog, as its PTY host saw it on screen.
+    pub fn agent_dialog(&self, id: &str) -> Result<PathBuf> {
+        Ok(self.agent_dir(id)?.join("dialog.json"))
+    }
     /// Where a worker started without --dir or --worktree works.
     pub fn agent_work(&self, id: &str) -> Result<PathBuf> {
         Ok(self.agent_dir(id)?.join("work"))

@@ -187,6 +187,22 @@ fn command_or_environment(command: Vec<String>) -> anyhow::Result<Vec<String>> {
     Ok(vec!["/bin/sh".to_owned(), "-c".to_owned(), shell])
 }
 
+/// What to watch on screen for the agent's own dialogs: the agent named by `$REIN_AGENT`
+/// and its markers; recorded next to its socket (`agents/ID/dialog.json`).
+fn dialog_watch(socket: &std::path::Path) -> Option<crate::worker::pty::DialogWatch> {
+    let agent =
+        crate::agents::Agent::from_name(&std::env::var(crate::agents::AGENT_VARIABLE).ok()?)?;
+    let markers = crate::agents::dialog_markers(agent);
+    if markers.is_empty() {
+        return None;
+    }
+    Some(crate::worker::pty::DialogWatch {
+        agent: agent.name().to_owned(),
+        markers: markers.iter().map(|m| m.to_string()).collect(),
+        file: socket.with_file_name("dialog.json"),
+    })
+}
+
 /// Runs the agent; returns its exit code for the process to exit with.
 pub fn run(
     socket: PathBuf,
@@ -202,7 +218,9 @@ pub fn run(
     );
     let env = credentials_as_environment();
     prepare_agent(&env);
+    let dialogs = dialog_watch(&socket);
     let code = run_host(HostOptions {
+        dialogs,
         command,
         socket,
         env,

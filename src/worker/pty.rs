@@ -65,6 +65,6 @@ mod transcript;
 use super::pty_protocol as protocol;
 
 pub use attach::{attach, AttachOptions, AttachOutcome, RawModeGuard, DEFAULT_DETACH_KEY};
-pub use host::{run_host, HostOptions, ReadyInput, SCROLLBACK_BYTES};
+pub use host::{run_host, DialogWatch, HostOptions, ReadyInput, SCROLLBACK_BYTES};
 pub use protocol::{Frame, FrameDecoder, ProtocolError, WindowSize, MAX_PAYLOAD, PROTOCOL_VERSION};
 pub use transcript::ScreenText;

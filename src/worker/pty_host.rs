@@ -56,7 +56,26 @@ pub struct HostOptions {
     pub transcript: Box<dyn Write + Send>,
     /// Text to type into the agent once it is ready for input (a loop's resume prompt).
     pub on_ready: Option<ReadyInput>,
+    /// Watches the screen for the agent's own dialogs (see [`DialogWatch`]).
+    pub dialogs: Option<DialogWatch>,
 }
+
+/// What the host looks for on the agent's screen to tell that the agent waits for a person
+/// at a dialog of its own (not a rein ask). Checked once the agent has been quiet for a
+/// moment after printing; while it is on screen, a small file says so (`agents/ID/dialog.json`)
+/// and `rein worker ls` shows the worker `waiting-human` with the dialog's line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialogWatch {
+    /// The agent's name, for the reason shown.
+    pub agent: String,
+    /// Text that appears on screen only while one of the agent's dialogs is open.
+    pub markers: Vec<String>,
+    /// Where to record that a dialog is open.
+    pub file: PathBuf,
+}
+
+/// How long the agent must be quiet before its screen is looked at for a dialog.
+const DIALOG_SETTLE: Duration = Duration::from_millis(300);
 
 /// Text the host types into the agent once, when the agent looks ready: it has printed
 /// something and then been quiet for `quiet` (or `give_up` has passed). The text goes in as
@@ -95,6 +114,7 @@ pub fn run_host(options: HostOptions) -> anyhow::Result<i32> {
         rows,
         transcript,
         on_ready,
+        dialogs,
     } = options;
     let Some(program) = command.first() else {
         bail!("cannot start a worker: the agent command is empty");
@@ -121,6 +141,9 @@ pub fn run_host(options: HostOptions) -> anyhow::Result<i32> {
     notify(&[NotifyState::Ready, attached_status(false)]);
 
     let mut host = Host {
+        dialogs,
+        dialog_check: None,
+        dialog_open: false,
         agent,
         master: pty.master,
         master_open: true,
@@ -146,6 +169,10 @@ pub fn run_host(options: HostOptions) -> anyhow::Result<i32> {
 }
 
 struct Host {
+    dialogs: Option<DialogWatch>,
+    /// When to look at the screen for a dialog: set by output, cleared by the look.
+    dialog_check: Option<Instant>,
+    dialog_open: bool,
     agent: Agent,
     master: File,
     /// False once reading the master fails with EIO: no process has the terminal open.
@@ -196,11 +223,21 @@ impl Host {
                 }
                 fds.push(sys::pollfd(connection.stream.as_raw_fd(), events));
             }
-            let timeout = self.ready_timeout();
+            let ready = self.ready_timeout();
+            let dialog = self
+                .dialog_check
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            let timeout = match (ready, dialog) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             sys::poll_with_timeout(&mut fds, timeout)
                 .context("the PTY host cannot wait for events")?;
-            if timeout.is_some() {
+            if ready.is_some() {
                 self.advance_ready();
+            }
+            if dialog.is_some() {
+                self.check_dialog();
             }
 
             if fds[SIGNALS].revents != 0 {
@@ -289,6 +326,10 @@ impl Host {
 
     fn relay_output(&mut self, bytes: &[u8]) {
         self.terminal.feed(bytes);
+        if self.dialogs.is_some() {
+            // Looked at once the output settles: no timer runs while the agent is idle.
+            self.dialog_check = Some(Instant::now() + DIALOG_SETTLE);
+        }
         self.scrollback.push(bytes);
         if let Some(client) = &mut self.client {
             encode_data(bytes, &mut client.outbox);
@@ -511,6 +552,42 @@ impl Host {
         }
         self.write_agent_input();
         bracketed
+    }
+
+    /// Looks at the settled screen for one of the agent's dialogs and records whether one
+    /// is open.
+    fn check_dialog(&mut self) {
+        if self.dialog_check.is_some_and(|at| at > Instant::now()) {
+            return;
+        }
+        self.dialog_check = None;
+        let Some(watch) = &self.dialogs else {
+            return;
+        };
+        let screen = self.terminal.screen();
+        let open = screen.lines.iter().find_map(|line| {
+            watch
+                .markers
+                .iter()
+                .any(|marker| line.contains(marker.as_str()))
+                .then(|| line.trim().to_owned())
+        });
+        let result = match (&open, self.dialog_open) {
+            (Some(line), _) => crate::store::write_atomic_mode(
+                &watch.file,
+                &crate::store::to_json_bytes(&serde_json::json!({
+                    "reason": format!("{} shows a dialog: {line}", watch.agent),
+                    "since": chrono::Utc::now(),
+                })),
+                0o600,
+            ),
+            (None, true) => crate::store::remove_file(&watch.file).map(|_| ()),
+            (None, false) => Ok(()),
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "cannot record the agent's dialog");
+        }
+        self.dialog_open = open.is_some();
     }
 
     /// How long poll(2) may sleep: forever, unless a [`ReadyInput`] is still to be typed.
