@@ -13,6 +13,7 @@
 //! - [`systemd`]: the user manager over D-Bus; [`fleet`]: the pulse and workers as
 //!   transient units; [`worker`]: the PTY host inside a worker unit.
 //! - [`bridge`]: what every bridge shares: the delivery engine, ledger, allowlist, secrets.
+//! - [`text`]: agent-supplied text made inert before a person sees it.
 //! - [`cli`]: the clap definition (the single source of `--help`, man pages and completions)
 //!   and one file per verb group.
 
@@ -33,6 +34,7 @@ pub mod seed;
 pub mod state;
 pub mod store;
 pub mod systemd;
+pub mod text;
 pub mod worker;
 pub mod world;
 

@@ -54,3 +54,4 @@ use super::pty_protocol as protocol;
 pub use attach::{attach, AttachOptions, AttachOutcome, RawModeGuard, DEFAULT_DETACH_KEY};
 pub use host::{run_host, HostOptions, SCROLLBACK_BYTES};
 pub use protocol::{Frame, FrameDecoder, ProtocolError, WindowSize, MAX_PAYLOAD, PROTOCOL_VERSION};
+pub use transcript::render as render_transcript;

@@ -128,7 +128,9 @@ impl Transcript {
 
     fn end_line(&mut self) {
         let line = String::from_utf8_lossy(&self.line);
-        let line = line.trim_end();
+        // Dropping bytes inside a UTF-8 sequence can leave a C1 control (`c2` + `9b` is a
+        // CSI); whatever control remains is shown, not obeyed.
+        let line = crate::text::inert(line.trim_end());
         if !line.is_empty() && !self.failed {
             let written = writeln!(self.sink, "{line}").and_then(|()| self.sink.flush());
             if let Err(error) = written {
@@ -141,36 +143,41 @@ impl Transcript {
     }
 }
 
+/// The transcript lines that `chunks` of raw terminal output become, as one string: what a
+/// worker's journal shows for that output (used by tests and the fuzz targets).
+pub fn render<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let sink = SharedSink::default();
+    let mut transcript = Transcript::new(Box::new(sink.clone()));
+    for chunk in chunks {
+        transcript.feed(chunk);
+    }
+    transcript.finish();
+    let bytes = std::mem::take(&mut *sink.0.lock().unwrap_or_else(|p| p.into_inner()));
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[derive(Clone, Default)]
+struct SharedSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for SharedSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Sink {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner())
-                .extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     fn render(chunks: &[&[u8]]) -> String {
-        let sink = Sink::default();
-        let mut transcript = Transcript::new(Box::new(sink.clone()));
-        for chunk in chunks {
-            transcript.feed(chunk);
-        }
-        transcript.finish();
-        let bytes = sink.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        String::from_utf8(bytes).expect("transcript is UTF-8")
+        super::render(chunks.iter().copied())
     }
 
     #[test]
@@ -196,6 +203,12 @@ mod tests {
             ),
             (&[b"no newline at exit"], "no newline at exit\n"),
             (&[b"tab\there\n"], "tab\there\n"),
+            // A C1 control assembled from the bytes around a removed escape sequence.
+            (&[&[0xc2, 0x1b, b'[', b'0', b'm', 0x9b, b'\n']], "\\u{9b}\n"),
+            (
+                &["bidi \u{202e}txt".as_bytes(), b"\n"],
+                "bidi \\u{202e}txt\n",
+            ),
         ];
         for (chunks, expected) in cases {
             assert_eq!(render(chunks), *expected, "{chunks:?}");
