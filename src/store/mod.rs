@@ -52,6 +52,17 @@ pub fn validate_id(kind: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// For `#[serde(deserialize_with = "store::valid_id")]` on the id and name fields of records:
+/// a record whose id breaks the pattern does not load, so a planted or hand-edited file
+/// cannot carry an id into code that builds paths or messages from it.
+pub fn valid_id<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<String, D::Error> {
+    let id = <String as serde::Deserialize>::deserialize(deserializer)?;
+    validate_id("id", &id).map_err(serde::de::Error::custom)?;
+    Ok(id)
+}
+
 /// True for names rein never treats as records: temp files and other dot files.
 pub fn is_hidden(name: &str) -> bool {
     name.starts_with('.')
