@@ -340,6 +340,8 @@ impl Mailbox {
     /// Answers an ask. The first resolution wins across processes.
     pub fn answer(&self, id: &str, text: &str, by: &str) -> Result<AnswerOutcome> {
         let record = self.get(id)?;
+        // Line ends typed or pasted as CRLF are line ends, not carriage returns.
+        let text = text.replace("\r\n", "\n");
         let text = text.trim_end_matches(['\n', '\r']);
         if text.trim().is_empty() {
             return Err(Error::invalid(format!(
@@ -535,10 +537,11 @@ mod tests {
             .expect_err("refused");
         assert_eq!(error.exit_code(), crate::error::EXIT_USAGE);
         assert_eq!(mailbox.resolution(&ask.id).expect("read"), None);
-        assert!(matches!(
-            mailbox.answer(&ask.id, "two\nlines\tand a tab", "cli:a"),
-            Ok(AnswerOutcome::Accepted(_))
-        ));
+        let accepted = mailbox.answer(&ask.id, "two\r\nlines\tand a tab\r\n", "cli:a");
+        let Ok(AnswerOutcome::Accepted(resolution)) = accepted else {
+            panic!("a plain multi-line answer is accepted: {accepted:?}");
+        };
+        assert_eq!(resolution.text.as_deref(), Some("two\nlines\tand a tab"));
     }
 
     #[test]
