@@ -13,7 +13,8 @@
 # libFuzzer, and a toolchain that takes -Z flags: nightly when rustup has it, else the
 # stable toolchain with RUSTC_BOOTSTRAP=1. FUZZ_SANITIZER picks cargo-fuzz's sanitizer
 # (default none: rein's parsers are safe Rust, and without ASan the build is smaller and each
-# execution faster; overflow checks are on either way, see fuzz/Cargo.toml).
+# execution faster; overflow checks are on either way, see fuzz/Cargo.toml). FUZZ_TARGET_DIR
+# puts the build elsewhere than fuzz/target, e.g. a cache that outlives a fresh clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,10 @@ CARGO_FUZZ_VERSION=0.13.2
 SECONDS_PER_TARGET=${1:-60}
 shift || true
 SANITIZER=${FUZZ_SANITIZER:-none}
+target_dir=()
+if [[ -n ${FUZZ_TARGET_DIR:-} ]]; then
+    target_dir=(--target-dir "$FUZZ_TARGET_DIR")
+fi
 # Inputs up to 16 KiB: enough for a 3,000-character worker name or a page of options.
 MAX_LEN=${FUZZ_MAX_LEN:-16384}
 
@@ -69,7 +74,7 @@ fi
 build_started=$(date +%s)
 say "building ${#targets[@]} targets (sanitizer: $SANITIZER)"
 for target in "${targets[@]}"; do
-    cargo "${toolchain[@]}" fuzz build --sanitizer "$SANITIZER" "$target"
+    cargo "${toolchain[@]}" fuzz build "${target_dir[@]}" --sanitizer "$SANITIZER" "$target"
 done
 say "built in $(($(date +%s) - build_started)) s"
 
@@ -82,7 +87,7 @@ for target in "${targets[@]}"; do
     log=fuzz/artifacts/$target/last-run.log
     say "fuzzing $target for $SECONDS_PER_TARGET s"
     status=ok
-    if ! cargo "${toolchain[@]}" fuzz run --sanitizer "$SANITIZER" "$target" "$corpus" "fuzz/seeds/$target" -- \
+    if ! cargo "${toolchain[@]}" fuzz run "${target_dir[@]}" --sanitizer "$SANITIZER" "$target" "$corpus" "fuzz/seeds/$target" -- \
         -max_total_time="$SECONDS_PER_TARGET" -max_len="$MAX_LEN" -timeout=10 \
         -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1 >"$log" 2>&1; then
         status="FOUND (see $log and fuzz/artifacts/$target)"
