@@ -98,13 +98,15 @@ fn question_block(ask: &Ask, resent: bool) -> Value {
     json!({ "type": "section", "text": mrkdwn(&text) })
 }
 
+/// Whether every option can be a button that answers it: an empty option (a hand-written
+/// ask file) would be a button whose click parse_button refuses.
 fn buttons_fit(ask: &Ask) -> bool {
     !ask.options.is_empty()
         && ask.options.len() <= BUTTONS_MAX
         && ask
             .options
             .iter()
-            .all(|o| button_value(&ask.id, o).chars().count() <= BUTTON_VALUE_MAX)
+            .all(|o| !o.is_empty() && button_value(&ask.id, o).chars().count() <= BUTTON_VALUE_MAX)
 }
 
 /// A new ask: the question, a button per option, and how else to answer.
@@ -291,6 +293,17 @@ mod tests {
         }
         assert_eq!(truncate("abc", 0), "");
         assert_eq!(truncate("abc", 1), "…");
+    }
+
+    #[test]
+    fn an_empty_option_gets_no_button() {
+        // Found by fuzzing: a button for "" could never be clicked into an answer.
+        let (_, blocks) = ask_message(&ask(&["yes", ""]), false);
+        assert!(blocks
+            .as_array()
+            .expect("blocks")
+            .iter()
+            .all(|b| b["type"] != "actions"));
     }
 
     #[test]
