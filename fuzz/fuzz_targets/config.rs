@@ -40,8 +40,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let printed = toml::to_string(&config).expect("a loaded config prints");
-    let again = Config::parse(Path::new("printed.toml"), &printed)
-        .unwrap_or_else(|error| panic!("{error}\n{printed}"));
+    let again = match Config::parse(Path::new("printed.toml"), &printed) {
+        Ok(again) => again,
+        // The toml crate reads a table header of many dotted keys, but the header it prints
+        // for it nests past its own recursion limit (found by this target; rein never
+        // prints TOML).
+        Err(error) if error.to_string().contains("recursion limit") => return,
+        Err(error) => panic!("{error}\n{printed}"),
+    };
     assert_eq!(
         as_json,
         serde_json::to_value(&again).expect("json"),
