@@ -141,7 +141,7 @@ pub fn ask_message(ask: &Ask, resent: bool) -> (String, Value) {
     };
     blocks.push(json!({
         "type": "context",
-        "elements": [mrkdwn(&format!("ask `{}` · {how}", ask.id))],
+        "elements": [mrkdwn(&truncate(&format!("ask `{}` · {how}", ask.id), SECTION_TEXT_MAX))],
     }));
     let mut text = ask_text(ask);
     if resent {
@@ -293,6 +293,25 @@ mod tests {
         }
         assert_eq!(truncate("abc", 0), "");
         assert_eq!(truncate("abc", 1), "…");
+    }
+
+    #[test]
+    fn a_long_option_list_keeps_the_context_within_its_limit() {
+        // Found by fuzzing: "ask `ID` · " came on top of a list already cut to 3,000.
+        let long: Vec<String> = (0..30).map(|n| format!("{n}{}", "o".repeat(200))).collect();
+        let long: Vec<&str> = long.iter().map(String::as_str).collect();
+        let (_, blocks) = ask_message(&ask(&long), false);
+        let context = blocks.as_array().expect("blocks").last().expect("context")["elements"][0]
+            ["text"]
+            .as_str()
+            .expect("text")
+            .to_owned();
+        assert!(
+            context.chars().count() <= SECTION_TEXT_MAX,
+            "{}",
+            context.len()
+        );
+        assert!(context.starts_with("ask `ab3x9k` · reply in this thread with one of: 0o"));
     }
 
     #[test]
