@@ -468,7 +468,7 @@ pub(crate) mod size_text {
             Text(String),
         }
         match Raw::deserialize(deserializer)? {
-            Raw::Number(n) => Ok(n),
+            Raw::Number(n) => crate::duration::check_size(n).map_err(serde::de::Error::custom),
             Raw::Text(text) => crate::duration::parse_size(&text).map_err(serde::de::Error::custom),
         }
     }
@@ -792,6 +792,11 @@ mod tests {
             "[runner]\npreset = \"custom\"\n",
             "[workers]\nmemory_max = \"lots\"\n",
             "[workers]\ncpu_quota = \"0%\"\n",
+            // Found by fuzzing: the largest u64 overflowed the sensor output cap.
+            "[sensors]\noutput_cap = \"18446744073709551615\"\n",
+            "[sensors]\noutput_cap = 1125899906842625\n",
+            "[workers]\nmemory_max = \"64iB\"\n",
+            "[workers]\ncpu_quota = \"5%%\"\n",
         ];
         for text in cases {
             assert!(Config::parse(Path::new("c.toml"), text).is_err(), "{text}");

@@ -91,35 +91,60 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
-/// A byte size as users write it: `512M`, `2G`, `64K`, `1048576`.
+/// The largest size rein accepts: 1024T (1 PiB). Far above any memory limit or output cap,
+/// and small enough that no arithmetic on a size can overflow.
+pub const MAX_SIZE: u64 = 1 << 50;
+
+/// A byte size as users write it: `512M`, `2G`, `64K`, `64KiB`, `1048576`.
+///
+/// The grammar: a number, then optionally `B`, or one of `K`, `M`, `G`, `T` (any case, powers
+/// of 1024) followed optionally by `B` or `iB`. At most [`MAX_SIZE`].
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let problem =
-        || format!("invalid size {text:?}: write it like 512M, 2G, 64K or a number of bytes");
+    let problem = || {
+        format!("invalid size {text:?}: write it like 512M, 2G, 64K or a number of bytes, at most 1024T")
+    };
     let trimmed = text.trim();
     let digits = trimmed.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
         return Err(problem());
     }
     let number: u64 = trimmed[..digits].parse().map_err(|_| problem())?;
-    let factor: u64 = match trimmed[digits..]
-        .trim_end_matches(['B', 'b'])
-        .trim_end_matches('i')
-    {
-        "" => 1,
-        "K" | "k" => 1 << 10,
-        "M" | "m" => 1 << 20,
-        "G" | "g" => 1 << 30,
-        "T" | "t" => 1 << 40,
+    let (prefix, suffix) = match trimmed[digits..].char_indices().nth(1) {
+        Some((at, _)) => trimmed[digits..].split_at(at),
+        None => (&trimmed[digits..], ""),
+    };
+    let factor: u64 = match (prefix, suffix) {
+        ("", "") | ("B" | "b", "") => 1,
+        (unit, "" | "B" | "b" | "iB" | "ib") => match unit {
+            "K" | "k" => 1 << 10,
+            "M" | "m" => 1 << 20,
+            "G" | "g" => 1 << 30,
+            "T" | "t" => 1 << 40,
+            _ => return Err(problem()),
+        },
         _ => return Err(problem()),
     };
-    number.checked_mul(factor).ok_or_else(problem)
+    check_size(number.checked_mul(factor).ok_or_else(problem)?).map_err(|_| problem())
 }
 
-/// A CPU quota percentage: `50%` or `150` (more than one core is allowed).
+/// Refuses sizes above [`MAX_SIZE`] (a size given as a plain number in the config).
+pub fn check_size(bytes: u64) -> Result<u64, String> {
+    if bytes > MAX_SIZE {
+        return Err(format!(
+            "invalid size {bytes}: at most {MAX_SIZE} bytes (1024T)"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A CPU quota percentage: `50%` or `150` (more than one core is allowed): a whole number
+/// from 1 to 100000, optionally followed by one `%`.
 pub fn parse_percent(text: &str) -> Result<u32, String> {
-    let number = text.trim().trim_end_matches('%');
+    let trimmed = text.trim();
+    let number = trimmed.strip_suffix('%').unwrap_or(trimmed);
+    let whole = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
     match number.parse::<u32>() {
-        Ok(value) if (1..=100_000).contains(&value) => Ok(value),
+        Ok(value) if whole && (1..=100_000).contains(&value) => Ok(value),
         _ => Err(format!(
             "invalid CPU quota {text:?}: write a whole percentage from 1% to 100000%, like 50% or 200%"
         )),
@@ -174,5 +199,62 @@ mod tests {
         assert_eq!(parse_percent("200"), Ok(200));
         assert!(parse_percent("0%").is_err());
         assert!(parse_percent("half").is_err());
+    }
+
+    #[test]
+    fn sizes_follow_the_documented_grammar() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("0", Some(0)),
+            ("5B", Some(5)),
+            ("5b", Some(5)),
+            ("64k", Some(64 << 10)),
+            ("64KB", Some(64 << 10)),
+            ("64KiB", Some(64 << 10)),
+            ("1T", Some(1 << 40)),
+            ("1024T", Some(MAX_SIZE)),
+            (" 2G ", Some(2 << 30)),
+            // Found by fuzzing: looser than documented.
+            ("5i", None),
+            ("64iB", None),
+            ("1bb", None),
+            ("+5", None),
+            ("5KiBB", None),
+            ("5Ki", None),
+            ("5 K", None),
+            ("", None),
+            ("K", None),
+            // Above the bound, and the value that overflowed `read_capped`.
+            ("1025T", None),
+            ("18446744073709551615", None),
+            ("99999999999999999999", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_size(text).ok(), *expected, "parse_size({text:?})");
+        }
+        assert!(check_size(MAX_SIZE).is_ok());
+        assert!(check_size(MAX_SIZE + 1).is_err());
+    }
+
+    #[test]
+    fn percentages_follow_the_documented_grammar() {
+        let cases: &[(&str, Option<u32>)] = &[
+            ("1", Some(1)),
+            ("50%", Some(50)),
+            (" 100000% ", Some(100_000)),
+            // Found by fuzzing: looser than documented.
+            ("5%%", None),
+            ("+5", None),
+            ("+5%", None),
+            ("%", None),
+            ("100001%", None),
+            ("5 %", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                parse_percent(text).ok(),
+                *expected,
+                "parse_percent({text:?})"
+            );
+        }
     }
 }

@@ -10,8 +10,15 @@ use crate::store::{self, DataDir};
 
 /// Appends an event to `journal.md` and emits it to the log (journald when available).
 pub fn record(dir: &DataDir, event: &str, message: &str) -> Result<()> {
+    let message = one_line(message);
     tracing::info!(REIN_EVENT = event, "{message}");
-    append(dir, event, message)
+    append(dir, event, &message)
+}
+
+/// A message as one inert line: line breaks become spaces, other controls are made visible
+/// (prompts and answers in journal lines come from agents and strangers).
+fn one_line(message: &str) -> String {
+    crate::text::inert_line(&message.replace(['\n', '\r'], " ")).into_owned()
 }
 
 /// Appends an event to `journal.md` only (the caller logs it with its own fields).
@@ -19,7 +26,7 @@ pub fn append(dir: &DataDir, event: &str, message: &str) -> Result<()> {
     let line = format!(
         "- {} {event}: {}",
         Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-        message.replace(['\n', '\r'], " ")
+        one_line(message)
     );
     store::ensure_dir(dir.root())?;
     store::append_line(&dir.journal(), &line)
@@ -64,5 +71,17 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert!(lines[1].ends_with("beat: two lines"), "{lines:?}");
         assert_eq!(tail(&data, 1).expect("tail").len(), 1);
+    }
+
+    #[test]
+    fn controls_in_messages_are_recorded_visibly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = DataDir::new(dir.path());
+        record(&data, "ask", "w1 asked x: Drop?\r\u{1b}[KFix?\u{9b}2J").expect("record");
+        let lines = tail(&data, 1).expect("tail");
+        assert!(
+            lines[0].ends_with("ask: w1 asked x: Drop? \\e[KFix?\\u{9b}2J"),
+            "{lines:?}"
+        );
     }
 }

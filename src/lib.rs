@@ -16,6 +16,7 @@
 //! - [`gate`]: how sandboxed workers file asks, claims, notes and reports as themselves.
 //! - [`bridge`]: what every bridge shares: the delivery engine, ledger, allowlist, secrets.
 //! - [`tui`]: `rein tui`, the fleet on one screen, live from inotify and D-Bus signals.
+//! - [`text`]: agent-supplied text made inert before a person sees it.
 //! - [`cli`]: the clap definition (the single source of `--help`, man pages and completions)
 //!   and one file per verb group.
 
@@ -39,6 +40,7 @@ pub mod seed;
 pub mod state;
 pub mod store;
 pub mod systemd;
+pub mod text;
 pub mod tui;
 pub mod worker;
 pub mod world;

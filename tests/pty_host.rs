@@ -110,6 +110,7 @@ impl TestHost {
             rows: 40,
             transcript: Box::new(transcript.clone()),
             on_ready,
+            dialogs: None,
         };
         let (sender, result) = mpsc::channel();
         std::thread::spawn(move || {
@@ -616,6 +617,7 @@ fn host_process_helper() {
         cols: 80,
         rows: 24,
         transcript: Box::new(std::io::stdout()),
+        dialogs: None,
         // Typed once the agent is quiet; afterwards the host must sleep like any idle host.
         on_ready: Some(ReadyInput {
             text: b"resume-typed".to_vec(),

@@ -353,7 +353,7 @@ fn a_prompt_with_escape_sequences_shows_inert() {
         "\u{1b}]0;PWNED\u{7}\u{1b}[2J\u{1b}[31mred\u{1b}[H evil",
     ]);
     let screen = Screen::start(&rein, 120, 40);
-    let shown = screen.wait_for("␛]0;PWNED␇␛[2J␛[31mred␛[H evil");
+    let shown = screen.wait_for("\\e]0;PWNED\\x07\\e[2J\\e[31mred\\e[H evil");
     assert!(
         shown.contains("Asks (1 pending)"),
         "the layout held: {shown}"

@@ -9,6 +9,7 @@ use crate::error::{Error, EXIT_CONFLICT, EXIT_TIMEOUT, EXIT_USAGE, EXIT_WITHDRAW
 use crate::gate::Request;
 use crate::journal;
 use crate::mailbox::{self, AnswerOutcome, Ask, Filing, Mailbox, ResolutionKind};
+use crate::text::inert;
 
 pub fn ask(
     context: &Context,
@@ -86,7 +87,7 @@ pub fn ask(
             0
         }
         ResolutionKind::Withdrawn => {
-            eprintln!("rein: ask {} was {}", ask.id, resolution.describe());
+            eprintln!("rein: ask {} was {}", ask.id, inert(&resolution.describe()));
             EXIT_WITHDRAWN
         }
     };
@@ -173,7 +174,10 @@ pub fn answer_interactive(
     let mailbox = Mailbox::new(context.data());
     let record = mailbox.get(id)?;
     if let Some(resolution) = &record.resolution {
-        eprintln!("rein: ask {id} was already {}", resolution.describe());
+        eprintln!(
+            "rein: ask {id} was already {}",
+            inert(&resolution.describe())
+        );
         return Ok(EXIT_CONFLICT);
     }
     let ask = &record.ask;
@@ -214,7 +218,10 @@ pub fn answer_interactive(
             }
             match reader_mailbox.answer(&reader_id, line.trim(), &reader_by) {
                 Ok(AnswerOutcome::NotAnOption(options)) => {
-                    eprintln!("not an option; answer one of: {}", options.join(", "))
+                    eprintln!(
+                        "not an option; answer one of: {}",
+                        inert(&options.join(", "))
+                    )
                 }
                 Ok(_) => return,
                 Err(error) => {
@@ -314,14 +321,14 @@ fn report_outcome(
             }
             eprintln!(
                 "rein: ask {id} was already {}; your {verb} was not recorded",
-                resolution.describe()
+                inert(&resolution.describe())
             );
             Ok(EXIT_CONFLICT)
         }
         AnswerOutcome::NotAnOption(options) => {
             eprintln!(
                 "rein: that is not an option of ask {id}; answer one of: {}",
-                options.join(", ")
+                inert(&options.join(", "))
             );
             Ok(EXIT_USAGE)
         }

@@ -29,7 +29,7 @@
 //! `failed` while `SubState` is `auto-restart`.
 
 mod manager;
-mod private_socket;
+pub mod private_socket;
 mod proxies;
 mod state;
 pub mod units;

@@ -656,6 +656,6 @@ mod tests {
         assert_eq!(first_line("one\ntwo"), "one …");
         assert_eq!(tail("/a/b/c/work", 6), "…/work");
         assert_eq!(tail("short", 6), "short");
-        assert_eq!(first_line("\u{1b}[31mred"), "␛[31mred");
+        assert_eq!(first_line("\u{1b}[31mred"), "\\e[31mred");
     }
 }

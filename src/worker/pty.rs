@@ -67,4 +67,5 @@ use super::pty_protocol as protocol;
 pub use attach::{attach, AttachOptions, AttachOutcome, RawModeGuard, DEFAULT_DETACH_KEY};
 pub use host::{run_host, DialogWatch, HostOptions, ReadyInput, SCROLLBACK_BYTES};
 pub use protocol::{Frame, FrameDecoder, ProtocolError, WindowSize, MAX_PAYLOAD, PROTOCOL_VERSION};
+pub use transcript::render as render_transcript;
 pub use transcript::ScreenText;

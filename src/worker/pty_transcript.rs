@@ -187,6 +187,9 @@ impl Terminal {
         if line.is_empty() || self.failed {
             return;
         }
+        // What the emulator kept of agent output is shown, never obeyed: a control that
+        // reached a cell (a bidi override, say) is written visibly.
+        let line = crate::text::inert(line);
         let written = writeln!(self.sink, "{line}").and_then(|()| self.sink.flush());
         if let Err(error) = written {
             // Keep the agent running; there is nowhere better to report this.
@@ -218,31 +221,49 @@ fn row_text(screen: &vt100::Screen, row: u16) -> String {
     text
 }
 
+/// The transcript lines that `chunks` of raw terminal output become, as one string: what a
+/// worker's journal shows for that output (used by tests and the fuzz targets).
+pub fn render<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let sink = SharedSink::default();
+    let mut terminal = Terminal::new(Box::new(sink.clone()), DEFAULT_RENDER_SIZE);
+    for chunk in chunks {
+        terminal.feed(chunk);
+    }
+    terminal.finish();
+    let bytes = std::mem::take(&mut *sink.0.lock().unwrap_or_else(|p| p.into_inner()));
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The screen [`render`] emulates: the PTY host's default.
+const DEFAULT_RENDER_SIZE: WindowSize = WindowSize {
+    cols: 120,
+    rows: 40,
+};
+
+#[derive(Clone, Default)]
+struct SharedSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for SharedSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Sink {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner())
-                .extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     const SIZE: WindowSize = WindowSize { cols: 40, rows: 6 };
 
     fn render(chunks: &[&[u8]]) -> String {
-        let sink = Sink::default();
+        let sink = SharedSink::default();
         let mut terminal = Terminal::new(Box::new(sink.clone()), SIZE);
         for chunk in chunks {
             terminal.feed(chunk);
@@ -294,6 +315,14 @@ mod tests {
             (
                 &[b"0123456789012345678901234567890123456789abcdef\r\n"],
                 "0123456789012345678901234567890123456789abcdef\n",
+            ),
+            (&[b"tab\there\r\n"], "tab     here\n"),
+            // A C1 control around an escape sequence is obeyed by the emulator as a terminal
+            // would, never passed on: nothing of it reaches the transcript.
+            (&[&[0xc2, 0x1b, b'[', b'0', b'm', 0x9b, b'\r', b'\n']], ""),
+            (
+                &["bidi \u{202e}txt".as_bytes(), b"\r\n"],
+                "bidi \\u{202e}txt\n",
             ),
         ];
         for (chunks, expected) in cases {
