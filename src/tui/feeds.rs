@@ -243,15 +243,26 @@ impl DataWatch {
     }
 }
 
-/// Follows the data dir until the screen ends.
-pub async fn follow_data_dir(dir: DataDir, feed: UnboundedSender<Feed>) {
-    let mut watch = match DataWatch::new(&dir) {
-        Ok(watch) => watch,
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch the data dir; the screen will not follow it");
-            return;
-        }
-    };
+/// Starts watching the data dir now — before the screen's first read of it, so nothing that
+/// changes in between is missed — and returns the task that follows it until the screen ends.
+pub fn follow_data_dir(
+    dir: &DataDir,
+    feed: UnboundedSender<Feed>,
+) -> impl std::future::Future<Output = ()> {
+    let watch = DataWatch::new(dir);
+    async move {
+        let mut watch = match watch {
+            Ok(watch) => watch,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the data dir; the screen will not follow it");
+                return;
+            }
+        };
+        follow_watch(&mut watch, feed).await;
+    }
+}
+
+async fn follow_watch(watch: &mut DataWatch, feed: UnboundedSender<Feed>) {
     while let Ok(change) = watch.next().await {
         if feed.send(Feed::Data(change)).is_err() {
             return;

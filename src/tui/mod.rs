@@ -130,7 +130,7 @@ impl App {
         let (feed_tx, feed_rx) = unbounded_channel();
         let (fleet_requests, requests_rx) = unbounded_channel();
         let (manager_tx, manager) = watch::channel(None);
-        tokio::spawn(feeds::follow_data_dir(data.clone(), feed_tx.clone()));
+        tokio::spawn(feeds::follow_data_dir(&data, feed_tx.clone()));
         tokio::spawn(feeds::follow_fleet(
             paths.clone(),
             feed_tx.clone(),
