@@ -229,14 +229,19 @@ cmd_stop() {
     local i
     for ((i = 0; i < STOP_TIMEOUT_DECISECONDS; i++)); do
         if ! alive "$pid"; then
-            rm -f "$dir/$PID_FILE_NAME"
-            return 0
+            break
         fi
         sleep 0.1
     done
-    say "user manager pid $pid ignored SIGTERM for 10 s; sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
+    if alive "$pid"; then
+        say "user manager pid $pid ignored SIGTERM for 10 s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
     rm -f "$dir/$PID_FILE_NAME"
+    # The shared credentials mount `start` made, so DIR can be removed afterwards.
+    if [[ "$(id -u)" == 0 ]] && mountpoint -q "$dir/credentials"; then
+        umount "$dir/credentials" 2>/dev/null || umount -l "$dir/credentials" 2>/dev/null || true
+    fi
 }
 
 main() {

@@ -1,6 +1,7 @@
 //! Running a command and capturing what it prints, with limits that hold whatever it does.
 //!
-//! One routine for every command rein runs and reads back (sensors; the judge's tick):
+//! One routine for every command rein runs and reads back (sensors, the judge's tick, a
+//! loop's tick script):
 //! stdout and stderr are read concurrently (so a command that fills one pipe while rein reads
 //! the other cannot stall), each up to its cap, and everything the command started is stopped
 //! at its timeout — its process group, and every process that inherited its marker variable
@@ -28,10 +29,22 @@ pub const MARKER: &str = "REIN_CAPTURE";
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub timeout: Duration,
-    /// Past this many bytes on stdout the command is stopped ([`Ending::OverCap`]).
+    /// The most of stdout kept; what happens past it is [`Limits::past_cap`].
     pub stdout_cap: usize,
     /// stderr beyond this many bytes is read and dropped (the command is not stopped).
     pub stderr_cap: usize,
+    pub past_cap: PastCap,
+}
+
+/// What a capture does when stdout passes its cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PastCap {
+    /// The command is stopped ([`Ending::OverCap`]): its output would be wrong cut (a
+    /// sensor's JSON, the judge's move).
+    Stop,
+    /// The rest is read and dropped, as for stderr ([`Collected::stdout_over`]): the output
+    /// is a log a person reads (a loop's tick script).
+    Drop,
 }
 
 /// How a capture ended.
@@ -49,7 +62,10 @@ pub enum Ending {
 /// What [`collect`] read.
 #[derive(Debug, Clone)]
 pub struct Collected {
+    /// At most `stdout_cap` bytes of stdout.
     pub stdout: Vec<u8>,
+    /// Whether stdout had more than was kept (with [`PastCap::Drop`]).
+    pub stdout_over: bool,
     /// At most `stderr_cap` bytes of stderr.
     pub stderr: Vec<u8>,
     /// Whether stderr had more than was kept.
@@ -136,6 +152,7 @@ pub fn collect(
     let mut exited = exited;
     let mut collected = Collected {
         stdout: Vec::new(),
+        stdout_over: false,
         stderr: Vec::new(),
         stderr_over: false,
         ending: Ending::Finished,
@@ -198,7 +215,7 @@ pub fn collect(
                         break;
                     }
                     Ok(read) => {
-                        if index == 0 {
+                        if index == 0 && limits.past_cap == PastCap::Stop {
                             collected.stdout.extend_from_slice(&chunk[..read]);
                             if collected.stdout.len() > limits.stdout_cap {
                                 collected.stdout.truncate(limits.stdout_cap);
@@ -206,6 +223,10 @@ pub fn collect(
                                 stop();
                                 return Ok(collected);
                             }
+                        } else if index == 0 {
+                            let room = limits.stdout_cap.saturating_sub(collected.stdout.len());
+                            collected.stdout.extend_from_slice(&chunk[..read.min(room)]);
+                            collected.stdout_over |= read > room;
                         } else {
                             let room = limits.stderr_cap.saturating_sub(collected.stderr.len());
                             collected.stderr.extend_from_slice(&chunk[..read.min(room)]);
@@ -307,6 +328,7 @@ mod tests {
             timeout: Duration::from_millis(timeout_ms),
             stdout_cap: 1024,
             stderr_cap: 64,
+            past_cap: PastCap::Stop,
         }
     }
 
@@ -364,5 +386,23 @@ mod tests {
         let captured = run(&mut sh("head -c 1000000 /dev/zero"), &limits(5000)).expect("run");
         assert_eq!(captured.output.ending, Ending::OverCap);
         assert_eq!(captured.output.stdout.len(), 1024);
+    }
+
+    #[test]
+    fn past_its_cap_stdout_can_be_dropped_instead() {
+        let dropping = Limits {
+            past_cap: PastCap::Drop,
+            ..limits(5000)
+        };
+        let captured = run(
+            &mut sh("head -c 1000000 /dev/zero; echo; echo done >&2; exit 4"),
+            &dropping,
+        )
+        .expect("run");
+        assert_eq!(captured.output.ending, Ending::Finished);
+        assert_eq!(captured.output.stdout.len(), 1024);
+        assert!(captured.output.stdout_over);
+        assert_eq!(captured.output.stderr, b"done\n");
+        assert_eq!(captured.status.and_then(|s| s.code()), Some(4));
     }
 }

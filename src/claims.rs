@@ -16,7 +16,9 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Claim {
     pub version: u32,
+    #[serde(deserialize_with = "store::valid_id")]
     pub name: String,
+    #[serde(deserialize_with = "store::valid_id")]
     pub worker: String,
     pub pid: u32,
     /// The holder's start time in clock ticks since boot (`/proc/PID/stat` field 22).
@@ -118,4 +120,32 @@ pub fn list(dir: &DataDir) -> Result<Vec<Claim>> {
         }
     }
     Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_with_invalid_names_do_not_load() {
+        let claim = Claim {
+            version: FORMAT_VERSION,
+            name: "deploy".into(),
+            worker: "w1".into(),
+            pid: 1,
+            pid_start: None,
+            at: Utc::now(),
+        };
+        let read: Claim =
+            serde_json::from_slice(&store::to_json_bytes(&claim)).expect("round trip");
+        assert_eq!(read, claim);
+        for (field, bad) in [("name", ""), ("name", "../x"), ("worker", "W 1")] {
+            let mut value = serde_json::to_value(&claim).expect("json");
+            value[field] = bad.into();
+            assert!(
+                serde_json::from_value::<Claim>(value).is_err(),
+                "{field}={bad:?}"
+            );
+        }
+    }
 }

@@ -25,6 +25,8 @@ pub struct Config {
     pub sensors: SensorConfig,
     #[serde(default)]
     pub workers: WorkerConfig,
+    #[serde(default)]
+    pub loops: crate::fleet::loops::LoopsConfig,
     /// Per-bridge settings, validated by each bridge.
     #[serde(default)]
     pub bridges: BTreeMap<String, toml::Table>,
@@ -75,8 +77,12 @@ impl Preset {
         Some(match (self, with_model) {
             (Preset::Claude, true) => r#"claude -p --model {{model}} "$(cat {{prompt_file}})""#,
             (Preset::Claude, false) => r#"claude -p "$(cat {{prompt_file}})""#,
-            (Preset::Codex, true) => r#"codex exec --model {{model}} "$(cat {{prompt_file}})""#,
-            (Preset::Codex, false) => r#"codex exec "$(cat {{prompt_file}})""#,
+            (Preset::Codex, true) => {
+                r#"codex exec --skip-git-repo-check --model {{model}} "$(cat {{prompt_file}})""#
+            }
+            (Preset::Codex, false) => {
+                r#"codex exec --skip-git-repo-check "$(cat {{prompt_file}})""#
+            }
             (Preset::Opencode, true) => {
                 r#"opencode run --model {{model}} "$(cat {{prompt_file}})""#
             }
@@ -101,6 +107,11 @@ pub struct RunnerConfig {
     pub tick: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// A directory whose files are copied into every agent's own HOME before rein adds what
+    /// it needs (e.g. `.codex/config.toml` with a model provider). Unset: the user's own
+    /// settings files for the agent CLI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_template: Option<PathBuf>,
     /// Environment of every worker and of the judge's tick command (plain values: they are
     /// unit properties, so `systemctl --user show` prints them; keys go in `secrets`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -442,7 +453,7 @@ impl Default for WorkerConfig {
     }
 }
 
-mod size_text {
+pub(crate) mod size_text {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
@@ -457,7 +468,7 @@ mod size_text {
             Text(String),
         }
         match Raw::deserialize(deserializer)? {
-            Raw::Number(n) => Ok(n),
+            Raw::Number(n) => crate::duration::check_size(n).map_err(serde::de::Error::custom),
             Raw::Text(text) => crate::duration::parse_size(&text).map_err(serde::de::Error::custom),
         }
     }
@@ -568,12 +579,31 @@ impl Config {
             Ok(())
         };
         check_env("runner", &self.runner.env, &self.runner.secrets)?;
+        if let Some(template) = &self.runner.home_template {
+            if !template.is_absolute() && !template.starts_with("~") {
+                return Err(problem(format!(
+                    "runner.home_template {} must be an absolute path (or start with ~/)",
+                    template.display()
+                )));
+            }
+        }
         for (id, worker) in &self.workers.overrides {
             store::validate_id("worker id", id)
                 .map_err(|e| problem(format!("[workers.{id}]: {e}")))?;
             check_env(&format!("workers.{id}"), &worker.env, &worker.secrets)?;
         }
         Ok(())
+    }
+
+    /// `runner.home_template` with `~/` expanded.
+    pub fn home_template(&self) -> Option<PathBuf> {
+        let template = self.runner.home_template.as_ref()?;
+        Some(match template.strip_prefix("~") {
+            Ok(rest) => directories::BaseDirs::new()
+                .map(|dirs| dirs.home_dir().join(rest))
+                .unwrap_or_else(|| template.clone()),
+            Err(_) => template.clone(),
+        })
     }
 
     /// A worker's plain environment and secrets: the runner's, then the worker's own
@@ -683,6 +713,13 @@ pub fn template(preset: Preset) -> String {
 # The agent workers run: claude, codex, opencode, pi, or custom (then set `command`).
 preset = "{preset}"
 {command}# model = "..."
+# Settings copied into each agent's own HOME first (default: your own, e.g. ~/.codex/config.toml).
+# home_template = "~/.config/rein/agent-home"
+
+# [runner.env]                # plain variables for every agent (visible in systemctl show)
+# ANTHROPIC_BASE_URL = "https://..."
+# [runner.secrets]            # API keys: file:PATH (mode 0600) or credential:NAME
+# ANTHROPIC_API_KEY = "file:~/.config/rein/anthropic.key"
 
 [judge]
 # agent: rein calls no LLM; an agent session loops on `rein wait --json`.
@@ -705,6 +742,9 @@ start_limit_burst = 5
 start_limit_interval = "10m"
 # memory_max = "4G"
 # cpu_quota = "200%"
+stop_timeout = "10s"
+# strict: every agent runs in systemd's sandbox (checked at each start); off: unfenced.
+sandbox = "strict"
 "#,
         preset = preset.name()
     )
@@ -752,6 +792,11 @@ mod tests {
             "[runner]\npreset = \"custom\"\n",
             "[workers]\nmemory_max = \"lots\"\n",
             "[workers]\ncpu_quota = \"0%\"\n",
+            // Found by fuzzing: the largest u64 overflowed the sensor output cap.
+            "[sensors]\noutput_cap = \"18446744073709551615\"\n",
+            "[sensors]\noutput_cap = 1125899906842625\n",
+            "[workers]\nmemory_max = \"64iB\"\n",
+            "[workers]\ncpu_quota = \"5%%\"\n",
         ];
         for text in cases {
             assert!(Config::parse(Path::new("c.toml"), text).is_err(), "{text}");

@@ -31,9 +31,11 @@ pub fn record_or_warn(dir: &DataDir, event: &str, message: &str) {
     }
 }
 
-/// `message` on one line, cut to [`MAX_MESSAGE`] bytes at a character boundary.
+/// `message` as one inert line, cut to [`MAX_MESSAGE`] bytes at a character boundary: line
+/// breaks become spaces and other controls are made visible (prompts and answers in journal
+/// lines come from agents and strangers).
 fn capped(message: &str) -> String {
-    let line = message.replace(['\n', '\r'], " ");
+    let line = crate::text::inert_line(&message.replace(['\n', '\r'], " ")).into_owned();
     if line.len() <= MAX_MESSAGE {
         return line;
     }
@@ -103,5 +105,17 @@ mod tests {
         let cut = capped(&long);
         assert!(cut.len() < MAX_MESSAGE + 40, "{}", cut.len());
         assert!(cut.ends_with(&format!("… ({} bytes)", long.len())), "{cut}");
+    }
+
+    #[test]
+    fn controls_in_messages_are_recorded_visibly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = DataDir::new(dir.path());
+        record(&data, "ask", "w1 asked x: Drop?\r\u{1b}[KFix?\u{9b}2J").expect("record");
+        let lines = tail(&data, 1).expect("tail");
+        assert!(
+            lines[0].ends_with("ask: w1 asked x: Drop? \\e[KFix?\\u{9b}2J"),
+            "{lines:?}"
+        );
     }
 }

@@ -7,7 +7,6 @@
 //! The judge can only make rein's own moves. Irreversible actions (merge, deploy, delete,
 //! publish, pay) are never moves: a worker that wants one must `rein ask` a human first.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,9 +17,15 @@ use crate::error::{Error, Result};
 use crate::mailbox::{Mailbox, NewAsk};
 use crate::paths::Paths;
 use crate::store::{self, validate_id};
-use crate::{journal, notes};
+use crate::systemd::{Manager, TransientUnit, DEFAULT_STOP_GRACE};
+use crate::{capture, journal, notes};
 
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The most a tick may print on stdout (one move, in JSON); past it the tick is stopped.
+const TICK_STDOUT_MAX: usize = 1 << 20;
+/// How much of a tick's stderr is kept to say why it failed.
+const TICK_STDERR_KEPT: usize = 4096;
 
 /// The one move a tick may make.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,63 +199,123 @@ fn today() -> String {
     Utc::now().format("%Y-%m-%d").to_string()
 }
 
-/// Runs `command` with `sh -c`, killing it after `timeout`; returns its stdout.
-fn run_tick(paths: &Paths, command: &str, timeout: Duration) -> Result<String> {
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
-        .current_dir(&paths.data_dir)
-        .env("REIN_DATA_DIR", &paths.data_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| Error::invalid(format!("could not start the judge command: {e}")))?;
-    let pid = child.id() as i32;
-    let mut stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| Error::invalid("no stdout"))?;
-    let mut stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| Error::invalid("no stderr"))?;
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let out = store::read_capped(&mut stdout, 1 << 20)
-            .map(|(bytes, _)| bytes)
-            .unwrap_or_default();
-        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        let err = store::read_capped(&mut stderr, 2048)
-            .map(|(bytes, _)| bytes)
-            .unwrap_or_default();
-        let status = child.wait();
-        let _ = done_tx.send((out, err, status));
-    });
-    let (out, err, status) = match done_rx.recv_timeout(timeout) {
-        Ok(done) => done,
-        Err(_) => {
-            // SAFETY: signalling the process group we created for the judge.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
-            return Err(Error::invalid(format!(
-                "the judge command ran longer than {}",
-                crate::duration::Span(timeout)
-            )));
-        }
-    };
-    let status =
-        status.map_err(|e| Error::invalid(format!("waiting for the judge failed: {e}")))?;
-    if !status.success() {
-        return Err(Error::invalid(format!(
-            "the judge command failed ({status}): {}",
-            String::from_utf8_lossy(&err).trim()
-        )));
+/// Runs the judge's tick command once in its own sandboxed unit (`rein-judge.service`, see
+/// [`crate::fleet::workers::judge_spec`]) and returns its stdout.
+///
+/// Its stdout and stderr come back on pipes rein passes to systemd and are read by
+/// [`capture::collect`], the routine that reads every command rein runs: concurrently, each
+/// with its cap, within `timeout`. systemd holds its copies of the write ends while the unit
+/// is loaded, so the end of the tick is the unit's state, not end of file: when the unit's
+/// process has ended (or the capture stops early: timeout, stdout over its cap) everything
+/// left in the unit is killed and the unit removed, which closes the pipes.
+async fn run_tick(
+    manager: &Manager,
+    paths: &Paths,
+    config: &Config,
+    command: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let (out_read, out_write) = std::io::pipe()?;
+    let (err_read, err_write) = std::io::pipe()?;
+    let spec = crate::fleet::workers::judge_spec(
+        paths,
+        config,
+        command,
+        out_write.as_raw_fd(),
+        err_write.as_raw_fd(),
+    )?;
+    let unit = spec.name.clone();
+    manager.remove(&unit, DEFAULT_STOP_GRACE).await?;
+    let started = manager
+        .start_transient(&TransientUnit::service(&spec)?)
+        .await;
+    // Only the unit holds the write ends now.
+    drop(out_write);
+    drop(err_write);
+    if let Err(error) = started {
+        let _ = manager.remove(&unit, DEFAULT_STOP_GRACE).await;
+        return Err(anyhow::anyhow!(
+            "could not start the judge command: {error}"
+        ));
     }
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    // The unit's end is told to the capture by closing `ended_write`; the capture asks for a
+    // stop (its timeout, a full stdout, or that end) on `stop_tx`.
+    let (ended_read, ended_write) = std::io::pipe()?;
+    let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let limits = capture::Limits {
+        timeout,
+        stdout_cap: TICK_STDOUT_MAX,
+        stderr_cap: TICK_STDERR_KEPT,
+        past_cap: capture::PastCap::Stop,
+    };
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut stop = || {
+            let _ = stop_tx.send(());
+        };
+        capture::collect(
+            OwnedFd::from(out_read),
+            OwnedFd::from(err_read),
+            Some(OwnedFd::from(ended_read)),
+            &limits,
+            &mut stop,
+        )
+    });
+    let watching = async {
+        let ended = |state: &crate::systemd::ServiceState| {
+            matches!(
+                state.active_state,
+                crate::systemd::ActiveState::Inactive | crate::systemd::ActiveState::Failed
+            ) || state.sub_state == "exited"
+        };
+        let finished = tokio::select! {
+            finished = manager.wait_for_state(&unit, ended, timeout) => Some(finished),
+            _ = stop_rx.recv() => None,
+        };
+        drop(ended_write);
+        // Whatever the tick left running goes, and removing the unit closes systemd's copies
+        // of the pipes, so the capture ends.
+        let _ = manager
+            .kill(&unit, crate::systemd::KillTarget::All, libc::SIGKILL)
+            .await;
+        let _ = manager.remove(&unit, DEFAULT_STOP_GRACE).await;
+        finished
+    };
+    let (finished, collected) = tokio::join!(watching, reading);
+    let collected =
+        collected.map_err(|_| anyhow::anyhow!("reading the judge's output failed"))??;
+    let too_long = || {
+        anyhow::anyhow!(
+            "the judge command ran longer than {}",
+            crate::duration::Span(timeout)
+        )
+    };
+    match collected.ending {
+        capture::Ending::TimedOut => return Err(too_long()),
+        capture::Ending::OverCap => {
+            return Err(anyhow::anyhow!(
+                "the judge command printed more than {TICK_STDOUT_MAX} bytes; it was stopped"
+            ))
+        }
+        capture::Ending::Finished => {}
+    }
+    let state = match finished {
+        Some(Ok(state)) => state,
+        Some(Err(crate::systemd::SystemdError::Timeout { .. })) => return Err(too_long()),
+        Some(Err(error)) => return Err(error.into()),
+        // The capture stopped first, and said why above.
+        None => return Err(too_long()),
+    };
+    if state.exec_main_status != 0 || state.result != "success" {
+        return Err(anyhow::anyhow!(
+            "the judge command failed (exit status {}, result {}): {}",
+            state.exec_main_status,
+            state.result,
+            String::from_utf8_lossy(&collected.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&collected.stdout).into_owned())
 }
-
-use std::os::unix::process::CommandExt;
 
 /// One judgment for beat `beat`. `execute` carries out a validated move.
 pub async fn judge(
@@ -298,10 +363,15 @@ pub async fn judge(
         config.runner.model.as_deref(),
     )?;
     let outcome = async {
-        let output = run_tick(paths, &command, config.judge.timeout.0)?;
+        let manager = manager.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no systemd user manager is reachable: the judge's tick runs sandboxed in a unit"
+            )
+        })?;
+        let output = run_tick(manager, paths, config, &command, config.judge.timeout.0).await?;
         let decided = parse_move(&output)?;
         decided.validate()?;
-        execute(paths, config, &decided, manager).await?;
+        execute(paths, config, &decided, Some(manager)).await?;
         anyhow::Ok(decided)
     }
     .await;

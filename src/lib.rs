@@ -14,11 +14,15 @@
 //!   caps, stopping everything it started.
 //! - [`systemd`]: the user manager over D-Bus; [`fleet`]: the pulse and workers as
 //!   transient units; [`worker`]: the PTY host inside a worker unit.
+//! - [`agents`]: the agent CLIs' presets: the settings each needs to run in a worker.
 //! - [`gate`]: how sandboxed workers file asks, claims, notes and reports as themselves.
 //! - [`bridge`]: what every bridge shares: the delivery engine, ledger, allowlist, secrets.
+//! - [`tui`]: `rein tui`, the fleet on one screen, live from inotify and D-Bus signals.
+//! - [`text`]: agent-supplied text made inert before a person sees it.
 //! - [`cli`]: the clap definition (the single source of `--help`, man pages and completions)
 //!   and one file per verb group.
 
+pub mod agents;
 pub mod bridge;
 pub mod capture;
 pub mod claims;
@@ -34,10 +38,13 @@ pub mod logging;
 pub mod mailbox;
 pub mod notes;
 pub mod paths;
+pub mod schedule;
 pub mod seed;
 pub mod state;
 pub mod store;
 pub mod systemd;
+pub mod text;
+pub mod tui;
 pub mod worker;
 pub mod world;
 

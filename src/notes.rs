@@ -16,8 +16,10 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Note {
     pub version: u32,
+    #[serde(deserialize_with = "store::valid_id")]
     pub id: String,
     pub message: String,
+    #[serde(deserialize_with = "store::valid_id")]
     pub worker: String,
     pub at: DateTime<Utc>,
 }

@@ -11,6 +11,12 @@ fn bad_input_is_refused_and_changes_nothing() {
     rein.write_config("[pulse]\ninterval = \"30s\"\n");
     let mut asker = rein.spawn(&["ask", "--prompt", "real ask", "--options", "yes,no"]);
     let _ = rein.wait_for_one_ask();
+    // The asker journals its ask just after filing it: the snapshot starts after that.
+    support::wait_until(
+        std::time::Duration::from_secs(10),
+        "the ask's journal line",
+        || rein.ok(&["journal"]).contains("real ask"),
+    );
     let before = tree(rein.temp.path());
     let catalogue: &[(&[&str], &str)] = &[
         (&["answer", "../etc", "yes"], "invalid ask id"),

@@ -7,14 +7,7 @@ use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::{stderr_of, stdout_of, tree, user_manager, wait_child, wait_until, Down, Rein};
-
-fn fleet(config: &str) -> Rein {
-    user_manager::ensure();
-    let rein = Rein::new();
-    rein.write_config(config);
-    rein
-}
+use support::{stderr_of, stdout_of, tree, wait_child, wait_until, Down, Rein};
 
 fn units_of(rein: &Rein) -> Vec<String> {
     let output = std::process::Command::new("systemctl")
@@ -34,19 +27,9 @@ fn units_of(rein: &Rein) -> Vec<String> {
         .collect()
 }
 
-fn worker(rein: &Rein, id: &str) -> serde_json::Value {
-    rein.json(&["worker", "ls"])
-        .as_array()
-        .expect("array")
-        .iter()
-        .find(|w| w["id"] == id)
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
-}
-
 #[test]
 fn up_down_up_is_idempotent_and_reconciles() {
-    let rein = fleet("[pulse]\ninterval = \"1h\"\n");
+    let rein = Rein::fleet("[pulse]\ninterval = \"1h\"\n");
     let _down = Down(&rein);
     let first = rein.json(&["up"]);
     assert_eq!(first["pulse"], "created");
@@ -79,7 +62,7 @@ fn up_down_up_is_idempotent_and_reconciles() {
 
 #[test]
 fn the_pulse_beats_runs_sensors_and_wakes_wait() {
-    let rein = fleet("[pulse]\ninterval = \"1s\"\n");
+    let rein = Rein::fleet("[pulse]\ninterval = \"1s\"\n");
     let _down = Down(&rein);
     rein.ok(&[
         "sensor",
@@ -130,7 +113,7 @@ fn the_pulse_beats_runs_sensors_and_wakes_wait() {
 
 #[test]
 fn worker_start_ls_kill_and_refusals() {
-    let rein = fleet("[runner]\npreset = \"custom\"\ncommand = \"echo brief at {{prompt_file}}; exec sleep 600\"\n");
+    let rein = Rein::fleet("[runner]\npreset = \"custom\"\ncommand = \"echo brief at {{prompt_file}}; exec sleep 600\"\n");
     let _down = Down(&rein);
     let before = tree(rein.temp.path());
     for (args, says) in [
@@ -178,7 +161,7 @@ fn worker_start_ls_kill_and_refusals() {
         "--cpu-quota",
         "50%",
     ]);
-    let view = worker(&rein, "w1");
+    let view = rein.worker("w1");
     assert_eq!(view["health"], "running", "{view}");
     let pid = view["pid"].as_u64().expect("pid");
     let contract = std::fs::read_to_string(rein.data.join("prompts/w1.md")).expect("prompt");
@@ -210,7 +193,7 @@ fn worker_start_ls_kill_and_refusals() {
     assert_eq!(again.status.code(), Some(5), "{}", stderr_of(&again));
     assert!(stderr_of(&again).contains("already running"));
     assert_eq!(
-        worker(&rein, "w1")["pid"].as_u64(),
+        rein.worker("w1")["pid"].as_u64(),
         Some(pid),
         "the running worker is untouched"
     );
@@ -222,30 +205,30 @@ fn worker_start_ls_kill_and_refusals() {
         units_of(&rein)
     );
     assert_eq!(
-        worker(&rein, "w1")["health"],
+        rein.worker("w1")["health"],
         "stopped",
         "a killed worker stays listed until `worker rm`"
     );
     rein.ok(&["worker", "kill", "w1"]);
     rein.ok(&["worker", "rm", "w1"]);
-    assert!(worker(&rein, "w1").is_null());
+    assert!(rein.worker("w1").is_null());
     assert_eq!(rein.run(&["worker", "kill", "w1"]).status.code(), Some(1));
     assert_eq!(rein.run(&["worker", "rm", "w1"]).status.code(), Some(1));
 }
 
 #[test]
 fn a_killed_worker_restarts_and_one_that_keeps_failing_is_failed() {
-    let rein = fleet(
+    let rein = Rein::fleet(
         "[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n\
          [workers]\nrestart = \"always\"\nrestart_sec = \"200ms\"\nstart_limit_burst = 4\nstart_limit_interval = \"1m\"\n",
     );
     let _down = Down(&rein);
     rein.ok(&["worker", "start", "steady", "stay up"]);
-    let pid = worker(&rein, "steady")["pid"].as_u64().expect("pid");
+    let pid = rein.worker("steady")["pid"].as_u64().expect("pid");
     // SAFETY: killing the worker's main process, as a crash would.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     wait_until(Duration::from_secs(20), "the worker to restart", || {
-        let view = worker(&rein, "steady");
+        let view = rein.worker("steady");
         view["health"] == "running"
             && view["restarts"].as_u64() >= Some(1)
             && view["pid"].as_u64() != Some(pid)
@@ -253,9 +236,9 @@ fn a_killed_worker_restarts_and_one_that_keeps_failing_is_failed() {
 
     rein.ok(&["worker", "start", "flaky", "--command", "exit 1"]);
     wait_until(Duration::from_secs(30), "the flaky worker to fail", || {
-        worker(&rein, "flaky")["health"] == "failed"
+        rein.worker("flaky")["health"] == "failed"
     });
-    let view = worker(&rein, "flaky");
+    let view = rein.worker("flaky");
     // systemd 252 keeps the last exit's result; the restarts show the start limit was spent.
     assert!(view["restarts"].as_u64() >= Some(3), "{view}");
     assert_eq!(view["sub_state"], "failed", "{view}");
@@ -278,7 +261,7 @@ fn a_killed_worker_restarts_and_one_that_keeps_failing_is_failed() {
 
 #[test]
 fn attach_and_detach_round_trip_through_the_pty() {
-    let rein = fleet("[runner]\npreset = \"custom\"\ncommand = \"tty; while read line; do echo got:$line; done\"\n");
+    let rein = Rein::fleet("[runner]\npreset = \"custom\"\ncommand = \"tty; while read line; do echo got:$line; done\"\n");
     let _down = Down(&rein);
     rein.ok(&["worker", "start", "talk", "echo back"]);
     let mut attach = rein
@@ -318,7 +301,7 @@ fn attach_and_detach_round_trip_through_the_pty() {
     assert!(out.status.success());
     assert!(stderr_of(&out).contains("detached"), "{}", stderr_of(&out));
     assert_eq!(
-        worker(&rein, "talk")["health"],
+        rein.worker("talk")["health"],
         "running",
         "detaching leaves the agent running"
     );
@@ -333,8 +316,8 @@ fn attach_and_detach_round_trip_through_the_pty() {
 fn two_profiles_side_by_side() {
     let config =
         "[pulse]\ninterval = \"1h\"\n[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n";
-    let a = fleet(config);
-    let b = fleet(config);
+    let a = Rein::fleet(config);
+    let b = Rein::fleet(config);
     let _down_a = Down(&a);
     let _down_b = Down(&b);
     a.ok(&["up"]);
@@ -352,13 +335,13 @@ fn two_profiles_side_by_side() {
         "b's pulse timer and service, gate socket and service, and two workers stay: {:?}",
         units_of(&b)
     );
-    assert_eq!(worker(&b, "w1")["health"], "running");
+    assert_eq!(b.worker("w1")["health"], "running");
 }
 
 #[test]
 fn logs_are_found_by_rein_fields() {
     let marker = format!("marker-{}", uuid::Uuid::new_v4().simple());
-    let rein = fleet(&format!(
+    let rein = Rein::fleet(&format!(
         "[runner]\npreset = \"custom\"\ncommand = \"echo {marker}; exec sleep 600\"\n"
     ));
     let _down = Down(&rein);
@@ -385,7 +368,7 @@ fn logs_are_found_by_rein_fields() {
 
 #[test]
 fn enable_writes_a_unit_systemd_accepts() {
-    let rein = fleet("");
+    let rein = Rein::fleet("");
     /// The unit goes into the real user unit directory (the manager reads only its own):
     /// whatever the test does, it is disabled and removed again.
     struct Disable<'a>(&'a Rein);
@@ -448,4 +431,34 @@ fn no_user_manager_is_one_clear_error() {
         );
     }
     assert!(!rein.data.exists(), "nothing was created");
+}
+
+/// systemd 252 reads a `;` of a transient unit's ExecStart back as `\;` after a
+/// daemon-reload; a worker's command must survive one, and the restart after it.
+#[test]
+fn a_worker_command_survives_a_daemon_reload_and_a_restart() {
+    let rein = Rein::fleet(
+        "[runner]\npreset = \"custom\"\ncommand = \"echo one; echo \\\"two; three\\\" >> runs.txt; exec sleep 600\"\n\
+         [workers]\nrestart = \"always\"\nrestart_sec = \"100ms\"\n",
+    );
+    let _down = Down(&rein);
+    rein.ok(&["worker", "start", "w1", "x"]);
+    let runs = rein.data.join("agents/w1/work/runs.txt");
+    wait_until(Duration::from_secs(10), "the first run", || runs.exists());
+    let reload = std::process::Command::new("systemctl")
+        .args(["--user", "daemon-reload"])
+        .status()
+        .expect("daemon-reload");
+    assert!(reload.success());
+    let pid = rein.worker("w1")["pid"].as_u64().expect("pid");
+    // SAFETY: killing the worker's main process, as a crash would.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_until(Duration::from_secs(20), "the run after the restart", || {
+        std::fs::read_to_string(&runs).is_ok_and(|t| t.lines().count() >= 2)
+    });
+    assert_eq!(
+        std::fs::read_to_string(&runs).expect("runs"),
+        "two; three\ntwo; three\n",
+        "the command ran the same both times"
+    );
 }

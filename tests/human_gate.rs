@@ -11,23 +11,6 @@ use std::time::Duration;
 
 use support::{stderr_of, stdout_of, tree, user_manager, wait_until, Down, Rein};
 
-fn fleet(config: &str) -> Rein {
-    user_manager::ensure();
-    let rein = Rein::new();
-    rein.write_config(config);
-    rein
-}
-
-fn worker(rein: &Rein, id: &str) -> serde_json::Value {
-    rein.json(&["worker", "ls"])
-        .as_array()
-        .expect("array")
-        .iter()
-        .find(|w| w["id"] == id)
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
-}
-
 fn unit(rein: &Rein, id: &str) -> String {
     format!("rein.{}.worker-{id}.service", rein.profile)
 }
@@ -65,7 +48,7 @@ fn secret_file(rein: &Rein, value: &str, mode: u32) -> PathBuf {
 
 #[test]
 fn environment_and_secrets_reach_the_agent_and_nowhere_else() {
-    let rein = fleet("");
+    let rein = Rein::fleet("");
     let secret = "sk-test-7f3c9a1e5b";
     let key = secret_file(&rein, secret, 0o600);
     rein.write_config(&format!(
@@ -145,7 +128,7 @@ fn environment_and_secrets_reach_the_agent_and_nowhere_else() {
         stderr_of(&refused)
     );
     assert_eq!(tree(&rein.data), before, "a refused start writes nothing");
-    assert!(worker(&rein, "w2").is_null());
+    assert!(rein.worker("w2").is_null());
 }
 
 /// What the hostile agent below tries; each line reports the exit code and the message.
@@ -180,7 +163,7 @@ exec sleep 600
 
 #[test]
 fn an_agent_cannot_answer_withdraw_or_forge() {
-    let rein = fleet("");
+    let rein = Rein::fleet("");
     let bridge_secret = rein.temp.path().join("slack.secrets");
     std::fs::write(&bridge_secret, "bot_token = \"xoxb-secret\"\n").expect("secret");
     rein.write_config(&format!(
@@ -269,8 +252,8 @@ fn an_agent_cannot_answer_withdraw_or_forge() {
         std::fs::read_to_string(rein.data.join("reports/w1/summary.md")).expect("report"),
         "all fine"
     );
-    assert_eq!(worker(&rein, "w1")["health"], "waiting-human");
-    assert_eq!(worker(&rein, "w1")["sandbox"], "enforced");
+    assert_eq!(rein.worker("w1")["health"], "waiting-human");
+    assert_eq!(rein.worker("w1")["sandbox"], "enforced");
 
     // A person answers; the worker's `rein ask` prints it.
     let forged = rein.run(&["answer", "--as", "slack:UBOSS", &id, "yes"]);
@@ -285,7 +268,7 @@ fn an_agent_cannot_answer_withdraw_or_forge() {
 
 #[test]
 fn killing_a_worker_withdraws_its_asks_and_a_withdrawal_is_final() {
-    let rein = fleet(
+    let rein = Rein::fleet(
         "[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n\
          [workers]\nrestart = \"always\"\nrestart_sec = \"100ms\"\n",
     );
@@ -297,10 +280,10 @@ fn killing_a_worker_withdraws_its_asks_and_a_withdrawal_is_final() {
     rein.ok(&["withdraw", &first]);
     // The worker exits 4 and is not restarted, and its question is not filed again.
     wait_until(Duration::from_secs(10), "the worker to stop", || {
-        worker(&rein, "w1")["active_state"] != "active"
+        rein.worker("w1")["active_state"] != "active"
     });
     std::thread::sleep(Duration::from_millis(500));
-    let view = worker(&rein, "w1");
+    let view = rein.worker("w1");
     assert_eq!(view["restarts"], 0, "exit 4 is not restarted: {view}");
     let all = rein.json(&["asks", "--all"]);
     assert_eq!(all.as_array().expect("asks").len(), 1, "{all}");
@@ -330,7 +313,7 @@ fn killing_a_worker_withdraws_its_asks_and_a_withdrawal_is_final() {
 
 #[test]
 fn a_missing_agent_program_is_refused_before_anything_happens() {
-    let rein = fleet("[runner]\npreset = \"custom\"\ncommand = \"no-such-agent-cli --go\"\n");
+    let rein = Rein::fleet("[runner]\npreset = \"custom\"\ncommand = \"no-such-agent-cli --go\"\n");
     let _down = Down(&rein);
     let before = tree(rein.temp.path());
     let output = rein.run(&["worker", "start", "w1", "brief"]);
@@ -364,7 +347,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
 
 #[test]
 fn a_worker_in_a_worktree_commits_there_and_rm_keeps_unpushed_work() {
-    let rein = fleet("[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n");
+    let rein = Rein::fleet("[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n");
     let _down = Down(&rein);
     let repo = rein.temp.path().join("project");
     std::fs::create_dir(&repo).expect("repo dir");
@@ -391,7 +374,7 @@ fn a_worker_in_a_worktree_commits_there_and_rm_keeps_unpushed_work() {
     });
     let log = git(&repo, &["log", "--format=%s", "rein/w1"]);
     assert!(log.starts_with("w1: work\n"), "{log}");
-    let view = worker(&rein, "w1");
+    let view = rein.worker("w1");
     assert_eq!(view["branch"], "rein/w1", "{view}");
     assert_eq!(view["dir"], worktree.display().to_string());
     // The repository's hooks stay out of the agent's reach.
@@ -430,7 +413,7 @@ fn a_worker_in_a_worktree_commits_there_and_rm_keeps_unpushed_work() {
     assert!(git(&repo, &["branch", "--list", "rein/w1"])
         .trim()
         .is_empty());
-    assert!(worker(&rein, "w1").is_null());
+    assert!(rein.worker("w1").is_null());
 }
 
 #[test]
@@ -467,4 +450,127 @@ fn answers_from_the_command_line_are_the_users_own() {
     assert!(answered.contains("by konsole:tester"), "{answered}");
     let output = support::wait_child(asker, Duration::from_secs(10), "the asker");
     assert_eq!(stdout_of(&output), "no\n");
+}
+
+#[test]
+fn a_worker_gets_a_private_tmp_when_nothing_it_needs_lives_there() {
+    user_manager::ensure();
+    let rein = Rein::new_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp/gate"));
+    rein.write_config("[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n");
+    let _down = Down(&rein);
+    let marker = format!("rein-private-{}", rein.profile);
+    rein.ok(&[
+        "worker",
+        "start",
+        "w1",
+        "x",
+        "--command",
+        &format!(
+            "touch /tmp/{marker} && echo tmp=ok > out.txt || echo tmp=refused > out.txt; \
+             touch \"$REIN_DATA_DIR/answers/x\" 2>/dev/null && echo data=wrote >> out.txt || echo data=refused >> out.txt; \
+             echo END >> out.txt; exec sleep 600"
+        ),
+    ]);
+    let text = wait_for_file(&rein.data.join("agents/w1/work/out.txt"), "the report");
+    assert_eq!(
+        reported(&text, "tmp"),
+        "ok",
+        "the agent has a /tmp to write"
+    );
+    assert_eq!(reported(&text, "data"), "refused");
+    assert!(
+        !Path::new("/tmp").join(&marker).exists(),
+        "the agent's /tmp is its own"
+    );
+    assert!(systemctl_show(&unit(&rein, "w1")).contains("PrivateTmp=yes"));
+}
+
+#[test]
+fn a_sandbox_turned_off_is_said_loudly_and_really_off() {
+    let rein = Rein::fleet(
+        "[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n[workers]\nsandbox = \"off\"\n",
+    );
+    let _down = Down(&rein);
+    let started = rein.run(&[
+        "worker",
+        "start",
+        "w1",
+        "x",
+        "--command",
+        "touch \"$REIN_DATA_DIR/goals/unfenced.md\"; exec sleep 600",
+    ]);
+    assert!(started.status.success(), "{}", stderr_of(&started));
+    assert!(
+        stderr_of(&started).contains("WITHOUT a sandbox"),
+        "{}",
+        stderr_of(&started)
+    );
+    assert!(stdout_of(&started).contains("sandbox off"));
+    wait_until(Duration::from_secs(10), "the unfenced write", || {
+        rein.data.join("goals/unfenced.md").exists()
+    });
+    let status = rein.ok(&["status"]);
+    assert!(status.contains("sandbox  OFF"), "{status}");
+    assert_eq!(rein.worker("w1")["sandbox"], "off");
+}
+
+#[test]
+fn a_worker_cannot_reach_another_workers_session() {
+    let rein = Rein::fleet("[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n");
+    let _down = Down(&rein);
+    rein.ok(&["worker", "start", "w1", "x"]);
+    assert!(rein.data.join("agents/w1/pty.sock").exists());
+    rein.ok(&[
+        "worker",
+        "start",
+        "w2",
+        "x",
+        "--command",
+        "{ echo agents=$(ls \"$REIN_DATA_DIR/agents\" | tr '\\n' ' '); \
+           test -e \"$REIN_DATA_DIR/agents/w1/pty.sock\" && echo sock=visible || echo sock=hidden; \
+           \"$REIN_BIN\" worker attach w1 </dev/null >/dev/null 2>&1; echo attach=$?; \
+           echo END; } > out.txt; exec sleep 600",
+    ]);
+    let text = wait_for_file(&rein.data.join("agents/w2/work/out.txt"), "w2's report");
+    assert_eq!(reported(&text, "agents").trim(), "w2", "{text}");
+    assert_eq!(reported(&text, "sock"), "hidden");
+    assert_ne!(reported(&text, "attach"), "0");
+}
+
+/// An agent sitting at a dialog of its own (not a rein ask) is `waiting-human`, with the
+/// dialog's line, from what its PTY host sees on the screen; once it moves on it is running.
+/// The agent here is a stand-in named `claude` that shows claude's permission question.
+#[test]
+fn an_agent_at_its_own_dialog_is_waiting_human() {
+    let rein = Rein::fleet("");
+    let bin = rein.temp.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let fake = bin.join("claude");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\nprintf 'Bash command\\n  git push origin main\\nDo you want to proceed?\\n> 1. Yes\\n  2. No\\n'\n\
+         read answer\nprintf '\\033[2J\\033[Hgot %s\\n' \"$answer\"\nexec sleep 600\n",
+    )
+    .expect("fake agent");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    rein.write_config(&format!(
+        "[runner]\npreset = \"custom\"\ncommand = \"{}\"\n",
+        fake.display()
+    ));
+    let _down = Down(&rein);
+    rein.ok(&["worker", "start", "w1", "x"]);
+    let mut view = serde_json::Value::Null;
+    wait_until(Duration::from_secs(20), "the dialog to be seen", || {
+        view = rein.worker("w1");
+        view["health"] == "waiting-human"
+    });
+    assert_eq!(
+        view["waiting"], "claude shows a dialog: Do you want to proceed?",
+        "{view}"
+    );
+    rein.ok(&["worker", "tell", "w1", "1"]);
+    wait_until(Duration::from_secs(20), "the agent to move on", || {
+        rein.worker("w1")["health"] == "running"
+    });
 }

@@ -1,13 +1,16 @@
 //! `judge.mode = "llm"`: a beat on a changed world runs the one-shot judge command, executes
 //! its one move, and journals it; a daily budget and failure backoff hold. The judge command
 //! here is a script standing in for a model's CLI: it records its calls and prints a move.
+//! It runs in its own sandboxed unit, as every agent rein starts does.
 
 mod support;
 
 use support::Rein;
 
 /// A judge that logs each call and prints the contents of `move.json` (or fails if absent).
+/// The judge's tick runs sandboxed in a transient unit, so a user manager is needed.
 fn judged(extra: &str) -> Rein {
+    support::user_manager::ensure();
     let rein = Rein::new();
     let script = rein.temp.path().join("judge.sh");
     std::fs::write(
@@ -138,4 +141,46 @@ fn the_daily_budget_holds() {
     assert!(rein
         .ok(&["journal"])
         .contains("budget of 2 ticks per day is spent"));
+}
+
+/// The judge's tick is an agent like any worker: it runs sandboxed in its own unit, so it
+/// cannot write an answer or a goal itself, and it gets the runner's environment and secrets.
+#[test]
+fn the_judge_runs_sandboxed_with_the_runners_secrets() {
+    support::user_manager::ensure();
+    let rein = Rein::new();
+    let script = rein.temp.path().join("judge.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n\
+         mkdir -p \"$REIN_DATA_DIR/answers\" 2>/dev/null\n\
+         echo forged > \"$REIN_DATA_DIR/answers/forged.json\" 2>/dev/null && w=wrote || w=refused\n\
+         echo forged > \"$REIN_DATA_DIR/goals/forged.md\" 2>/dev/null && g=wrote || g=refused\n\
+         printf '{\"move\":\"notify\",\"message\":\"answers %s, goals %s, key %s, home %s\"}' \"$w\" \"$g\" \"$JUDGE_KEY\" \"$HOME\"\n",
+    )
+    .expect("script");
+    let key = rein.temp.path().join("judge.key");
+    std::fs::write(&key, "k-123\n").expect("key");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    rein.write_config(&format!(
+        "[runner]\npreset = \"custom\"\ncommand = \"true\"\ntick = \"sh {}\"\n\
+         [runner.secrets]\nJUDGE_KEY = \"file:{}\"\n[judge]\nmode = \"llm\"\n",
+        script.display(),
+        key.display()
+    ));
+    change_world(&rein, 1);
+    let beat = rein.json(&["tick"]);
+    assert_eq!(beat["judgment"]["judged"], "moved", "{beat}");
+    let journal = rein.ok(&["journal", "-n", "20"]);
+    let home = rein.data.join("agents/judge/home");
+    assert!(
+        journal.contains(&format!(
+            "answers refused, goals refused, key k-123, home {}",
+            home.display()
+        )),
+        "{journal}"
+    );
+    assert!(!rein.data.join("answers/forged.json").exists());
+    assert!(!rein.data.join("goals/forged.md").exists());
 }

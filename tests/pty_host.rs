@@ -15,7 +15,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rein::worker::pty::{
-    attach, run_host, AttachOptions, AttachOutcome, HostOptions, RawModeGuard, DEFAULT_DETACH_KEY,
+    attach, request, run_host, AttachOptions, AttachOutcome, HostOptions, RawModeGuard, ReadyInput,
+    DEFAULT_DETACH_KEY,
 };
 
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -91,6 +92,15 @@ impl TestHost {
     }
 
     fn start_at(dir: tempfile::TempDir, socket: PathBuf, script: &str) -> Self {
+        Self::start_with(dir, socket, script, None)
+    }
+
+    fn start_with(
+        dir: tempfile::TempDir,
+        socket: PathBuf,
+        script: &str,
+        on_ready: Option<ReadyInput>,
+    ) -> Self {
         let transcript = Capture::default();
         let options = HostOptions {
             command: vec!["sh".into(), "-c".into(), script.into()],
@@ -99,6 +109,8 @@ impl TestHost {
             cols: 120,
             rows: 40,
             transcript: Box::new(transcript.clone()),
+            on_ready,
+            dialogs: None,
         };
         let (sender, result) = mpsc::channel();
         std::thread::spawn(move || {
@@ -428,6 +440,8 @@ fn a_command_that_cannot_start_is_an_error() {
         cols: 80,
         rows: 24,
         transcript: Box::new(Capture::default()),
+        on_ready: None,
+        dialogs: None,
     });
     let error = format!("{:#}", result.expect_err("starting must fail"));
     assert!(error.contains("/nonexistent/agent"), "{error}");
@@ -439,6 +453,8 @@ fn a_command_that_cannot_start_is_an_error() {
         cols: 80,
         rows: 24,
         transcript: Box::new(Capture::default()),
+        on_ready: None,
+        dialogs: None,
     });
     assert!(empty.is_err());
 }
@@ -546,6 +562,8 @@ fn socket_is_private_stale_ones_are_replaced_and_live_ones_refused() {
         cols: 80,
         rows: 24,
         transcript: Box::new(Capture::default()),
+        on_ready: None,
+        dialogs: None,
     });
     let error = format!("{:#}", second.expect_err("a live socket is refused"));
     assert!(error.contains("in use"), "{error}");
@@ -559,6 +577,8 @@ fn socket_is_private_stale_ones_are_replaced_and_live_ones_refused() {
         cols: 80,
         rows: 24,
         transcript: Box::new(Capture::default()),
+        on_ready: None,
+        dialogs: None,
     });
     assert!(refused.is_err());
     assert_eq!(
@@ -597,6 +617,14 @@ fn host_process_helper() {
         cols: 80,
         rows: 24,
         transcript: Box::new(std::io::stdout()),
+        dialogs: None,
+        // Typed once the agent is quiet; afterwards the host must sleep like any idle host.
+        on_ready: Some(ReadyInput {
+            text: b"resume-typed".to_vec(),
+            quiet: Duration::from_millis(100),
+            settle: Duration::from_millis(50),
+            give_up: Duration::from_secs(5),
+        }),
     });
     std::process::exit(result.expect("host runs"));
 }
@@ -696,6 +724,16 @@ fn host_process_forwards_sigterm_notifies_systemd_and_sleeps_when_idle() {
         &mut seen,
     );
 
+    // The ready input has been typed and submitted (the terminal echoed it and the Enter).
+    wait_until("the ready input to be typed", || {
+        request::screen(&socket).is_ok_and(|screen| {
+            screen
+                .lines
+                .iter()
+                .any(|line| line.contains("resume-typed"))
+                && screen.cursor[1] == 0
+        })
+    });
     // Idle: the host must be blocked, not waking up on a timer. Measuring needs a pause.
     wait_until("the host process is idle", || all_threads_sleeping(pid));
     let before = context_switches(pid);
@@ -723,5 +761,86 @@ fn host_process_forwards_sigterm_notifies_systemd_and_sleeps_when_idle() {
             .expect("read transcript");
     }
     assert!(transcript.contains("ready"), "{transcript}");
+    assert!(
+        transcript.contains("resume-typed"),
+        "the ready input was echoed by the terminal: {transcript}"
+    );
     assert!(!transcript.contains("not-killed"), "{transcript}");
+}
+
+#[test]
+fn a_tui_that_moves_the_cursor_reads_with_its_spaces() {
+    let host = TestHost::start(r"printf 'Unable\033[1Cto\033[1Cconnect\r\n\033[5;10Hplaced\r\n'");
+    assert_eq!(host.exit_code(), 0);
+    let transcript = host.transcript.text();
+    assert!(transcript.contains("Unable to connect\n"), "{transcript:?}");
+    assert!(transcript.contains("\n         placed\n"), "{transcript:?}");
+}
+
+#[test]
+fn requests_type_into_the_agent_and_read_its_screen_while_a_person_stays_attached() {
+    let host = TestHost::start(
+        r"printf '\033[?2004h'; echo ready; while IFS= read -r line; do echo got:$line; done",
+    );
+    host.transcript.wait_for("ready");
+    let mut person = TestClient::attach(&host.socket);
+    person.output.wait_for("ready");
+
+    let told = request::tell(&host.socket, "hello there\n", Duration::from_millis(50))
+        .expect("tell the agent");
+    assert!(told.bracketed_paste, "the agent asked for bracketed paste");
+    assert_eq!(told.bytes, "hello there".len());
+    host.transcript.wait_for("got:hello there");
+    person.output.wait_for("got:");
+
+    let screen = request::screen(&host.socket).expect("the screen");
+    assert!(screen.bracketed_paste);
+    assert!(
+        screen
+            .lines
+            .iter()
+            .any(|line| line.ends_with("hello there")),
+        "{:?}",
+        screen.lines
+    );
+    assert_eq!((screen.cols, screen.rows), (120, 40));
+    assert!(screen.output_bytes > 0);
+
+    // Plain input (no paste) arrives as typed; the person is still attached.
+    let reply = request::send_input(&host.socket, false, b"typed\r").expect("input");
+    assert!(!reply.bracketed_paste);
+    host.transcript.wait_for("got:typed");
+    person.type_keys(b"from-person\n");
+    host.transcript.wait_for("got:from-person");
+    person.type_keys(&[DEFAULT_DETACH_KEY]);
+    assert_eq!(person.outcome(), AttachOutcome::Detached);
+    assert!(host.is_running());
+}
+
+#[test]
+fn the_ready_input_is_typed_once_the_agent_is_quiet() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("attach.sock");
+    let host = TestHost::start_with(
+        dir,
+        socket,
+        r"sleep 0.3; printf '\033[?2004h> '; IFS= read -r line; echo got:$line; IFS= read -r again; echo again:$again",
+        Some(ReadyInput {
+            text: b"resume where you left off".to_vec(),
+            quiet: Duration::from_millis(200),
+            settle: Duration::from_millis(50),
+            give_up: Duration::from_secs(10),
+        }),
+    );
+    let transcript = host.transcript.wait_for("got:");
+    assert!(
+        transcript.contains("got:resume where you left off"),
+        "{transcript:?}"
+    );
+    // Typed once: the second read waits for a person.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!host.transcript.text().contains("again:"));
+    request::send_input(&host.socket, false, b"done\r").expect("input");
+    host.transcript.wait_for("again:done");
+    assert_eq!(host.exit_code(), 0);
 }

@@ -488,7 +488,9 @@ impl<C: Channel> Engine<C> {
     async fn reply(&mut self, to: &Inbound, text: &str) {
         // Every send counts against the channel's rate, replies too.
         self.rate.acquire().await;
-        if let Err(error) = self.channel.reply(to, text).await {
+        // Replies quote prompts, options and what the person sent: shown inert.
+        let text = crate::text::inert(text);
+        if let Err(error) = self.channel.reply(to, &text).await {
             tracing::warn!(
                 "{} could not reply to {}: {error}",
                 self.settings.name,
@@ -532,6 +534,11 @@ impl<C: Channel> Engine<C> {
     /// Which ask an inbound message answers; None after telling the person why not.
     async fn target(&mut self, inbound: &Inbound) -> anyhow::Result<Option<String>> {
         match &inbound.target {
+            Target::Ask(id) if store::validate_id("ask id", id).is_err() => {
+                self.reply(inbound, &format!("There is no ask [{id}]."))
+                    .await;
+                Ok(None)
+            }
             Target::Ask(id) => Ok(Some(id.clone())),
             Target::Post(post) => match self.ledger.ask_for_post(post)? {
                 Some(id) => Ok(Some(id)),
@@ -577,7 +584,9 @@ impl<C: Channel> Engine<C> {
     }
 
     /// Turns a person's message into an answer, if they may give one.
-    pub async fn handle(&mut self, inbound: Inbound) -> anyhow::Result<()> {
+    pub async fn handle(&mut self, mut inbound: Inbound) -> anyhow::Result<()> {
+        // Escape sequences and control characters a stranger sent never become an answer.
+        inbound.text = crate::text::strip_controls(&inbound.text);
         if self.seen.seen(&inbound.message_id) {
             tracing::info!(
                 "{} ignored message {} it has already handled",

@@ -55,6 +55,7 @@ pub struct Entry {
     pub version: u32,
     pub kind: Kind,
     /// The ask or note id.
+    #[serde(deserialize_with = "store::valid_id")]
     pub item: String,
     pub route: String,
     pub stage: Stage,
@@ -266,5 +267,26 @@ impl RefusedLedger {
 
     pub fn mark(&self, identity: &str, date: &str) -> Result<()> {
         store::write_atomic(&self.dir.join(short_hash(identity)), date.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_invalid_items_do_not_load() {
+        let entry = Entry::new(Kind::Ask, "ab3x9k", "C123");
+        let bytes = store::to_json_bytes(&entry);
+        let read: Entry = serde_json::from_slice(&bytes).expect("round trip");
+        assert_eq!(read, entry);
+        for item in ["", "..", "%:2", "A"] {
+            let mut value = serde_json::to_value(&entry).expect("json");
+            value["item"] = item.into();
+            assert!(
+                serde_json::from_value::<Entry>(value).is_err(),
+                "item {item:?} loaded"
+            );
+        }
     }
 }

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::mailbox::{Ask, Resolution};
 use crate::notes::Note;
+use crate::text::{inert, inert_line};
 
 /// A channel's handle on something it posted: enough to update it or to recognise a reply
 /// to it (Slack channel + ts, Twilio message SID, email Message-ID, Konsole session).
@@ -275,25 +276,30 @@ pub fn retry_after(header: Option<&str>) -> Option<Duration> {
     )
 }
 
-/// "answered: yes — by slack:U123 via slack" / "withdrawn — by cli:ana via cli".
+/// "answered: yes — by slack:U123 via slack" / "withdrawn — by cli:ana via cli", inert.
 pub fn describe_resolution(resolution: &Resolution) -> String {
-    let via = resolution.by.split(':').next().unwrap_or("cli");
+    let by = inert_line(&resolution.by);
+    let via = by.split(':').next().unwrap_or("cli");
     match (&resolution.kind, &resolution.text) {
         (crate::mailbox::ResolutionKind::Answered, Some(text)) => {
-            format!("answered: {text} — by {} via {via}", resolution.by)
+            format!("answered: {} — by {by} via {via}", inert_line(text))
         }
-        _ => format!("withdrawn — by {} via {via}", resolution.by),
+        _ => format!("withdrawn — by {by} via {via}"),
     }
 }
 
-/// The text of an ask as a person reads it on a channel, with how to answer.
+/// The text of an ask as a person reads it on a channel, with how to answer; everything the
+/// agent wrote is inert ([`crate::text`]).
 pub fn ask_text(ask: &Ask) -> String {
-    let mut text = format!("{} asks: {}", ask.worker, ask.prompt);
+    let mut text = format!("{} asks: {}", inert_line(&ask.worker), inert(&ask.prompt));
     if let Some(reference) = &ask.reference {
-        text.push_str(&format!("\n(re: {reference})"));
+        text.push_str(&format!("\n(re: {})", inert_line(reference)));
     }
     if !ask.options.is_empty() {
-        text.push_str(&format!("\nOptions: {}", ask.options.join(", ")));
+        text.push_str(&format!(
+            "\nOptions: {}",
+            inert_line(&ask.options.join(", "))
+        ));
     }
     text.push('\n');
     text.push_str(&ask_token(&ask.id));

@@ -39,6 +39,9 @@ pub fn up(context: &Context) -> anyhow::Result<()> {
     for id in &report.workers_restarted {
         lines.push(format!("restarted worker {id}"));
     }
+    for name in &report.loop_timers {
+        lines.push(format!("created the timer of loop {name}"));
+    }
     output::lines(lines)?;
     Ok(())
 }
@@ -106,7 +109,7 @@ pub fn tick(context: &Context) -> anyhow::Result<()> {
 
 pub fn status(context: &Context) -> anyhow::Result<()> {
     // A broken config is said here too, before `rein up` or the next beat trips on it.
-    context.config()?;
+    let config = context.config()?;
     let (pulse, workers) = block_on(async {
         let manager = connect().await?;
         let pulse = pulse::status(&manager, &context.paths).await?;
@@ -115,10 +118,12 @@ pub fn status(context: &Context) -> anyhow::Result<()> {
     })??;
     let asks = Mailbox::new(context.data()).pending()?;
     let warnings: Vec<String> = context.data().mode_warning().into_iter().collect();
+    let sandbox = sandbox_summary(&config, &workers);
     if context.json {
         output::json(&serde_json::json!({
             "profile": context.paths.profile,
             "pulse": pulse,
+            "sandbox": sandbox,
             "workers": workers,
             "asks": asks.records.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
             "warnings": warnings,
@@ -172,12 +177,34 @@ pub fn status(context: &Context) -> anyhow::Result<()> {
         )),
     };
     lines.extend(beat);
+    lines.push(format!("sandbox  {sandbox}"));
     lines.push(format!("workers  {}", workers.len()));
     lines.extend(worker_table(&workers).into_iter().map(|l| format!("  {l}")));
     lines.push(format!("asks     {} pending", asks.records.len()));
     lines.extend(warnings.iter().map(|w| format!("warning  {w}")));
     output::lines(lines)?;
     Ok(())
+}
+
+/// What `status` says of the human gate: whether workers run fenced, checked how. It never
+/// claims more than the checks at each worker's start found.
+fn sandbox_summary(config: &crate::config::Config, workers: &[workers::WorkerView]) -> String {
+    if config.workers.sandbox == crate::config::SandboxMode::Off {
+        return "OFF (workers.sandbox = \"off\"): agents run unfenced and could answer their own asks".to_owned();
+    }
+    let unchecked: Vec<&str> = workers
+        .iter()
+        .filter(|w| w.sandbox.as_deref().is_some_and(|s| s != "enforced"))
+        .map(|w| w.id.as_str())
+        .collect();
+    if unchecked.is_empty() {
+        "strict: every worker's sandbox was checked in force at its start".to_owned()
+    } else {
+        format!(
+            "strict, but not confirmed for {} (see `rein worker ls`)",
+            unchecked.join(", ")
+        )
+    }
 }
 
 pub fn worker_table(workers: &[workers::WorkerView]) -> Vec<String> {
@@ -193,21 +220,23 @@ pub fn worker_table(workers: &[workers::WorkerView]) -> Vec<String> {
                 w.memory
                     .map(|m| format!("{:.1}M", m as f64 / 1048576.0))
                     .unwrap_or_else(|| "-".into()),
-                w.ask
-                    .as_ref()
-                    .map(|a| {
-                        format!(
-                            "{}: {}",
-                            a["id"].as_str().unwrap_or(""),
-                            output::short(a["prompt"].as_str().unwrap_or(""), 40)
-                        )
-                    })
+                w.waiting
+                    .as_deref()
+                    .map(|why| output::short(why, 48))
                     .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
     output::table(
-        &["ID", "HEALTH", "RESTARTS", "PID", "SINCE", "MEMORY", "ASK"],
+        &[
+            "ID",
+            "HEALTH",
+            "RESTARTS",
+            "PID",
+            "SINCE",
+            "MEMORY",
+            "WAITING ON",
+        ],
         rows,
     )
 }

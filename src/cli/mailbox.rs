@@ -9,6 +9,7 @@ use crate::error::Error;
 use crate::gate::Request;
 use crate::journal;
 use crate::mailbox::{self, AnswerOutcome, Ask, Filing, Mailbox, ResolutionKind};
+use crate::text::inert;
 
 pub fn ask(
     context: &Context,
@@ -85,9 +86,12 @@ pub fn ask(
             }
             Ok(())
         }
-        ResolutionKind::Withdrawn => {
-            Err(Error::Withdrawn(format!("ask {} was {}", ask.id, resolution.describe())).into())
-        }
+        ResolutionKind::Withdrawn => Err(Error::Withdrawn(format!(
+            "ask {} was {}",
+            ask.id,
+            inert(&resolution.describe())
+        ))
+        .into()),
     };
     std::io::Write::flush(&mut std::io::stdout())?;
     // The asker has its answer; archiving is bookkeeping, so a failure is only a warning.
@@ -176,9 +180,11 @@ pub fn answer_interactive(
     let mailbox = Mailbox::new(context.data());
     let record = mailbox.get(id)?;
     if let Some(resolution) = &record.resolution {
-        return Err(
-            Error::Conflict(format!("ask {id} was already {}", resolution.describe())).into(),
-        );
+        return Err(Error::Conflict(format!(
+            "ask {id} was already {}",
+            inert(&resolution.describe())
+        ))
+        .into());
     }
     let ask = &record.ask;
     let mut lines = vec![
@@ -256,12 +262,15 @@ fn prompt_until_resolved(
             }
             match mailbox.answer(id, line.trim(), by) {
                 Ok(AnswerOutcome::NotAnOption(options)) => {
-                    eprintln!("not an option; answer one of: {}", options.join(", "));
+                    eprintln!(
+                        "not an option; answer one of: {}",
+                        inert(&options.join(", "))
+                    );
                     eprint!("> ");
                 }
                 Ok(_) => break,
                 Err(error) => {
-                    eprintln!("rein: {error}");
+                    eprintln!("rein: {}", inert(&error.to_string()));
                     eprint!("> ");
                 }
             }
@@ -340,13 +349,13 @@ fn report_outcome(
             }
             Err(Error::Conflict(format!(
                 "ask {id} was already {}; your {verb} was not recorded",
-                resolution.describe()
+                inert(&resolution.describe())
             ))
             .into())
         }
         AnswerOutcome::NotAnOption(options) => Err(Error::invalid(format!(
             "that is not an option of ask {id}; answer one of: {}",
-            options.join(", ")
+            inert(&options.join(", "))
         ))
         .into()),
     }

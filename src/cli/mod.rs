@@ -3,9 +3,12 @@
 
 pub mod data;
 pub mod fleet;
+pub mod hook;
+pub mod loops;
 pub mod mailbox;
 pub mod man;
 pub mod output;
+pub mod tui;
 pub mod worker;
 pub mod world;
 
@@ -227,15 +230,63 @@ pub enum Command {
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
     },
+    /// The whole fleet on one screen: asks (answered in place), workers and loops, events.
+    ///
+    /// Three areas, always visible from 80x24 and larger on larger terminals. Asks: pending
+    /// asks, newest last, with worker, age, reference and options; an ask answered
+    /// elsewhere leaves with who answered it. Fleet: workers and loops with their state
+    /// (running, waiting-human, restarting, failed, stopped, closed, ...), restarts, memory
+    /// and CPU of the unit, a loop's last and next fire, the directory or worktree branch,
+    /// and the last line the agent printed. Events: journal lines, notes, unit state changes,
+    /// and what was done here.
+    ///
+    /// Keys (also in the footer and with ?): arrows or j/k select; Tab switches area; 1-9
+    /// answer the selected ask with that option; Enter types a free-text answer; w withdraws
+    /// the ask; a attaches to the worker (its detach key, Ctrl-], comes back); t ticks the
+    /// loop, or the pulse; s sends a line to the worker (rein worker tell); k kills (in the
+    /// fleet area k kills, so use the arrows there); r restarts; c/o close or reopen a loop;
+    /// g moves a loop to another desktop; / filters every area (Esc clears); q quits.
+    /// Withdraw, kill, restart and close ask for y first.
+    ///
+    /// Live from inotify on the data dir and systemd's D-Bus signals, with no polling: the
+    /// screen is redrawn only when something changed or the terminal was resized, and an
+    /// idle screen sleeps (ages are as of the last redraw; the header shows its time).
+    /// Memory and CPU are not signalled by systemd: they are read when the screen starts, when
+    /// a unit appears and when it is selected. If the user manager goes away the fleet area says so, and the screen
+    /// reconnects when it is back. Agent text is shown inert: control characters appear as
+    /// symbols and cannot move the cursor or change the title. A file in the data dir that
+    /// cannot be read is shown as a problem in the events area.
+    ///
+    /// Answers and withdrawals are recorded as cli:$USER, through the same mailbox code as
+    /// `rein answer`; like it, rein tui refuses to run inside an agent unit. It needs a
+    /// terminal: without one it exits 2 (scripts use `rein state --json`).
+    Tui,
     /// Workers: agents running as supervised systemd user units.
     #[command(subcommand)]
     Worker(WorkerCommand),
+    /// Loops: long-running agent sessions ticked on a schedule (timers in systemd).
+    #[command(subcommand)]
+    Loop(LoopCommand),
     /// Bridges: relay asks to Slack, SMS, email and Konsole tabs, and answers back.
     #[command(subcommand)]
     Bridge(BridgeCommand),
     /// Serve workers' asks, claims, notes and reports (socket-activated by systemd).
     #[command(hide = true)]
     Gate,
+    /// The hook rein installs in an agent CLI's settings (claude): permission requests
+    /// become asks.
+    #[command(hide = true)]
+    Hook {
+        #[arg(value_parser = ["claude"])]
+        agent: String,
+    },
+    /// Run inside an agent unit: prepare the agent's HOME, export its credentials, exec it.
+    #[command(hide = true)]
+    AgentExec {
+        /// The command; without it, `/bin/sh -c "$REIN_AGENT_COMMAND"`.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -312,13 +363,155 @@ pub enum WorkerCommand {
     },
     /// Connect your terminal to a worker's agent; Ctrl-] detaches and leaves it running.
     Attach { id: String },
+    /// Type text into a worker's agent as a paste, then Enter, without attaching.
+    ///
+    /// The text goes in as a bracketed paste when the agent turned that on (most interactive
+    /// agents do), so it arrives as one prompt; Enter follows after --settle. A person
+    /// attached to the worker stays attached and sees it arrive.
+    Tell {
+        id: String,
+        /// The text; `-` reads it from stdin.
+        #[arg(value_name = "TEXT|-")]
+        text: String,
+        /// How long to wait between the paste and Enter.
+        #[arg(long, value_name = "DUR", default_value = "300ms")]
+        settle: Span,
+    },
+    /// Print a worker's screen as text: what a person attaching would see.
+    ///
+    /// With --json: cols, rows, cursor, alternate_screen, bracketed_paste, output_bytes,
+    /// idle_ms (since the agent last printed) and lines.
+    Screen { id: String },
     /// Run inside a worker unit: the PTY host for the agent.
     #[command(hide = true)]
     Host {
         id: String,
-        #[arg(last = true, required = true)]
+        /// The loop whose session this is: its resume prompt is typed once the agent is ready.
+        #[arg(long = "loop", value_name = "NAME")]
+        loop_name: Option<String>,
+        /// The agent's command; without it, `/bin/sh -c "$REIN_AGENT_COMMAND"`.
+        #[arg(last = true)]
         command: Vec<String>,
     },
+}
+
+// Parsed once per process; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum LoopCommand {
+    /// Add a loop: its definition (loops/NAME.json), its session (a worker named NAME that
+    /// always restarts and gets the prompt typed in at each start) and its timer.
+    ///
+    /// Schedules: `every 30s|10m|2h`, `daily HH:MM ZONE`, `weekly DAYS HH:MM ZONE` (days
+    /// like Mon,Thu or Mon..Fri), `none` (only `rein loop tick` fires it), or a systemd
+    /// calendar expression. Zones are IANA names (America/Los_Angeles, Europe/Berlin, UTC).
+    /// Bad input exits 2 with nothing written or started; an existing loop or worker of that
+    /// name exits 5.
+    Add {
+        name: String,
+        /// When it fires, e.g. "every 10m", "daily 09:00 America/Los_Angeles".
+        #[arg(long, value_name = "SPEC")]
+        schedule: String,
+        /// What a fire does: type the prompt into the session, run the tick script, or nothing.
+        #[arg(long, value_enum, value_name = "KIND")]
+        dispatch: crate::fleet::loops::Dispatch,
+        /// The resume prompt; `-` reads it from stdin.
+        #[arg(long, value_name = "TEXT|-", conflicts_with = "prompt_file")]
+        prompt: Option<String>,
+        /// Read the resume prompt from this file.
+        #[arg(long, value_name = "F")]
+        prompt_file: Option<std::path::PathBuf>,
+        /// The script a `tick_script` fire runs (an absolute path), in the loop's directory.
+        #[arg(long, value_name = "PATH")]
+        tick_script: Option<std::path::PathBuf>,
+        /// An argument of the tick script (repeatable).
+        #[arg(long = "tick-arg", value_name = "A", allow_hyphen_values = true)]
+        tick_args: Vec<String>,
+        /// The virtual desktop of the loop's Konsole tab (1-based).
+        #[arg(long, value_name = "N")]
+        desktop: Option<u32>,
+        /// Between typing the prompt and Enter (default loops.paste_settle).
+        #[arg(long, value_name = "DUR")]
+        settle: Option<Span>,
+        /// The session's command (default: the runner's agent, started without a prompt).
+        #[arg(long, value_name = "CMD")]
+        command: Option<String>,
+        /// The model, passed as {{model}}.
+        #[arg(long, value_name = "M")]
+        model: Option<String>,
+        /// MemoryMax= of the session, e.g. 2G.
+        #[arg(long, value_name = "SIZE", value_parser = crate::duration::parse_size)]
+        memory_max: Option<u64>,
+        /// CPUQuota= of the session, e.g. 50%.
+        #[arg(long, value_name = "PCT", value_parser = crate::duration::parse_percent)]
+        cpu_quota: Option<u32>,
+        /// An environment variable for the agent (repeatable).
+        #[arg(long = "env", value_name = "NAME=VALUE", value_parser = crate::config::parse_env_assignment)]
+        env: Vec<(String, String)>,
+        /// Work in this directory.
+        #[arg(long, value_name = "PATH", conflicts_with = "worktree")]
+        dir: Option<std::path::PathBuf>,
+        /// Work in a git worktree of this repository, made for the loop.
+        #[arg(long, value_name = "REPO")]
+        worktree: Option<std::path::PathBuf>,
+        /// The worktree's branch (default rein/NAME).
+        #[arg(long, value_name = "BRANCH", requires = "worktree")]
+        branch: Option<String>,
+        /// Where a new branch starts (default the repository's HEAD).
+        #[arg(long, value_name = "REF", requires = "worktree")]
+        base: Option<String>,
+    },
+    /// List loops: state, restarts, schedule, last and next fire (in the loop's zone and
+    /// local time) and the last dispatch's result.
+    Ls,
+    /// Fire a loop now, whatever its schedule; prints the dispatch's result.
+    Tick { name: String },
+    /// Stop a loop's timer and session; everything is kept for `reopen`.
+    Close { name: String },
+    /// Start a closed loop's session and timer again.
+    Reopen { name: String },
+    /// Remove a loop: its units, its session (and worktree) and its definition (archived).
+    ///
+    /// Refused (exit 5) while its worktree holds unsaved work, unless --force.
+    Rm {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replace a loop's resume prompt; --repaste types it into the session now.
+    UpdatePrompt {
+        name: String,
+        /// The new prompt; `-` reads it from stdin.
+        #[arg(
+            long,
+            value_name = "TEXT|-",
+            conflicts_with = "prompt_file",
+            required_unless_present = "prompt_file"
+        )]
+        prompt: Option<String>,
+        #[arg(long, value_name = "F")]
+        prompt_file: Option<std::path::PathBuf>,
+        #[arg(long)]
+        repaste: bool,
+    },
+    /// Move a loop's Konsole tab to another virtual desktop.
+    Move { name: String, desktop: u32 },
+    /// Show a loop's session as a Konsole tab on its desktop (adopting one already open).
+    Show { name: String },
+    /// Import the loops of a loopctl workbench (workbench.toml and README.md prompts).
+    ///
+    /// Reports what it imported, and refuses what it cannot map by file and line (exit 2,
+    /// nothing imported). Loops that exist already are skipped.
+    Import {
+        /// The workbench directory.
+        path: std::path::PathBuf,
+        /// Check and report, but add nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run one fire (what the loop's timer starts).
+    #[command(hide = true)]
+    Fire { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -528,7 +721,11 @@ pub fn main() -> i32 {
             }
             let silent = error.downcast_ref::<Error>().is_some_and(Error::is_silent);
             if !silent {
-                eprintln!("rein: {}", crate::error::describe(&error));
+                // Messages quote prompts, answers and file contents: shown inert.
+                eprintln!(
+                    "rein: {}",
+                    crate::text::inert(&crate::error::describe(&error))
+                );
             }
             crate::error::exit_code_of(&error)
         }
@@ -588,6 +785,8 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
             worker,
         } => data::report(context, &name, text, file, worker),
         Command::Gate => exited(crate::gate::serve(&context.paths)?),
+        Command::Hook { .. } => hook::claude(context),
+        Command::AgentExec { command } => crate::worker::host::exec(command),
         Command::Up => fleet::up(context),
         Command::Down => fleet::down(context),
         Command::Tick => fleet::tick(context),
@@ -595,7 +794,9 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Disable => fleet::enable(context, false),
         Command::Status => fleet::status(context),
         Command::Logs { follow, lines } => fleet::logs(context, None, follow, lines),
+        Command::Tui => tui::run(context),
         Command::Worker(command) => worker::run(context, command),
+        Command::Loop(command) => loops::run(context, command),
         Command::Bridge(command) => fleet::bridge(context, command),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -1,8 +1,13 @@
 //! Printing: JSON for machines, short aligned text for people.
+//!
+//! Text for people passes through [`crate::text::inert`] here, so no prompt, answer, note or
+//! file name printed by any verb can move the cursor, retitle the terminal or hide a line.
 
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
+
+use crate::text::{inert, inert_line};
 
 /// Prints a value as pretty JSON on stdout.
 pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
@@ -12,17 +17,27 @@ pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints lines on stdout (a closed pipe ends quietly, see `cli::main`).
+/// Prints lines on stdout with control characters made visible (a closed pipe ends quietly,
+/// see `cli::main`).
 pub fn lines(lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     for line in lines {
-        writeln!(stdout, "{line}")?;
+        writeln!(stdout, "{}", inert(&line))?;
     }
     Ok(())
 }
 
-/// Rows as columns padded to their widest cell; the last column is not padded.
+/// Rows as columns padded to their widest cell; the last column is not padded. Cells are
+/// made inert on one line first, so a newline or escape in a cell cannot break the columns.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> Vec<String> {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|cell| inert_line(&cell).into_owned())
+                .collect()
+        })
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (i, cell) in row.iter().enumerate() {

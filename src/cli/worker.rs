@@ -1,4 +1,4 @@
-//! `rein worker start|kill|ls|logs|attach` and the hidden `rein worker host`.
+//! `rein worker start|kill|rm|ls|logs|attach|tell|screen` and the hidden `rein worker host`.
 
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
@@ -38,6 +38,7 @@ pub fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<()> {
                 env,
                 dir,
                 worktree: worktree.map(|repo| WorktreeRequest { repo, branch, base }),
+                loop_name: None,
             };
             let config = context.config()?;
             // Everything the user typed is checked before systemd is even asked.
@@ -125,14 +126,57 @@ pub fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<()> {
             crate::cli::fleet::logs(context, Some(&id), follow, lines)
         }
         WorkerCommand::Attach { id } => attach(context, &id),
-        WorkerCommand::Host { id, command } => {
+        WorkerCommand::Tell { id, text, settle } => {
+            let text = read_body(&text, "text")?;
+            crate::cli::require_body(&text, "text")?;
+            let socket = running_socket(context, &id)?;
+            let told = pty::request::tell(&socket, &text, settle.0)?;
+            if context.json {
+                output::json(&told)?;
+            } else {
+                output::lines([format!(
+                    "told worker {id} ({} bytes{})",
+                    told.bytes,
+                    if told.bracketed_paste {
+                        ", as a bracketed paste"
+                    } else {
+                        ""
+                    }
+                )])?;
+            }
+            Ok(())
+        }
+        WorkerCommand::Screen { id } => {
+            let socket = running_socket(context, &id)?;
+            let screen = pty::request::screen(&socket)?;
+            if context.json {
+                output::json(&screen)?;
+            } else {
+                let mut lines = screen.lines;
+                while lines.last().is_some_and(|line| line.is_empty()) {
+                    lines.pop();
+                }
+                output::lines(lines)?;
+            }
+            Ok(())
+        }
+        WorkerCommand::Host {
+            id,
+            loop_name,
+            command,
+        } => {
             let socket = context.data().worker_socket(&id)?;
-            crate::cli::exited(crate::worker::host::run(socket, command)?)
+            let on_ready = match loop_name {
+                Some(name) => crate::worker::host::resume_input(&context.paths, &name),
+                None => None,
+            };
+            crate::cli::exited(crate::worker::host::run(socket, command, on_ready)?)
         }
     }
 }
 
-fn attach(context: &Context, id: &str) -> anyhow::Result<()> {
+/// The attach socket of a running worker; not found (exit 1) when there is none.
+fn running_socket(context: &Context, id: &str) -> anyhow::Result<std::path::PathBuf> {
     let socket = context.data().worker_socket(id)?;
     if !socket.exists() {
         return Err(crate::Error::NotFound(format!(
@@ -142,6 +186,11 @@ fn attach(context: &Context, id: &str) -> anyhow::Result<()> {
         ))
         .into());
     }
+    Ok(socket)
+}
+
+fn attach(context: &Context, id: &str) -> anyhow::Result<()> {
+    let socket = running_socket(context, id)?;
     let stdin = std::io::stdin();
     let _raw = if stdin.is_terminal() {
         Some(RawModeGuard::new(stdin.as_fd())?)

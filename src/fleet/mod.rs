@@ -3,13 +3,16 @@
 //! runs under ([`owner`]).
 //!
 //! Names: the default profile uses `rein-pulse.timer` / `rein-pulse.service` and
-//! `rein-worker-ID.service`; any other profile P uses `rein.P.pulse.timer` and
-//! `rein.P.worker-ID.service`. Profile names have no dots, so the two schemes never collide
+//! `rein-worker-ID.service` (a loop: `rein-loop-NAME.timer` / `.service` and its session
+//! `rein-worker-NAME.service`); any other profile P uses `rein.P.pulse.timer`,
+//! `rein.P.worker-ID.service` and `rein.P.loop-NAME.timer`. Profile names have no dots, so the two schemes never collide
 //! and a profile's units match one glob.
 
 pub mod bridges;
 pub mod enable;
 pub mod gate_unit;
+pub mod loop_import;
+pub mod loops;
 pub mod owner;
 pub mod pulse;
 pub mod sandbox;
@@ -66,6 +69,22 @@ impl UnitNames {
         unit.strip_prefix(&self.prefix)?
             .strip_prefix("worker-")?
             .strip_suffix(".service")
+    }
+    /// A loop's timer; its dispatch service has the same stem.
+    pub fn loop_timer(&self, name: &str) -> String {
+        format!("{}loop-{name}.timer", self.prefix)
+    }
+    /// The oneshot service that dispatches one fire of a loop.
+    pub fn loop_dispatch(&self, name: &str) -> String {
+        format!("{}loop-{name}.service", self.prefix)
+    }
+    /// The glob matching every loop timer and dispatch service of the profile.
+    pub fn loop_pattern(&self) -> String {
+        format!("{}loop-*", self.prefix)
+    }
+    /// The Konsole window that shows the loops of a virtual desktop (Konsole bridge).
+    pub fn konsole_window(&self, desktop: u32) -> String {
+        format!("{}konsole-desktop-{desktop}.service", self.prefix)
     }
     /// The gate's socket unit; its service has the same stem.
     pub fn gate_socket(&self) -> String {

@@ -19,7 +19,8 @@ use crate::fleet::{rein_bin, unit_environment, workers, UnitNames};
 use crate::paths::Paths;
 use crate::store;
 use crate::systemd::{
-    Manager, ServiceSpec, ServiceType, SystemdError, TimerSpec, TransientUnit, DEFAULT_STOP_GRACE,
+    Manager, ServiceSpec, ServiceType, SystemdError, TimerSpec, TransientUnit, UnitListEntry,
+    DEFAULT_STOP_GRACE,
 };
 use crate::{journal, seed, world};
 
@@ -240,9 +241,12 @@ pub struct UpReport {
     pub next_beat: Option<DateTime<Utc>>,
     pub seeded: Vec<String>,
     pub workers_restarted: Vec<String>,
+    /// Open loops whose timers were (re-)created.
+    pub loop_timers: Vec<String>,
 }
 
-/// Creates or reconciles the pulse, and brings back recorded workers that are not running.
+/// Creates or reconciles the pulse, brings back recorded workers that are not running, and
+/// re-creates the timers of open loops.
 pub async fn up(manager: &Manager, paths: &Paths, config: &Config) -> anyhow::Result<UpReport> {
     crate::fleet::owner::claim(manager, paths).await?;
     let seeded = seed::seed_data_dir(&paths.data())?;
@@ -280,6 +284,7 @@ pub async fn up(manager: &Manager, paths: &Paths, config: &Config) -> anyhow::Re
     }
     crate::fleet::gate_unit::ensure(manager, paths).await?;
     let workers_restarted = workers::restore(manager, paths, config).await?;
+    let loop_timers = crate::fleet::loops::restore(manager, paths).await?;
     let next_beat = manager
         .timer_state(&names.pulse_timer())
         .await?
@@ -293,6 +298,7 @@ pub async fn up(manager: &Manager, paths: &Paths, config: &Config) -> anyhow::Re
         next_beat,
         seeded,
         workers_restarted,
+        loop_timers,
     })
 }
 
@@ -314,13 +320,14 @@ pub struct DownReport {
     pub failed: Vec<String>,
 }
 
-/// Stops the pulse and every worker of the profile and leaves no unit behind. Worker records
-/// stay, so the next `rein up` brings the workers back.
+/// Stops the pulse, every worker and every loop of the profile and leaves no unit behind.
+/// Worker and loop records stay, so the next `rein up` brings them back.
 ///
-/// The timer goes first (no new beat starts), then everything else at once: each unit within
-/// its grace (`workers.stop_timeout` for agents, then SIGKILL), so a stubborn agent costs its
-/// grace once, not once per worker. One unit that cannot be stopped does not stop the rest;
-/// it is reported, and `down` can simply be run again.
+/// The timers go first (no new beat or fire starts, and a loop's service stays loaded while
+/// its timer refers to it), then everything else at once: each unit within its grace
+/// (`workers.stop_timeout` for agents, then SIGKILL), so a stubborn agent costs its grace
+/// once, not once per worker. One unit that cannot be stopped does not stop the rest; it is
+/// reported, and `down` can simply be run again.
 pub async fn down(manager: &Manager, paths: &Paths, grace: Duration) -> DownReport {
     let names = UnitNames::new(paths);
     let mut report = DownReport {
@@ -328,18 +335,23 @@ pub async fn down(manager: &Manager, paths: &Paths, grace: Duration) -> DownRepo
         stopped: Vec::new(),
         failed: Vec::new(),
     };
-    let timer = names.pulse_timer();
-    match manager.list(&[&timer]).await {
-        Ok(listed) if listed.is_empty() => {}
-        Ok(_) => match manager.remove(&timer, DEFAULT_STOP_GRACE).await {
-            Ok(()) => report.stopped.push(timer),
-            Err(error) => report.failed.push(format!("{timer}: {error}")),
-        },
-        Err(error) => report.failed.push(format!("{timer}: {error}")),
-    }
+    let timers = [names.pulse_timer(), names.loop_pattern()];
+    let timers: Vec<&str> = timers.iter().map(String::as_str).collect();
+    let timers = match manager.list(&timers).await {
+        Ok(units) => units
+            .into_iter()
+            .filter(|entry| entry.name.ends_with(".timer"))
+            .collect(),
+        Err(error) => {
+            report.failed.push(format!("listing the timers: {error}"));
+            Vec::new()
+        }
+    };
+    remove_all(manager, &names, &timers, grace, &mut report).await;
     let patterns = [
         names.pulse_service(),
         names.worker_pattern(),
+        names.loop_pattern(),
         names.gate_socket(),
         names.gate_service(),
     ];
@@ -351,20 +363,7 @@ pub async fn down(manager: &Manager, paths: &Paths, grace: Duration) -> DownRepo
             Vec::new()
         }
     };
-    let removals = units.iter().map(|entry| {
-        let grace = if names.worker_id(&entry.name).is_some() {
-            grace
-        } else {
-            DEFAULT_STOP_GRACE
-        };
-        async move { (entry.name.clone(), manager.remove(&entry.name, grace).await) }
-    });
-    for (unit, outcome) in futures_util::future::join_all(removals).await {
-        match outcome {
-            Ok(()) => report.stopped.push(unit),
-            Err(error) => report.failed.push(format!("{unit}: {error}")),
-        }
-    }
+    remove_all(manager, &names, &units, grace, &mut report).await;
     let mut said = if report.stopped.is_empty() {
         "stopped nothing (already down)".to_owned()
     } else {
@@ -382,6 +381,30 @@ pub async fn down(manager: &Manager, paths: &Paths, grace: Duration) -> DownRepo
         }
     }
     report
+}
+
+/// Removes `units` at once, each within its grace (`grace` for workers), into `report`.
+async fn remove_all(
+    manager: &Manager,
+    names: &UnitNames,
+    units: &[UnitListEntry],
+    grace: Duration,
+    report: &mut DownReport,
+) {
+    let removals = units.iter().map(|entry| {
+        let grace = if names.worker_id(&entry.name).is_some() {
+            grace
+        } else {
+            DEFAULT_STOP_GRACE
+        };
+        async move { (entry.name.clone(), manager.remove(&entry.name, grace).await) }
+    });
+    for (unit, outcome) in futures_util::future::join_all(removals).await {
+        match outcome {
+            Ok(()) => report.stopped.push(unit),
+            Err(error) => report.failed.push(format!("{unit}: {error}")),
+        }
+    }
 }
 
 /// Where the beats stand, as `rein status` tells it.

@@ -1,15 +1,16 @@
 //! How an agent rein starts is fenced in: systemd's own sandboxing on its unit, so the human
 //! gate is enforced by the kernel and not by the agent's good manners.
 //!
-//! A worker (and the judge's tick) sees the whole file system read-only
-//! (`ProtectSystem=strict`, plus the home and runtime dirs) except what it must write: its working
-//! directory (a `--dir`, or its git worktree and that repository's object store), and its own
-//! `agents/ID/` (HOME, default workspace, PTY socket). The data dir itself stays read-only, so
-//! answers, withdrawals, goals, the playbook and sensors cannot be written; asks, claims,
-//! notes and reports go through the gate ([`crate::gate`]), which names the caller from its
-//! unit. The user's bus and the manager's private socket are inaccessible (no `systemd-run`
-//! around the fence), every secret file rein knows of is inaccessible, ptrace and mount are
-//! denied, and a root worker has no capabilities.
+//! A worker (and the judge's tick) sees the whole file system read-only (`ProtectSystem=strict`,
+//! plus the home and runtime dirs) except what it must write: its working directory (a
+//! `--dir`, or its git worktree and that repository's object store), and its own `agents/ID/`
+//! (HOME, default workspace, PTY socket) — the only one of `agents/` it sees at all, so no
+//! agent can type into or attach to another. The data dir itself stays read-only, so answers,
+//! withdrawals, goals, the playbook and sensors cannot be written; asks, claims, notes and
+//! reports go through the gate ([`crate::gate`]), which names the caller from its unit. The
+//! user's bus and the manager's private socket are inaccessible (no `systemd-run` around the
+//! fence), every secret file rein knows of is inaccessible, ptrace and mount are denied, and
+//! a root worker has no capabilities.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +35,9 @@ const DENIED_SYSTEM_CALLS: &[&str] = &[
 /// that must stay read-only.
 #[derive(Debug, Clone, Default)]
 pub struct Needs {
+    /// Its own directory among its peers' (`agents/ID`): every other worker's directory (its
+    /// HOME, its PTY socket) is hidden, so no agent can type into or attach to another.
+    pub own: Option<PathBuf>,
     pub writable: Vec<PathBuf>,
     pub read_only: Vec<PathBuf>,
     /// Paths the unit must see at all (its program, its directories): none may hide under
@@ -111,12 +115,20 @@ pub fn agent_sandbox(paths: &Paths, config: &Config, needs: &Needs) -> Sandbox {
         .visible
         .iter()
         .chain(&needs.writable)
+        .chain(&needs.own)
         .chain(std::iter::once(&paths.data_dir))
         .any(|p| under_temp(p));
     if host_tmp {
         writable.push(PathBuf::from("/tmp"));
         writable.push(PathBuf::from("/var/tmp"));
     }
+    let (empty_paths, bind_paths) = match &needs.own {
+        Some(own) => (
+            own.parent().map(Path::to_path_buf).into_iter().collect(),
+            vec![own.clone()],
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
     let mut inaccessible = manager_sockets();
     inaccessible.extend(secret_files(config));
     // SAFETY: geteuid has no preconditions.
@@ -126,6 +138,8 @@ pub fn agent_sandbox(paths: &Paths, config: &Config, needs: &Needs) -> Sandbox {
         read_write_paths: writable,
         read_only_paths: read_only,
         inaccessible_paths: inaccessible,
+        empty_paths,
+        bind_paths,
         private_tmp: !host_tmp,
         no_new_privileges: true,
         denied_system_calls: DENIED_SYSTEM_CALLS.iter().map(|s| s.to_string()).collect(),
@@ -172,12 +186,16 @@ pub enum Enforcement {
     NotEnforced(String),
     /// The mount table could not be read.
     Unknown(String),
+    /// The process is gone (it exited at once): nothing of it runs to check.
+    Gone,
 }
 
 /// Checks, from its mount table, that the process `pid` sees `data_dir` read-only.
 pub fn check(pid: u32, data_dir: &Path) -> Enforcement {
     let table = match std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) {
         Ok(table) => table,
+        // An exited process (a zombie has no mount table) leaves nothing to check.
+        Err(_) if !alive(pid) => return Enforcement::Gone,
         Err(error) => {
             return Enforcement::Unknown(format!("reading /proc/{pid}/mountinfo: {error}"))
         }
@@ -190,6 +208,15 @@ pub fn check(pid: u32, data_dir: &Path) -> Enforcement {
         )),
         None => Enforcement::Unknown(format!("no mount covers {}", data_dir.display())),
     }
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X')
+    })
 }
 
 /// Whether the mount that covers `path` (the longest mount point that contains it, the last

@@ -18,6 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::agents::{self, Agent};
 use crate::config::{self, Config, RestartPolicy, SandboxMode, SecretSource};
 use crate::error::{Error, Result, EXIT_WITHDRAWN};
 use crate::fleet::sandbox::{self, Enforcement};
@@ -74,6 +75,14 @@ pub struct WorkerRecord {
     /// Whether the sandbox was checked in force when the worker last started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<String>,
+    /// The agent CLI the command runs (claude, codex, opencode, pi), whose settings rein
+    /// prepares in the worker's HOME.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Set when this worker is a loop's session (`loops/NAME.json`): it restarts always,
+    /// and its PTY host types the loop's resume prompt at each start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_name: Option<String>,
 }
 
 impl WorkerRecord {
@@ -102,6 +111,8 @@ pub struct StartRequest {
     pub dir: Option<PathBuf>,
     /// `--worktree REPO [--branch B] [--base REF]`.
     pub worktree: Option<WorktreeRequest>,
+    /// The loop this worker is the session of.
+    pub loop_name: Option<String>,
 }
 
 /// The worker contract: how to ask, claim and report — then the brief.
@@ -153,7 +164,12 @@ fn unit_path(record: &WorkerRecord, bin: &str) -> String {
 }
 
 /// The unit environment of a worker: rein's own variables, then the agent's.
-fn environment(paths: &Paths, record: &WorkerRecord, bin: &str) -> Result<Vec<(String, String)>> {
+fn environment(
+    paths: &Paths,
+    record: &WorkerRecord,
+    bin: &str,
+    template: Option<&Path>,
+) -> Result<Vec<(String, String)>> {
     let dir = paths.data();
     let mut environment: Vec<(String, String)> = unit_environment(paths)
         .into_iter()
@@ -175,6 +191,26 @@ fn environment(paths: &Paths, record: &WorkerRecord, bin: &str) -> Result<Vec<(S
             }
         }
     }
+    if let Some(agent) = record.agent.as_deref().and_then(Agent::from_name) {
+        environment.push((agents::AGENT_VARIABLE.to_owned(), agent.name().to_owned()));
+        for (name, value) in agents::environment(agent) {
+            if !record.env.contains_key(name) {
+                environment.push((name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+    if let Some(template) = template {
+        environment.push((
+            agents::TEMPLATE_VARIABLE.to_owned(),
+            template.display().to_string(),
+        ));
+    }
+    if let Some(home) = directories::BaseDirs::new().map(|b| b.home_dir().to_owned()) {
+        environment.push((
+            agents::USER_HOME_VARIABLE.to_owned(),
+            home.display().to_string(),
+        ));
+    }
     environment.push(("REIN_WORKER_ID".to_owned(), record.id.clone()));
     environment.push(("REIN_BIN".to_owned(), bin.to_owned()));
     environment.push((
@@ -188,7 +224,8 @@ fn environment(paths: &Paths, record: &WorkerRecord, bin: &str) -> Result<Vec<(S
 fn needs(paths: &Paths, record: &WorkerRecord, bin: &str) -> Result<sandbox::Needs> {
     let dir = paths.data();
     let mut needs = sandbox::Needs {
-        writable: vec![dir.agent_dir(&record.id)?],
+        own: Some(dir.agent_dir(&record.id)?),
+        writable: Vec::new(),
         read_only: Vec::new(),
         visible: vec![PathBuf::from(bin)],
     };
@@ -206,6 +243,69 @@ fn needs(paths: &Paths, record: &WorkerRecord, bin: &str) -> Result<sandbox::Nee
     Ok(needs)
 }
 
+/// The unit of an agent the judge runs for one tick: the same environment, secrets, agent
+/// settings and sandbox as a worker, as `agents/judge/`, running `rein agent-exec`
+/// once (the command in `$REIN_AGENT_COMMAND`) with its output on the caller's pipes.
+pub fn judge_spec(
+    paths: &Paths,
+    config: &Config,
+    command: &str,
+    stdout: std::os::fd::RawFd,
+    stderr: std::os::fd::RawFd,
+) -> anyhow::Result<ServiceSpec> {
+    let (env, secrets) = config.agent_environment(None);
+    for (name, source) in &secrets {
+        source.check(name)?;
+    }
+    let record = WorkerRecord {
+        version: FORMAT_VERSION,
+        id: JUDGE.to_owned(),
+        command: command.to_owned(),
+        model: config.runner.model.clone(),
+        memory_max: None,
+        cpu_quota: None,
+        started: Utc::now(),
+        failure_reported: None,
+        dir: None,
+        worktree: None,
+        env,
+        secrets,
+        stopped: None,
+        exit_reported: None,
+        sandbox: None,
+        agent: program_of(command)?
+            .and_then(|program| Agent::of_program(&program))
+            .map(|agent| agent.name().to_owned()),
+        loop_name: None,
+    };
+    let dir = paths.data();
+    for path in [dir.agent_home(JUDGE)?, dir.agent_work(JUDGE)?] {
+        store::ensure_dir(&path)?;
+    }
+    let mut spec = service_spec(paths, config, &record)?;
+    spec.name = UnitNames::new(paths).judge();
+    spec.description = format!("rein judge tick of profile {}", paths.profile);
+    spec.exec = vec![rein_bin()?, "agent-exec".to_owned()];
+    spec.service_type = ServiceType::Exec;
+    spec.remain_after_exit = true;
+    spec.restart = None;
+    spec.restart_sec = None;
+    spec.start_limit_burst = None;
+    spec.start_limit_interval = None;
+    spec.restart_prevent_exit_status = Vec::new();
+    spec.syslog_identifier = Some("rein-judge".to_owned());
+    spec.log_extra_fields = vec![("REIN_PROFILE".to_owned(), paths.profile.clone())];
+    spec.stdout_fd = Some(stdout);
+    spec.stderr_fd = Some(stderr);
+    Ok(spec)
+}
+
+/// The environment variable carrying an agent unit's shell command (see `service_spec`).
+pub const COMMAND_VARIABLE: &str = "REIN_AGENT_COMMAND";
+
+/// The id the judge's tick runs under (its HOME is `agents/judge/home`).
+pub const JUDGE: &str = "judge";
+
 fn service_spec(
     paths: &Paths,
     config: &Config,
@@ -215,39 +315,50 @@ fn service_spec(
     let bin = rein_bin()?;
     let workers = &config.workers;
     let sandbox = match workers.sandbox {
-        SandboxMode::Strict => Some(sandbox::agent_sandbox(
-            paths,
-            config,
-            &needs(paths, record, &bin)?,
-        )),
+        SandboxMode::Strict => {
+            let mut needs = needs(paths, record, &bin)?;
+            needs.visible.extend(config.home_template());
+            Some(sandbox::agent_sandbox(paths, config, &needs))
+        }
         SandboxMode::Off => None,
     };
+    let mut exec = vec![
+        bin.clone(),
+        "worker".to_owned(),
+        "host".to_owned(),
+        record.id.clone(),
+    ];
+    // A loop's session comes back whatever ended it, quickly, and gets its resume prompt.
+    let (restart, restart_sec) = match &record.loop_name {
+        Some(name) => {
+            exec.extend(["--loop".to_owned(), name.clone()]);
+            (RestartPolicy::Always, config.loops.restart_sec.0)
+        }
+        None => (workers.restart, workers.restart_sec.0),
+    };
+    // The command travels in the environment, not in ExecStart: systemd 252 writes a `;`
+    // in a transient ExecStart as `\;` and reads it back literally after a daemon-reload,
+    // which would break the worker at its next restart. Environment= round-trips exactly.
+    let mut environment = environment(paths, record, &bin, config.home_template().as_deref())?;
+    environment.push((COMMAND_VARIABLE.to_owned(), record.command.clone()));
     Ok(ServiceSpec {
         name: names.worker(&record.id),
         description: format!("rein worker {} of profile {}", record.id, paths.profile),
-        exec: vec![
-            bin.clone(),
-            "worker".to_owned(),
-            "host".to_owned(),
-            record.id.clone(),
-            "--".to_owned(),
-            "/bin/sh".to_owned(),
-            "-c".to_owned(),
-            record.command.clone(),
-        ],
+        exec,
         service_type: ServiceType::Notify,
-        environment: environment(paths, record, &bin)?,
+        environment,
         working_directory: Some(record.work_dir(paths)?),
-        restart: Some(match workers.restart {
+        restart: Some(match restart {
             RestartPolicy::No => systemd::RestartPolicy::No,
             RestartPolicy::OnFailure => systemd::RestartPolicy::OnFailure,
             RestartPolicy::Always => systemd::RestartPolicy::Always,
         }),
-        restart_sec: Some(workers.restart_sec.0),
+        restart_sec: Some(restart_sec),
         start_limit_burst: Some(workers.start_limit_burst),
         start_limit_interval: Some(workers.start_limit_interval.0),
         memory_max: record.memory_max.or(workers.memory_max),
         cpu_quota_percent: record.cpu_quota.or(workers.cpu_quota),
+        cpu_accounting: true,
         log_extra_fields: vec![
             ("REIN_WORKER".to_owned(), record.id.clone()),
             ("REIN_PROFILE".to_owned(), paths.profile.clone()),
@@ -329,6 +440,11 @@ fn check_program(command: &str, path: &str) -> Result<()> {
 /// Validates a start request into a record; writes nothing and starts nothing.
 pub fn prepare(paths: &Paths, config: &Config, request: &StartRequest) -> Result<WorkerRecord> {
     validate_id("worker id", &request.id)?;
+    if request.id == JUDGE {
+        return Err(Error::invalid(
+            "the worker id \"judge\" is the llm judge's own; pick another",
+        ));
+    }
     let own = config.workers.overrides.get(&request.id);
     let template = request
         .command
@@ -400,9 +516,15 @@ pub fn prepare(paths: &Paths, config: &Config, request: &StartRequest) -> Result
         secrets,
         stopped: None,
         sandbox: None,
+        agent: None,
+        loop_name: request.loop_name.clone(),
     };
     let bin = rein_bin().map_err(|e| Error::invalid(format!("cannot find rein's binary: {e}")))?;
     check_program(&record.command, &unit_path(&record, &bin))?;
+    let mut record = record;
+    record.agent = program_of(&record.command)?
+        .and_then(|program| Agent::of_program(&program))
+        .map(|agent| agent.name().to_owned());
     Ok(record)
 }
 
@@ -525,7 +647,9 @@ async fn launch(
                 record.id
             ))
         }
-        _ => Ok("unchecked (the agent exited at once)".to_owned()),
+        Enforcement::Gone | Enforcement::NotEnforced(_) | Enforcement::Unknown(_) => {
+            Ok("unchecked (the agent exited at once)".to_owned())
+        }
     }
 }
 
@@ -584,6 +708,39 @@ pub fn check_known(paths: &Paths, id: &str) -> Result<()> {
         "no worker {id:?} in profile {}; `rein worker ls` lists them",
         paths.profile
     )))
+}
+
+/// Starts a stopped worker again from its record (a loop reopened): clears `stopped` and
+/// creates its unit. A running worker is left as it is.
+pub async fn resume(
+    manager: &Manager,
+    paths: &Paths,
+    config: &Config,
+    id: &str,
+) -> anyhow::Result<WorkerRecord> {
+    let path = paths.data().worker(id)?;
+    let Some(mut record) = store::read_json::<WorkerRecord>(&path)? else {
+        return Err(
+            Error::NotFound(format!("no worker {id:?} in profile {}", paths.profile)).into(),
+        );
+    };
+    let running = manager
+        .service_state(&UnitNames::new(paths).worker(id))
+        .await?
+        .is_some_and(|s| is_running(&s));
+    if !running {
+        crate::fleet::gate_unit::ensure(manager, paths).await?;
+        record.sandbox = Some(launch(manager, paths, config, &record).await?);
+        record.stopped = None;
+        record.failure_reported = None;
+        store::write_json(&path, &record)?;
+        journal::record_or_warn(
+            &paths.data(),
+            "worker",
+            &format!("started worker {id} again"),
+        );
+    }
+    Ok(record)
 }
 
 pub fn records(paths: &Paths) -> Result<Vec<WorkerRecord>> {
@@ -858,6 +1015,9 @@ pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<Worker
                     ask["id"].as_str().unwrap_or_default(),
                     ask["prompt"].as_str().unwrap_or_default()
                 ));
+            } else if let Some(reason) = attention(paths, id) {
+                health = WorkerHealth::WaitingHuman;
+                waiting = Some(reason);
             }
         }
         let (dir, branch, sandbox) = place(id);
@@ -905,6 +1065,18 @@ pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<Worker
     Ok(views)
 }
 
+/// Why a running agent waits for a person at its own dialog: what its hooks reported
+/// (`attention.json`), else what its PTY host saw on its screen (`dialog.json`).
+fn attention(paths: &Paths, id: &str) -> Option<String> {
+    let dir = paths.data();
+    [dir.agent_attention(id).ok()?, dir.agent_dialog(id).ok()?]
+        .iter()
+        .find_map(|path| {
+            let value: serde_json::Value = store::read_json(path).ok().flatten()?;
+            value["reason"].as_str().map(str::to_owned)
+        })
+}
+
 /// Journals and notifies each failed worker once, and journals each worker that exited on
 /// its own once (both wake `rein wait`); returns the failed ones' ids.
 ///
@@ -946,10 +1118,16 @@ pub async fn report_failures(
         if record.failure_reported.is_some() {
             continue;
         }
-        let message = format!(
-            "worker {} failed (result {}, {} restarts); see `rein worker logs {}`",
-            view.id, view.result, view.restarts, view.id
-        );
+        let message = match &record.loop_name {
+            Some(name) => format!(
+                "loop {name}'s session failed past its start limit (result {}, {} restarts); see `rein worker logs {name}`, then `rein loop close {name}` and `rein loop reopen {name}`",
+                view.result, view.restarts
+            ),
+            None => format!(
+                "worker {} failed (result {}, {} restarts); see `rein worker logs {}`",
+                view.id, view.result, view.restarts, view.id
+            ),
+        };
         journal::record_or_warn(&dir, "worker-failed", &message);
         notes::notify(&dir, "rein", &message)?;
         record.failure_reported = Some(Utc::now());

@@ -79,9 +79,11 @@ pub fn current_user() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Ask {
     pub version: u32,
+    #[serde(deserialize_with = "store::valid_id")]
     pub id: String,
     /// Increases with every ask filed in this data dir; wait tokens compare it.
     pub seq: u64,
+    #[serde(deserialize_with = "store::valid_id")]
     pub worker: String,
     pub prompt: String,
     #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
@@ -104,6 +106,7 @@ pub enum ResolutionKind {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Resolution {
     pub version: u32,
+    #[serde(deserialize_with = "store::valid_id")]
     pub ask: String,
     pub kind: ResolutionKind,
     /// The answer text; absent for a withdrawal.
@@ -456,6 +459,8 @@ impl Mailbox {
     /// Answers an ask. The first resolution wins across processes.
     pub fn answer(&self, id: &str, text: &str, by: &str) -> Result<AnswerOutcome> {
         let record = self.get(id)?;
+        // Line ends typed or pasted as CRLF are line ends, not carriage returns.
+        let text = text.replace("\r\n", "\n");
         let text = text.trim_end_matches(['\n', '\r']);
         if text.trim().is_empty() {
             return Err(Error::invalid(format!(
@@ -463,6 +468,14 @@ impl Mailbox {
             )));
         }
         check_size("answer", text, MAX_ANSWER)?;
+        if let Some(control) = text
+            .chars()
+            .find(|&c| crate::text::is_control(c) && !matches!(c, '\n' | '\t'))
+        {
+            return Err(Error::invalid(format!(
+                "the answer to {id} contains the control character {control:?}; answer in plain text"
+            )));
+        }
         if let Some(resolution) = record.resolution {
             return Ok(AnswerOutcome::AlreadyResolved(resolution));
         }
@@ -651,6 +664,44 @@ mod tests {
         );
         assert!(mailbox.list(false).expect("list").records.is_empty());
         assert_eq!(mailbox.list(true).expect("list").records.len(), 1);
+    }
+
+    #[test]
+    fn answers_with_control_characters_are_refused() {
+        let (_dir, mailbox) = mailbox();
+        let (ask, _) = mailbox.file(&new_ask("merge?", &[])).expect("file");
+        let hostile = "\u{1b}]2;owned\u{7}\u{1b}[2J yes";
+        let error = mailbox
+            .answer(&ask.id, hostile, "email:a@b")
+            .expect_err("refused");
+        assert_eq!(error.exit_code(), crate::error::EXIT_USAGE);
+        assert_eq!(mailbox.resolution(&ask.id).expect("read"), None);
+        let accepted = mailbox.answer(&ask.id, "two\r\nlines\tand a tab\r\n", "cli:a");
+        let Ok(AnswerOutcome::Accepted(resolution)) = accepted else {
+            panic!("a plain multi-line answer is accepted: {accepted:?}");
+        };
+        assert_eq!(resolution.text.as_deref(), Some("two\nlines\tand a tab"));
+    }
+
+    #[test]
+    fn records_with_invalid_ids_do_not_load() {
+        let (dir, mailbox) = mailbox();
+        let data = DataDir::new(dir.path());
+        data.create_dirs().expect("dirs");
+        let at = "2026-01-01T00:00:00Z";
+        // Found by fuzzing: an answer file naming the ask "" loaded.
+        std::fs::write(
+            data.answer("abc234"),
+            format!(r#"{{"version":1,"ask":"","kind":"answered","text":"yes","by":"cli:a","at":"{at}"}}"#),
+        )
+        .expect("write");
+        assert!(mailbox.resolution("abc234").is_err());
+        for (id, worker) in [("..", "w1"), ("abc234", "W1"), ("a/b", "w1")] {
+            let ask = format!(
+                r#"{{"version":1,"id":"{id}","seq":1,"worker":"{worker}","prompt":"p","created":"{at}","key":"k"}}"#
+            );
+            assert!(serde_json::from_str::<Ask>(&ask).is_err(), "{ask}");
+        }
     }
 
     #[test]

@@ -36,6 +36,10 @@ const DIRS: &[&str] = &[
     "agents",
 ];
 
+/// Directories rein makes only when it first writes there (a data dir without loops has
+/// none); swept like the others.
+const MADE_ON_DEMAND: &[&str] = &["loops", "loop-runs", "archive/loops"];
+
 impl DataDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         DataDir { root: root.into() }
@@ -78,7 +82,11 @@ impl DataDir {
     /// Every directory rein writes into, for sweeping stale temp files.
     pub fn all_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = vec![self.root.clone(), self.ask_keys()];
-        dirs.extend(DIRS.iter().map(|dir| self.root.join(dir)));
+        dirs.extend(
+            DIRS.iter()
+                .chain(MADE_ON_DEMAND)
+                .map(|dir| self.root.join(dir)),
+        );
         dirs
     }
 
@@ -213,6 +221,28 @@ impl DataDir {
     pub fn archived_worker(&self, id: &str, stamp: &str) -> PathBuf {
         self.archived_workers().join(format!("{id}.{stamp}.json"))
     }
+
+    pub fn loops(&self) -> PathBuf {
+        self.root.join("loops")
+    }
+    /// A loop's definition: its schedule, dispatch and prompt, and its session's settings.
+    pub fn loop_record(&self, name: &str) -> Result<PathBuf> {
+        validate_id("loop name", name)?;
+        Ok(self.loops().join(format!("{name}.json")))
+    }
+    pub fn loop_runs(&self) -> PathBuf {
+        self.root.join("loop-runs")
+    }
+    /// A loop's last dispatch.
+    pub fn loop_run(&self, name: &str) -> Result<PathBuf> {
+        validate_id("loop name", name)?;
+        Ok(self.loop_runs().join(format!("{name}.json")))
+    }
+    pub fn archived_loop(&self, name: &str, stamp: &str) -> PathBuf {
+        self.root
+            .join("archive/loops")
+            .join(format!("{name}.{stamp}.json"))
+    }
     /// Everything a worker's sandbox lets it write in the data dir: its HOME, its default
     /// working directory and its PTY host's socket.
     pub fn agent_dir(&self, id: &str) -> Result<PathBuf> {
@@ -222,6 +252,14 @@ impl DataDir {
     /// The agent's HOME: the agent CLIs' own settings and state, made by rein per worker.
     pub fn agent_home(&self, id: &str) -> Result<PathBuf> {
         Ok(self.agent_dir(id)?.join("home"))
+    }
+    /// Why the agent waits for a person, as its hooks report it (`rein worker ls` shows it).
+    pub fn agent_attention(&self, id: &str) -> Result<PathBuf> {
+        Ok(self.agent_dir(id)?.join("attention.json"))
+    }
+    /// The agent's own dialog, as its PTY host saw it on screen.
+    pub fn agent_dialog(&self, id: &str) -> Result<PathBuf> {
+        Ok(self.agent_dir(id)?.join("dialog.json"))
     }
     /// Where a worker started without --dir or --worktree works.
     pub fn agent_work(&self, id: &str) -> Result<PathBuf> {

@@ -60,6 +60,17 @@ pub fn validate_id(kind: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// For `#[serde(deserialize_with = "store::valid_id")]` on the id and name fields of records:
+/// a record whose id breaks the pattern does not load, so a planted or hand-edited file
+/// cannot carry an id into code that builds paths or messages from it.
+pub fn valid_id<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<String, D::Error> {
+    let id = <String as serde::Deserialize>::deserialize(deserializer)?;
+    validate_id("id", &id).map_err(serde::de::Error::custom)?;
+    Ok(id)
+}
+
 /// True for names rein never treats as records: temp files and other dot files.
 pub fn is_hidden(name: &str) -> bool {
     name.starts_with('.')
@@ -504,7 +515,10 @@ pub fn try_lock(path: &Path, holder: &str) -> Result<std::result::Result<Lock, S
 /// Reads at most `cap` bytes from a reader; the flag says whether more was available.
 pub fn read_capped(reader: &mut impl Read, cap: usize) -> std::io::Result<(Vec<u8>, bool)> {
     let mut buffer = Vec::new();
-    let read = reader.take(cap as u64 + 1).read_to_end(&mut buffer)?;
+    // One byte past the cap tells whether there was more; a cap of u64::MAX cannot overflow.
+    let read = reader
+        .take((cap as u64).saturating_add(1))
+        .read_to_end(&mut buffer)?;
     let over = read > cap;
     buffer.truncate(cap);
     Ok((buffer, over))
@@ -557,6 +571,27 @@ mod tests {
         assert_eq!(fs::read(&path).expect("read"), b"first");
         let leftovers: Vec<_> = fs::read_dir(dir.path()).expect("ls").collect();
         assert_eq!(leftovers.len(), 1, "no temp files remain");
+    }
+
+    #[test]
+    fn read_capped_takes_any_cap() {
+        // Found by fuzzing: `cap + 1` overflowed for the largest cap (a debug build
+        // panicked, a release build read nothing).
+        for (cap, input, expected, over) in [
+            (
+                usize::MAX,
+                &b"sensor output"[..],
+                &b"sensor output"[..],
+                false,
+            ),
+            (4, b"sensor", b"sens", true),
+            (6, b"sensor", b"sensor", false),
+            (0, b"", b"", false),
+            (0, b"x", b"", true),
+        ] {
+            let (read, more) = read_capped(&mut &input[..], cap).expect("read");
+            assert_eq!((read.as_slice(), more), (expected, over), "cap {cap}");
+        }
     }
 
     #[test]

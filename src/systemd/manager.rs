@@ -621,6 +621,153 @@ impl Manager {
     }
 }
 
+/// The bus name whose owner changes when the user manager leaves or joins a bus.
+const DBUS_SERVICE: &str = "org.freedesktop.DBus";
+
+/// One signal from the user manager about its units.
+#[derive(Debug)]
+pub enum UnitSignal {
+    /// A unit was loaded (`UnitNew`).
+    New(String),
+    /// A unit was unloaded (`UnitRemoved`).
+    Removed(String),
+    /// Properties of a unit changed (`PropertiesChanged` on its object).
+    Changed(UnitChange),
+}
+
+/// A `PropertiesChanged` signal of one unit, to apply to a kept state.
+#[derive(Debug)]
+pub struct UnitChange {
+    pub unit: String,
+    message: Message,
+}
+
+impl UnitChange {
+    /// Where the signal sits among received messages: a state read at or after this
+    /// position already reflects it (see [`Manager::service_state_at`]).
+    pub fn position(&self) -> Sequence {
+        self.message.recv_position()
+    }
+
+    /// Applies the changed values to `state` with the same code as a read. Returns `true`
+    /// when a tracked property was invalidated without its value: read the state again.
+    pub fn apply_to(&self, state: &mut ServiceState) -> bool {
+        apply_changes(state, &self.message) == Applied::NeedsRead
+    }
+}
+
+/// Every unit signal of the user manager, in the order it sent them; see
+/// [`Manager::unit_signals`].
+pub struct UnitSignals {
+    signals: MessageStream,
+    /// `NameOwnerChanged` of systemd's bus name; `None` on the private socket, where a
+    /// closed connection says the same.
+    owner: Option<MessageStream>,
+}
+
+impl UnitSignals {
+    /// The next signal about a unit. [`SystemdError::Disconnected`] when the connection
+    /// closed or the manager left the bus: connect again once it is back.
+    pub async fn next(&mut self) -> Result<UnitSignal, SystemdError> {
+        loop {
+            let message = match &mut self.owner {
+                Some(owner) => tokio::select! {
+                    message = next_message(&mut self.signals) => message?,
+                    owner_message = next_message(owner) => {
+                        let owner_message = owner_message?;
+                        let gone = owner_message
+                            .body()
+                            .deserialize::<(String, String, String)>()
+                            .is_ok_and(|(_, _, new_owner)| new_owner.is_empty());
+                        if gone {
+                            return Err(SystemdError::Disconnected);
+                        }
+                        continue;
+                    }
+                },
+                None => next_message(&mut self.signals).await?,
+            };
+            if let Some(signal) = unit_signal(message) {
+                return Ok(signal);
+            }
+        }
+    }
+}
+
+fn unit_signal(message: Message) -> Option<UnitSignal> {
+    let header = message.header();
+    let member = header.member()?.as_str().to_owned();
+    let path = header.path()?.as_str().to_owned();
+    match member.as_str() {
+        "UnitNew" | "UnitRemoved" if path == MANAGER_PATH => {
+            let (name, _): (String, OwnedObjectPath) = message.body().deserialize().ok()?;
+            Some(if member == "UnitNew" {
+                UnitSignal::New(name)
+            } else {
+                UnitSignal::Removed(name)
+            })
+        }
+        "PropertiesChanged" => {
+            let unit = unit_name_from_object_path(&path)?;
+            Some(UnitSignal::Changed(UnitChange { unit, message }))
+        }
+        _ => None,
+    }
+}
+
+impl Manager {
+    /// Ask systemd to restart a unit (`RestartUnit`, mode `replace`) and return once the job
+    /// is queued; its progress shows in the unit's signals.
+    pub async fn restart(&self, unit_name: &str) -> Result<(), SystemdError> {
+        self.proxy
+            .restart_unit(unit_name, "replace")
+            .await
+            .map(|_job| ())
+            .map_err(|error| method_error(error, unit_name))
+    }
+
+    /// A service's state in one `GetAll` call with where the read sits among received
+    /// messages, so signals already reflected in it can be skipped; `None` when no such unit
+    /// is loaded.
+    pub async fn service_state_at(
+        &self,
+        unit_name: &str,
+    ) -> Result<Option<(ServiceState, Sequence)>, SystemdError> {
+        let Some((properties, read_at)) = self.read_unit(unit_name).await? else {
+            return Ok(None);
+        };
+        let state = ServiceState::from_properties(unit_name, &properties);
+        Ok(is_loaded(&state.load_state).then_some((state, read_at)))
+    }
+
+    /// Subscribes to every signal the manager sends about units (`UnitNew`, `UnitRemoved`,
+    /// `PropertiesChanged`), in one ordered stream, and on a bus to the manager leaving it.
+    /// Subscribed before this returns, so a read made afterwards misses nothing.
+    pub async fn unit_signals(&self) -> Result<UnitSignals, SystemdError> {
+        let mut rule = MatchRule::builder().msg_type(MessageType::Signal);
+        if let Some(sender) = &self.systemd_sender {
+            rule = rule.sender(sender.as_str())?;
+        }
+        let signals =
+            MessageStream::for_match_rule(rule.build(), &self.connection, Some(SIGNAL_QUEUE))
+                .await?;
+        let owner = match self.systemd_sender {
+            Some(_) => {
+                let rule = MatchRule::builder()
+                    .msg_type(MessageType::Signal)
+                    .sender(DBUS_SERVICE)?
+                    .interface(DBUS_SERVICE)?
+                    .member("NameOwnerChanged")?
+                    .arg(0, SYSTEMD_SERVICE)?
+                    .build();
+                Some(MessageStream::for_match_rule(rule, &self.connection, Some(16)).await?)
+            }
+            None => None,
+        };
+        Ok(UnitSignals { signals, owner })
+    }
+}
+
 /// The unit name an object path of [`unit_object_path`] stands for; `None` for any other
 /// path.
 pub fn unit_name_from_object_path(path: &str) -> Option<String> {

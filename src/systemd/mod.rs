@@ -13,9 +13,11 @@
 //!   [`Manager::wait_unloaded`] waits for `UnitRemoved`, after which a name can be reused;
 //!   [`Manager::remove`] stops a unit within a grace (then SIGKILL), resets and unloads it,
 //!   on a fresh connection if the bus breaks meanwhile.
-//! - [`Manager::kill`] and [`Manager::reset_failed`] are single calls.
+//! - [`Manager::kill`], [`Manager::restart`] and [`Manager::reset_failed`] are single calls.
 //! - [`Manager::service_state`] / [`Manager::timer_state`] read a unit in one
 //!   `Properties.GetAll` call; [`Manager::list`] is one `ListUnitsByPatterns` call.
+//! - [`Manager::unit_signals`] follows every unit's changes, births and removals in the
+//!   order systemd sent them, for screens that stay live without polling.
 //! - [`Manager::wait_for_state`] subscribes to `PropertiesChanged`, reads once, then takes
 //!   values from the signals (never from follow-up reads) until a predicate holds or a
 //!   deadline passes.
@@ -29,14 +31,17 @@
 //! `failed` while `SubState` is `auto-restart`.
 
 mod manager;
-mod private_socket;
+pub mod private_socket;
 mod proxies;
 mod state;
 pub mod units;
 
 use std::time::Duration;
 
-pub use manager::{unit_object_path, Endpoint, KillTarget, Manager, DEFAULT_STOP_GRACE};
+pub use manager::{
+    unit_name_from_object_path, unit_object_path, Endpoint, KillTarget, Manager, UnitChange,
+    UnitSignal, UnitSignals, DEFAULT_STOP_GRACE,
+};
 pub use state::{health, ActiveState, Health, ServiceState, TimerState, UnitListEntry};
 pub use units::{
     KillMode, RestartPolicy, Sandbox, ServiceSpec, ServiceType, SocketSpec, TimerSpec,

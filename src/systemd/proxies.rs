@@ -56,6 +56,9 @@ pub(crate) trait Manager {
     /// `StopUnit(s name, s mode) -> o job`.
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
 
+    /// `RestartUnit(s name, s mode) -> o job`.
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+
     /// `KillUnit(s name, s whom, i signal)`; `whom` is "main", "control" or "all".
     fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
 

@@ -90,6 +90,9 @@ pub struct ServiceState {
     pub inactive_exit_timestamp_usec: u64,
     /// Bytes; `None` when systemd does not know (no memory accounting).
     pub memory_current: Option<u64>,
+    /// CPU time used so far, in nanoseconds; `None` without CPU accounting. systemd sends
+    /// no change signal for it (nor for `MemoryCurrent`): it is as fresh as the last read.
+    pub cpu_usage_nsec: Option<u64>,
     /// Exit status (or signal number, see `exec_main_code`) of the last main process.
     pub exec_main_status: i32,
     /// `si_code` of the last main process: 1 exited, 2 killed, 3 dumped core; 0 none yet.
@@ -137,6 +140,11 @@ impl ServiceState {
                     self.memory_current = (*bytes != u64::MAX).then_some(*bytes);
                 }
             }
+            "CPUUsageNSec" => {
+                if let Value::U64(nanoseconds) = value {
+                    self.cpu_usage_nsec = (*nanoseconds != u64::MAX).then_some(*nanoseconds);
+                }
+            }
             "ExecMainStatus" => set_i32(&mut self.exec_main_status, value),
             "ExecMainCode" => set_i32(&mut self.exec_main_code, value),
             "StatusText" => set_string(&mut self.status_text, value),
@@ -158,6 +166,7 @@ impl ServiceState {
                 | "ActiveEnterTimestamp"
                 | "InactiveExitTimestamp"
                 | "MemoryCurrent"
+                | "CPUUsageNSec"
                 | "ExecMainStatus"
                 | "ExecMainCode"
                 | "StatusText"
@@ -405,6 +414,10 @@ mod tests {
         assert_eq!(state.memory_current, None);
         state.apply("MemoryCurrent", &Value::from(4096u64));
         assert_eq!(state.memory_current, Some(4096));
+        state.apply("CPUUsageNSec", &Value::from(u64::MAX));
+        assert_eq!(state.cpu_usage_nsec, None);
+        state.apply("CPUUsageNSec", &Value::from(1_500_000u64));
+        assert_eq!(state.cpu_usage_nsec, Some(1_500_000));
     }
 
     #[test]

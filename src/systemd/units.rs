@@ -108,6 +108,8 @@ pub struct ServiceSpec {
     pub memory_max: Option<u64>,
     /// `CPUQuota=` in percent of one CPU (200 = two CPUs).
     pub cpu_quota_percent: Option<u32>,
+    /// `CPUAccounting=yes`, so `CPUUsageNSec` says how much CPU the unit used.
+    pub cpu_accounting: bool,
     /// `LogExtraFields=KEY=VALUE`. Note: systemd 252 attaches these only to the output of
     /// *system* services; a user manager records the setting but journald never sees it
     /// (systemd issue #29956). Use `syslog_identifier`, or log natively with fields, to find
@@ -128,6 +130,9 @@ pub struct ServiceSpec {
     /// `TimeoutStartSec=`: how long starting may take; for `Type=oneshot` the bound on the
     /// whole run (systemd disables it for oneshot services by default).
     pub timeout_start: Option<Duration>,
+    /// `RemainAfterExit=yes`: the unit stays loaded (active, exited) after its process ends,
+    /// so its exit status can be read before it is removed.
+    pub remain_after_exit: bool,
     /// `TimeoutStopSec=`: how long a stop waits after SIGTERM before SIGKILL.
     pub timeout_stop: Option<Duration>,
     /// `RestartPreventExitStatus=`: exit codes after which `Restart=` does not restart.
@@ -138,6 +143,11 @@ pub struct ServiceSpec {
     pub load_credentials: Vec<(String, String)>,
     /// systemd's own sandboxing, enforced by the kernel.
     pub sandbox: Option<Sandbox>,
+    /// `StandardOutputFileDescriptor=` / `StandardErrorFileDescriptor=`: descriptors of the
+    /// caller (pipe ends) the service writes to; sent along with the call, so the caller
+    /// keeps them open until `StartTransientUnit` returns.
+    pub stdout_fd: Option<std::os::fd::RawFd>,
+    pub stderr_fd: Option<std::os::fd::RawFd>,
 }
 
 /// systemd's sandboxing of a service (systemd.exec(5)): what its processes may see, write
@@ -153,6 +163,12 @@ pub struct Sandbox {
     /// Read-only even inside a read-write path (the more specific path wins).
     pub read_only_paths: Vec<PathBuf>,
     pub inaccessible_paths: Vec<PathBuf>,
+    /// `TemporaryFileSystem=PATH:ro`: an empty read-only tmpfs hides what is at PATH; paths
+    /// in `bind_paths` inside it are mounted back.
+    pub empty_paths: Vec<PathBuf>,
+    /// `BindPaths=PATH`: the real PATH mounted (writable) at the same place, e.g. back into
+    /// an `empty_paths` tmpfs.
+    pub bind_paths: Vec<PathBuf>,
     /// `PrivateTmp=yes`: a /tmp and /var/tmp of the unit's own.
     pub private_tmp: bool,
     /// `NoNewPrivileges=yes`.
@@ -227,6 +243,10 @@ pub enum PropertyValue {
     StrPairs(Vec<(String, String)>),
     /// `(aiai)`: exit statuses and signals.
     StatusSet(Vec<i32>, Vec<i32>),
+    /// `a(ssbt)`: bind mounts (source, destination, ignore if missing, mount flags).
+    Binds(Vec<(String, String, bool, u64)>),
+    /// `h`: a file descriptor of this process, duplicated into the message.
+    Fd(std::os::fd::RawFd),
 }
 
 impl PropertyValue {
@@ -256,6 +276,16 @@ impl PropertyValue {
             PropertyValue::StrPairs(pairs) => Value::from(pairs.clone()),
             PropertyValue::StatusSet(statuses, signals) => {
                 Value::from((statuses.clone(), signals.clone()))
+            }
+            PropertyValue::Binds(binds) => Value::from(binds.clone()),
+            PropertyValue::Fd(fd) => {
+                // SAFETY: the caller keeps `fd` open while the call is made (see ServiceSpec).
+                let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+                match borrowed.try_clone_to_owned() {
+                    Ok(owned) => Value::Fd(zbus::zvariant::Fd::Owned(owned)),
+                    // systemd then refuses the property, which names the problem.
+                    Err(_) => Value::from(-1i32),
+                }
             }
         }
     }
@@ -516,6 +546,9 @@ fn service_properties(spec: &ServiceSpec) -> Result<Vec<Property>, SystemdError>
     if let Some(bytes) = spec.memory_max {
         properties.push(property("MemoryMax", PropertyValue::U64(bytes)));
     }
+    if spec.cpu_accounting {
+        properties.push(property("CPUAccounting", PropertyValue::Bool(true)));
+    }
     if let Some(percent) = spec.cpu_quota_percent {
         if percent == 0 {
             return Err(invalid(
@@ -586,6 +619,9 @@ fn service_properties(spec: &ServiceSpec) -> Result<Vec<Property>, SystemdError>
             PropertyValue::U64(usec(timeout)),
         ));
     }
+    if spec.remain_after_exit {
+        properties.push(property("RemainAfterExit", PropertyValue::Bool(true)));
+    }
     if let Some(timeout) = spec.timeout_stop {
         properties.push(property(
             "TimeoutStopUSec",
@@ -618,6 +654,14 @@ fn service_properties(spec: &ServiceSpec) -> Result<Vec<Property>, SystemdError>
     }
     if let Some(sandbox) = &spec.sandbox {
         sandbox_properties(name, sandbox, &mut properties)?;
+    }
+    for (property_name, fd) in [
+        ("StandardOutputFileDescriptor", spec.stdout_fd),
+        ("StandardErrorFileDescriptor", spec.stderr_fd),
+    ] {
+        if let Some(fd) = fd {
+            properties.push(property(property_name, PropertyValue::Fd(fd)));
+        }
     }
     Ok(properties)
 }
@@ -661,6 +705,33 @@ fn sandbox_properties(
                 PropertyValue::StrList(path_list(unit, paths)?),
             ));
         }
+    }
+    if !sandbox.empty_paths.is_empty() {
+        let paths = path_list(unit, &sandbox.empty_paths)?;
+        properties.push(property(
+            "TemporaryFileSystem",
+            PropertyValue::StrPairs(
+                paths
+                    .into_iter()
+                    .map(|path| (path.trim_start_matches('-').to_owned(), "ro".to_owned()))
+                    .collect(),
+            ),
+        ));
+    }
+    if !sandbox.bind_paths.is_empty() {
+        let paths = path_list(unit, &sandbox.bind_paths)?;
+        properties.push(property(
+            "BindPaths",
+            PropertyValue::Binds(
+                paths
+                    .into_iter()
+                    .map(|path| {
+                        let path = path.trim_start_matches('-').to_owned();
+                        (path.clone(), path, false, libc::MS_REC)
+                    })
+                    .collect(),
+            ),
+        ));
     }
     for (name, on) in [
         ("PrivateTmp", sandbox.private_tmp),

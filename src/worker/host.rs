@@ -3,12 +3,13 @@
 //! Runs the agent in the PTY host; every transcript line goes to journald as an event with
 //! `REIN_WORKER`, `REIN_PROFILE` and `REIN_STREAM=transcript` (the logging layer adds the
 //! first two), because a user manager of systemd 252 does not apply `LogExtraFields=` to a
-//! unit's output. Without journald the lines go to stdout.
+//! unit's output. Without journald the lines go to stdout. A loop's session (`--loop NAME`)
+//! has the loop's resume prompt typed into the agent once it looks ready, at every start.
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::worker::pty::{run_host, HostOptions};
+use crate::worker::pty::{run_host, HostOptions, ReadyInput};
 
 /// Sends whole lines to the log; a partial line waits for its end (or the host's flush).
 struct TranscriptLog {
@@ -84,8 +85,131 @@ fn credentials_as_environment() -> Vec<(String, String)> {
     env
 }
 
+/// Writes the agent CLI's settings into its own HOME (`$REIN_AGENT` names the CLI), with the
+/// final environment, secrets included. A failure is logged, not fatal: the agent may still
+/// run, and its transcript shows where it stopped.
+fn prepare_agent(secrets: &[(String, String)]) {
+    let Some(agent) = std::env::var(crate::agents::AGENT_VARIABLE)
+        .ok()
+        .and_then(|name| crate::agents::Agent::from_name(&name))
+    else {
+        return;
+    };
+    let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    env.extend(secrets.iter().cloned());
+    let path = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let (Some(home), Ok(work_dir)) = (path("HOME"), std::env::current_dir()) else {
+        return;
+    };
+    let setup = crate::agents::Setup {
+        home,
+        work_dir,
+        template: path(crate::agents::TEMPLATE_VARIABLE),
+        user_home: path(crate::agents::USER_HOME_VARIABLE),
+        rein_bin: std::env::var("REIN_BIN").unwrap_or_default(),
+        env,
+    };
+    match crate::agents::prepare(agent, &setup) {
+        Ok(written) => tracing::info!(
+            REIN_EVENT = "agent-setup",
+            "prepared {} settings: {}",
+            agent.name(),
+            written
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(error) => tracing::warn!("could not prepare {}'s settings: {error}", agent.name()),
+    }
+}
+
+/// `rein agent-exec -- CMD…`: what the judge's tick unit runs — the agent's settings and
+/// credentials as for a worker, then the command itself in this process (its output goes
+/// straight to the pipes rein passed the unit).
+pub fn exec(command: Vec<String>) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let command = command_or_environment(command)?;
+    let env = credentials_as_environment();
+    prepare_agent(&env);
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| anyhow::anyhow!("no command to run"))?;
+    let error = std::process::Command::new(program)
+        .args(args)
+        .envs(env)
+        .env_remove(crate::fleet::workers::COMMAND_VARIABLE)
+        .exec();
+    Err(anyhow::anyhow!("could not run {program}: {error}"))
+}
+
+/// A loop's resume prompt, to be typed once the agent is ready; `None` (and a warning) when
+/// the loop cannot be read or has no prompt.
+pub fn resume_input(paths: &crate::paths::Paths, name: &str) -> Option<ReadyInput> {
+    let record = match crate::fleet::loops::read(paths, name) {
+        Ok(record) => record,
+        Err(error) => {
+            tracing::warn!("no resume prompt for loop {name}: {error}");
+            return None;
+        }
+    };
+    if record.prompt.trim().is_empty() {
+        return None;
+    }
+    let config = crate::config::Config::load(&paths.config).unwrap_or_else(|error| {
+        tracing::warn!("loop {name}: {error}; typing its prompt with the default timings");
+        crate::config::Config::default()
+    });
+    let text = record.prompt.strip_suffix('\n').unwrap_or(&record.prompt);
+    Some(ReadyInput {
+        text: text.as_bytes().to_vec(),
+        quiet: config.loops.ready_quiet.0,
+        settle: record.paste_settle(&config),
+        give_up: config.loops.ready_timeout.0,
+    })
+}
+
+/// The agent's argv: the one given, else `/bin/sh -c "$REIN_AGENT_COMMAND"` (how rein's
+/// units pass it, since a transient ExecStart does not survive a daemon-reload intact).
+fn command_or_environment(command: Vec<String>) -> anyhow::Result<Vec<String>> {
+    if !command.is_empty() {
+        return Ok(command);
+    }
+    let variable = crate::fleet::workers::COMMAND_VARIABLE;
+    let shell = std::env::var(variable)
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| anyhow::anyhow!("no command: give one after --, or set ${variable}"))?;
+    Ok(vec!["/bin/sh".to_owned(), "-c".to_owned(), shell])
+}
+
+/// What to watch on screen for the agent's own dialogs: the agent named by `$REIN_AGENT`
+/// and its markers; recorded next to its socket (`agents/ID/dialog.json`).
+fn dialog_watch(socket: &std::path::Path) -> Option<crate::worker::pty::DialogWatch> {
+    let agent =
+        crate::agents::Agent::from_name(&std::env::var(crate::agents::AGENT_VARIABLE).ok()?)?;
+    let markers = crate::agents::dialog_markers(agent);
+    if markers.is_empty() {
+        return None;
+    }
+    Some(crate::worker::pty::DialogWatch {
+        agent: agent.name().to_owned(),
+        markers: markers.iter().map(|m| m.to_string()).collect(),
+        file: socket.with_file_name("dialog.json"),
+    })
+}
+
 /// Runs the agent; returns its exit code for the process to exit with.
-pub fn run(socket: PathBuf, command: Vec<String>) -> anyhow::Result<i32> {
+pub fn run(
+    socket: PathBuf,
+    command: Vec<String>,
+    on_ready: Option<ReadyInput>,
+) -> anyhow::Result<i32> {
+    let command = command_or_environment(command)?;
     let to_journal = std::path::Path::new("/run/systemd/journal/socket").exists();
     tracing::info!(
         REIN_EVENT = "worker-host",
@@ -93,12 +217,16 @@ pub fn run(socket: PathBuf, command: Vec<String>) -> anyhow::Result<i32> {
         shell_words::join(&command)
     );
     let env = credentials_as_environment();
+    prepare_agent(&env);
+    let dialogs = dialog_watch(&socket);
     let code = run_host(HostOptions {
+        dialogs,
         command,
         socket,
         env,
         cols: 120,
         rows: 40,
+        on_ready,
         transcript: Box::new(TranscriptLog {
             pending: Vec::new(),
             to_journal,

@@ -23,7 +23,7 @@ use sd_notify::NotifyState;
 
 use super::protocol::{encode_data, Frame, FrameDecoder, WindowSize, PROTOCOL_VERSION};
 use super::sys::{self, SignalPipe};
-use super::transcript::Transcript;
+use super::transcript::Terminal;
 
 /// How much recent raw output is kept and replayed to a client when it attaches.
 pub const SCROLLBACK_BYTES: usize = 64 * 1024;
@@ -51,9 +51,55 @@ pub struct HostOptions {
     pub env: Vec<(String, String)>,
     pub cols: u16,
     pub rows: u16,
-    /// Receives the agent's output as sanitised text lines (in a unit: stdout → journald).
+    /// Receives the agent's output as the text lines a person saw (in a unit: stdout →
+    /// journald).
     pub transcript: Box<dyn Write + Send>,
+    /// Text to type into the agent once it is ready for input (a loop's resume prompt).
+    pub on_ready: Option<ReadyInput>,
+    /// Watches the screen for the agent's own dialogs (see [`DialogWatch`]).
+    pub dialogs: Option<DialogWatch>,
 }
+
+/// What the host looks for on the agent's screen to tell that the agent waits for a person
+/// at a dialog of its own (not a rein ask). Checked once the agent has been quiet for a
+/// moment after printing; while it is on screen, a small file says so (`agents/ID/dialog.json`)
+/// and `rein worker ls` shows the worker `waiting-human` with the dialog's line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialogWatch {
+    /// The agent's name, for the reason shown.
+    pub agent: String,
+    /// Text that appears on screen only while one of the agent's dialogs is open.
+    pub markers: Vec<String>,
+    /// Where to record that a dialog is open.
+    pub file: PathBuf,
+}
+
+/// How long the agent must be quiet before its screen is looked at for a dialog.
+const DIALOG_SETTLE: Duration = Duration::from_millis(300);
+
+/// Text the host types into the agent once, when the agent looks ready: it has printed
+/// something and then been quiet for `quiet` (or `give_up` has passed). The text goes in as
+/// a bracketed paste when the agent turned that on, then Enter after `settle`, so an agent
+/// that debounces pastes sees the Enter as a submit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyInput {
+    pub text: Vec<u8>,
+    pub quiet: Duration,
+    pub settle: Duration,
+    pub give_up: Duration,
+}
+
+/// Where the host is with its [`ReadyInput`]. Only while this is not `Done` does the loop
+/// wait with a timeout; afterwards an idle host sleeps in poll(2) until something happens.
+enum ReadyState {
+    Done,
+    Waiting { input: ReadyInput, since: Instant },
+    Settling { enter_at: Instant },
+}
+
+/// Bracketed-paste markers (xterm): the agent takes what is between them as one paste.
+const PASTE_START: &[u8] = b"\x1b[200~";
+const PASTE_END: &[u8] = b"\x1b[201~";
 
 /// Runs the agent on a new PTY until it exits, serving attach clients meanwhile. Returns
 /// the agent's exit code, or 128+N if a signal N killed it. SIGTERM and SIGHUP sent to
@@ -67,6 +113,8 @@ pub fn run_host(options: HostOptions) -> anyhow::Result<i32> {
         cols,
         rows,
         transcript,
+        on_ready,
+        dialogs,
     } = options;
     let Some(program) = command.first() else {
         bail!("cannot start a worker: the agent command is empty");
@@ -93,6 +141,9 @@ pub fn run_host(options: HostOptions) -> anyhow::Result<i32> {
     notify(&[NotifyState::Ready, attached_status(false)]);
 
     let mut host = Host {
+        dialogs,
+        dialog_check: None,
+        dialog_open: false,
         agent,
         master: pty.master,
         master_open: true,
@@ -100,7 +151,14 @@ pub fn run_host(options: HostOptions) -> anyhow::Result<i32> {
         listener,
         accept_paused: false,
         signals,
-        transcript: Transcript::new(transcript),
+        terminal: Terminal::new(transcript, size),
+        ready: match on_ready {
+            Some(input) => ReadyState::Waiting {
+                input,
+                since: Instant::now(),
+            },
+            None => ReadyState::Done,
+        },
         scrollback: Scrollback::default(),
         to_agent: Vec::new(),
         client: None,
@@ -111,6 +169,10 @@ pub fn run_host(options: HostOptions) -> anyhow::Result<i32> {
 }
 
 struct Host {
+    dialogs: Option<DialogWatch>,
+    /// When to look at the screen for a dialog: set by output, cleared by the look.
+    dialog_check: Option<Instant>,
+    dialog_open: bool,
     agent: Agent,
     master: File,
     /// False once reading the master fails with EIO: no process has the terminal open.
@@ -121,7 +183,8 @@ struct Host {
     /// spin the loop; cleared when a connection closes.
     accept_paused: bool,
     signals: SignalPipe,
-    transcript: Transcript,
+    terminal: Terminal,
+    ready: ReadyState,
     scrollback: Scrollback,
     to_agent: Vec<u8>,
     client: Option<Connection>,
@@ -154,9 +217,28 @@ impl Host {
             ));
             fds.push(self.client_interest());
             for connection in &self.pending {
-                fds.push(sys::pollfd(connection.stream.as_raw_fd(), libc::POLLIN));
+                let mut events = libc::POLLIN;
+                if !connection.outbox.is_empty() {
+                    events |= libc::POLLOUT;
+                }
+                fds.push(sys::pollfd(connection.stream.as_raw_fd(), events));
             }
-            sys::poll_forever(&mut fds).context("the PTY host cannot wait for events")?;
+            let ready = self.ready_timeout();
+            let dialog = self
+                .dialog_check
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            let timeout = match (ready, dialog) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            sys::poll_with_timeout(&mut fds, timeout)
+                .context("the PTY host cannot wait for events")?;
+            if ready.is_some() {
+                self.advance_ready();
+            }
+            if dialog.is_some() {
+                self.check_dialog();
+            }
 
             if fds[SIGNALS].revents != 0 {
                 self.forward_signals();
@@ -173,11 +255,9 @@ impl Host {
             }
             // Downwards, so swap_remove only moves connections already looked at.
             for index in (0..self.pending.len()).rev() {
-                if fds
-                    .get(FIRST_PENDING + index)
-                    .is_some_and(|fd| fd.revents != 0)
-                {
-                    self.service_pending(index);
+                let revents = fds.get(FIRST_PENDING + index).map_or(0, |fd| fd.revents);
+                if revents != 0 {
+                    self.service_pending(index, revents);
                 }
             }
             if fds[LISTENER].revents != 0 {
@@ -245,7 +325,11 @@ impl Host {
     }
 
     fn relay_output(&mut self, bytes: &[u8]) {
-        self.transcript.feed(bytes);
+        self.terminal.feed(bytes);
+        if self.dialogs.is_some() {
+            // Looked at once the output settles: no timer runs while the agent is idle.
+            self.dialog_check = Some(Instant::now() + DIALOG_SETTLE);
+        }
         self.scrollback.push(bytes);
         if let Some(client) = &mut self.client {
             encode_data(bytes, &mut client.outbox);
@@ -345,7 +429,10 @@ impl Host {
         if size != self.size {
             // The kernel sends SIGWINCH to the terminal's foreground process group.
             match sys::set_window_size(fd, size) {
-                Ok(()) => self.size = size,
+                Ok(()) => {
+                    self.size = size;
+                    self.terminal.resize(size);
+                }
                 Err(error) => tracing::warn!(%error, "cannot resize the agent's terminal"),
             }
         } else if first_since_attach {
@@ -361,40 +448,187 @@ impl Host {
         }
     }
 
-    fn service_pending(&mut self, index: usize) {
+    fn service_pending(&mut self, index: usize, revents: libc::c_short) {
         let Some(connection) = self.pending.get_mut(index) else {
             return;
         };
+        if revents & libc::POLLOUT != 0 && connection.flush().is_err() {
+            self.drop_pending(index);
+            return;
+        }
+        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) == 0 {
+            return;
+        }
         if let Received::Closed = connection.receive() {
             self.drop_pending(index);
             return;
         }
-        match connection.decoder.next_frame() {
-            Ok(None) => {}
-            Ok(Some(Frame::Hello { version })) if version == PROTOCOL_VERSION => {
-                let connection = self.pending.swap_remove(index);
-                self.attach_client(connection);
+        // Requests (Input, Screen) may come one after another on the same connection; Hello
+        // turns it into the attached client.
+        loop {
+            let Some(connection) = self.pending.get_mut(index) else {
+                return;
+            };
+            let id = connection.id;
+            match connection.decoder.next_frame() {
+                Ok(None) => return,
+                Ok(Some(Frame::Input { paste, text })) => {
+                    let bracketed = self.queue_input(paste, &text);
+                    tracing::info!(
+                        connection = id,
+                        bytes = text.len(),
+                        paste,
+                        bracketed,
+                        "typed a request's input into the agent's terminal"
+                    );
+                    let reply = serde_json::json!({
+                        "queued": text.len(),
+                        "bracketed_paste": bracketed,
+                    });
+                    self.reply(index, &reply);
+                }
+                Ok(Some(Frame::Screen)) => {
+                    let screen = serde_json::to_value(self.terminal.screen())
+                        .unwrap_or(serde_json::Value::Null);
+                    self.reply(index, &screen);
+                }
+                Ok(Some(Frame::Hello { version })) if version == PROTOCOL_VERSION => {
+                    let connection = self.pending.swap_remove(index);
+                    self.attach_client(connection);
+                    return;
+                }
+                Ok(Some(Frame::Hello { version })) => {
+                    tracing::warn!(
+                        connection = id,
+                        version,
+                        supported = PROTOCOL_VERSION,
+                        "client speaks another protocol version; closing it"
+                    );
+                    self.drop_pending(index);
+                    return;
+                }
+                Ok(Some(other)) => {
+                    tracing::warn!(
+                        connection = id,
+                        frame = ?other,
+                        "client did not start with Hello or a request; closing it"
+                    );
+                    self.drop_pending(index);
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(connection = id, %error, "closing connection");
+                    self.drop_pending(index);
+                    return;
+                }
             }
-            Ok(Some(Frame::Hello { version })) => {
-                tracing::warn!(
-                    connection = connection.id,
-                    version,
-                    supported = PROTOCOL_VERSION,
-                    "client speaks another protocol version; closing it"
+        }
+    }
+
+    /// Sends a request's JSON reply; a connection that cannot take it is dropped.
+    fn reply(&mut self, index: usize, value: &serde_json::Value) {
+        let Some(connection) = self.pending.get_mut(index) else {
+            return;
+        };
+        Frame::Reply(value.to_string().into_bytes()).encode(&mut connection.outbox);
+        if connection.flush().is_err() || connection.outbox.len() > CLIENT_BACKLOG_LIMIT {
+            self.drop_pending(index);
+        }
+    }
+
+    /// Queues `text` for the agent; with `paste`, between bracketed-paste markers when the
+    /// agent has turned them on. Returns whether it was bracketed.
+    fn queue_input(&mut self, paste: bool, text: &[u8]) -> bool {
+        if !self.master_open {
+            return false;
+        }
+        let bracketed = paste && self.terminal.bracketed_paste();
+        if bracketed {
+            self.to_agent.extend_from_slice(PASTE_START);
+        }
+        self.to_agent.extend_from_slice(text);
+        if bracketed {
+            self.to_agent.extend_from_slice(PASTE_END);
+        }
+        self.write_agent_input();
+        bracketed
+    }
+
+    /// Looks at the settled screen for one of the agent's dialogs and records whether one
+    /// is open.
+    fn check_dialog(&mut self) {
+        if self.dialog_check.is_some_and(|at| at > Instant::now()) {
+            return;
+        }
+        self.dialog_check = None;
+        let Some(watch) = &self.dialogs else {
+            return;
+        };
+        let screen = self.terminal.screen();
+        let open = screen.lines.iter().find_map(|line| {
+            watch
+                .markers
+                .iter()
+                .any(|marker| line.contains(marker.as_str()))
+                .then(|| line.trim().to_owned())
+        });
+        let result = match (&open, self.dialog_open) {
+            (Some(line), _) => crate::store::write_atomic_mode(
+                &watch.file,
+                &crate::store::to_json_bytes(&serde_json::json!({
+                    "reason": format!("{} shows a dialog: {line}", watch.agent),
+                    "since": chrono::Utc::now(),
+                })),
+                0o600,
+            ),
+            (None, true) => crate::store::remove_file(&watch.file).map(|_| ()),
+            (None, false) => Ok(()),
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "cannot record the agent's dialog");
+        }
+        self.dialog_open = open.is_some();
+    }
+
+    /// How long poll(2) may sleep: forever, unless a [`ReadyInput`] is still to be typed.
+    fn ready_timeout(&self) -> Option<Duration> {
+        let now = Instant::now();
+        match &self.ready {
+            ReadyState::Done => None,
+            ReadyState::Waiting { input, since } => {
+                let give_up = *since + input.give_up;
+                let deadline = match self.terminal.last_output() {
+                    Some(last) => (last + input.quiet).min(give_up),
+                    None => give_up,
+                };
+                Some(deadline.saturating_duration_since(now))
+            }
+            ReadyState::Settling { enter_at } => Some(enter_at.saturating_duration_since(now)),
+        }
+    }
+
+    /// Types the ready input, or its Enter, when its time has come.
+    fn advance_ready(&mut self) {
+        if self.ready_timeout().is_some_and(|left| !left.is_zero()) {
+            return;
+        }
+        match std::mem::replace(&mut self.ready, ReadyState::Done) {
+            ReadyState::Done => {}
+            ReadyState::Waiting { input, since } => {
+                let bracketed = self.queue_input(true, &input.text);
+                tracing::info!(
+                    REIN_EVENT = "resume-prompt",
+                    bytes = input.text.len(),
+                    bracketed,
+                    after_ms = since.elapsed().as_millis() as u64,
+                    "the agent looks ready; typed its resume prompt"
                 );
-                self.drop_pending(index);
+                self.ready = ReadyState::Settling {
+                    enter_at: Instant::now() + input.settle,
+                };
             }
-            Ok(Some(other)) => {
-                tracing::warn!(
-                    connection = connection.id,
-                    frame = ?other,
-                    "client did not start with Hello; closing it"
-                );
-                self.drop_pending(index);
-            }
-            Err(error) => {
-                tracing::warn!(connection = connection.id, %error, "closing connection");
-                self.drop_pending(index);
+            ReadyState::Settling { .. } => {
+                self.queue_input(false, b"\r");
             }
         }
     }
@@ -475,7 +709,7 @@ impl Host {
                 _ => break,
             }
         }
-        self.transcript.finish();
+        self.terminal.finish();
         tracing::info!(code, "agent exited");
         notify(&[
             NotifyState::Stopping,

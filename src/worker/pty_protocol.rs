@@ -24,16 +24,36 @@ const TYPE_RESIZE: u8 = 3;
 const TYPE_DETACH: u8 = 4;
 const TYPE_EXITED: u8 = 5;
 const TYPE_REPLACED: u8 = 6;
+const TYPE_INPUT: u8 = 7;
+const TYPE_SCREEN: u8 = 8;
+const TYPE_REPLY: u8 = 9;
+
+const INPUT_PASTE: u8 = 1;
 
 /// One message on the socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    Hello { version: u16 },
+    Hello {
+        version: u16,
+    },
     Data(Vec<u8>),
     Resize(WindowSize),
     Detach,
-    Exited { code: i32 },
+    Exited {
+        code: i32,
+    },
     Replaced,
+    /// A request (no Hello first): type `text` into the agent's terminal. With `paste`, it
+    /// is wrapped in bracketed-paste markers when the agent has turned them on, so the
+    /// agent takes it as one paste rather than keystrokes.
+    Input {
+        paste: bool,
+        text: Vec<u8>,
+    },
+    /// A request (no Hello first): the current screen.
+    Screen,
+    /// The host's answer to a request: a JSON object.
+    Reply(Vec<u8>),
 }
 
 /// Why bytes from the other side are not a valid frame.
@@ -70,6 +90,14 @@ impl Frame {
             Frame::Detach => put(out, TYPE_DETACH, &[]),
             Frame::Exited { code } => put(out, TYPE_EXITED, &code.to_be_bytes()),
             Frame::Replaced => put(out, TYPE_REPLACED, &[]),
+            Frame::Input { paste, text } => {
+                let mut payload = Vec::with_capacity(text.len() + 1);
+                payload.push(if *paste { INPUT_PASTE } else { 0 });
+                payload.extend_from_slice(text);
+                put(out, TYPE_INPUT, &payload);
+            }
+            Frame::Screen => put(out, TYPE_SCREEN, &[]),
+            Frame::Reply(json) => put(out, TYPE_REPLY, json),
         }
     }
 }
@@ -114,7 +142,7 @@ impl FrameDecoder {
         };
         let frame_type = header[0];
         let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        if !(TYPE_HELLO..=TYPE_REPLACED).contains(&frame_type) {
+        if !(TYPE_HELLO..=TYPE_REPLY).contains(&frame_type) {
             return Err(ProtocolError::UnknownType(frame_type));
         }
         if len > MAX_PAYLOAD {
@@ -165,6 +193,16 @@ fn parse(frame_type: u8, payload: &[u8]) -> Result<Frame, ProtocolError> {
         }
         TYPE_REPLACED if payload.is_empty() => Ok(Frame::Replaced),
         TYPE_REPLACED => Err(malformed("Replaced")),
+        TYPE_INPUT => match payload.split_first() {
+            Some((flags, text)) if flags & !INPUT_PASTE == 0 => Ok(Frame::Input {
+                paste: flags & INPUT_PASTE != 0,
+                text: text.to_vec(),
+            }),
+            _ => Err(malformed("Input")),
+        },
+        TYPE_SCREEN if payload.is_empty() => Ok(Frame::Screen),
+        TYPE_SCREEN => Err(malformed("Screen")),
+        TYPE_REPLY => Ok(Frame::Reply(payload.to_vec())),
         other => Err(ProtocolError::UnknownType(other)),
     }
 }
@@ -198,6 +236,16 @@ mod tests {
             Frame::Exited { code: -3 },
             Frame::Exited { code: 137 },
             Frame::Replaced,
+            Frame::Input {
+                paste: true,
+                text: b"resume\n".to_vec(),
+            },
+            Frame::Input {
+                paste: false,
+                text: b"\r".to_vec(),
+            },
+            Frame::Screen,
+            Frame::Reply(b"{}".to_vec()),
         ];
         let mut wire = Vec::new();
         for frame in &frames {
@@ -227,6 +275,15 @@ mod tests {
                 b"\x05\x00\x00\x00\x04\x00\x00\x00\x07",
             ),
             (Frame::Replaced, b"\x06\x00\x00\x00\x00"),
+            (
+                Frame::Input {
+                    paste: true,
+                    text: b"hi".to_vec(),
+                },
+                b"\x07\x00\x00\x00\x03\x01hi",
+            ),
+            (Frame::Screen, b"\x08\x00\x00\x00\x00"),
+            (Frame::Reply(b"{}".to_vec()), b"\x09\x00\x00\x00\x02{}"),
         ];
         for (frame, wire) in cases {
             let mut encoded = Vec::new();
@@ -303,6 +360,28 @@ mod tests {
                     len: 2,
                 },
             ),
+            (
+                b"\x07\x00\x00\x00\x00",
+                ProtocolError::Malformed {
+                    kind: "Input",
+                    len: 0,
+                },
+            ),
+            (
+                b"\x07\x00\x00\x00\x02\x80x",
+                ProtocolError::Malformed {
+                    kind: "Input",
+                    len: 2,
+                },
+            ),
+            (
+                b"\x08\x00\x00\x00\x01x",
+                ProtocolError::Malformed {
+                    kind: "Screen",
+                    len: 1,
+                },
+            ),
+            (b"\x0a\x00\x00\x00\x00", ProtocolError::UnknownType(10)),
         ];
         for (wire, expected) in cases {
             assert_eq!(decode_all(wire).as_ref(), Err(expected), "{wire:?}");

@@ -167,6 +167,29 @@ pub(super) fn poll_forever(fds: &mut [libc::pollfd]) -> io::Result<()> {
     }
 }
 
+/// poll(2) that waits at most `timeout` (forever when `None`), retrying on EINTR.
+pub(super) fn poll_with_timeout(
+    fds: &mut [libc::pollfd],
+    timeout: Option<std::time::Duration>,
+) -> io::Result<()> {
+    let Some(timeout) = timeout else {
+        return poll_forever(fds);
+    };
+    // Rounded up, so a wait of 0.3 ms does not become a busy loop of zero-timeout polls.
+    let millis = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+    loop {
+        // SAFETY: the pointer and length describe the caller's slice of pollfd.
+        let result = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
+        if result >= 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
 pub(super) fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
     libc::pollfd {
         fd,

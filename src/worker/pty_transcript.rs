@@ -1,201 +1,329 @@
-//! Turns the agent's raw terminal output into readable text lines for the journal: escape
-//! sequences (CSI, OSC, DCS, ...) are removed, other control characters dropped, a bare
-//! carriage return starts the line over (as it would on screen), blank lines are skipped.
+//! The agent's screen as a person sees it, and the transcript made from it.
+//!
+//! Every byte the agent prints goes through a terminal emulator (the `vt100` crate) the size
+//! of the agent's terminal, so cursor movement, erasing and redrawing end up as the text on
+//! screen: an interactive TUI that moves the cursor instead of printing spaces still reads
+//! "Unable to connect", not "Unabletoconnect".
+//!
+//! A transcript line is written when a line feed leaves a screen row: the row's text as shown
+//! at that moment (joined with the rows it soft-wrapped from, trailing blanks trimmed, blank
+//! rows skipped). A row that shows the same text it showed when it was last written is not
+//! written again: that is a TUI redrawing in place, which a person does not see as new
+//! output. What the cursor's row holds when the agent exits is written last.
+//!
+//! [`Terminal::screen`] is the current screen as text, for the host's Screen request.
+//!
+//! Memory: one grid of `rows × cols` cells of 32 bytes (about 150 KiB at 120×40), a second
+//! one only while the agent uses the alternate screen, no scrollback, one `u64` per row.
 
+use std::hash::{Hash, Hasher};
 use std::io::Write;
+use std::num::NonZeroU16;
+use std::time::Instant;
 
-/// Longer lines are cut, so one endless line cannot grow memory or a journal entry.
-const MAX_LINE_BYTES: usize = 4096;
+use super::protocol::WindowSize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Text,
-    /// After ESC.
-    Escape,
-    /// ESC followed by intermediate bytes (0x20..=0x2f), waiting for the final byte.
-    EscapeIntermediate,
-    /// ESC [ ... up to a final byte in 0x40..=0x7e.
-    ControlSequence,
-    /// ESC ] / ESC P / ESC X / ESC ^ / ESC _ ... up to BEL or ESC \.
-    ControlString,
-    /// ESC seen inside a control string.
-    ControlStringEscape,
+/// What the host's Screen request returns: the screen as text and what a caller needs to
+/// judge whether the agent is ready for input.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScreenText {
+    pub cols: u16,
+    pub rows: u16,
+    /// Zero-based `[row, col]` of the cursor.
+    pub cursor: [u16; 2],
+    /// Whether the agent switched to the alternate screen (a full-screen TUI).
+    pub alternate_screen: bool,
+    /// Whether the agent turned on bracketed paste (`ESC [ ? 2004 h`): most interactive
+    /// agents do once their input box is ready.
+    pub bracketed_paste: bool,
+    /// Bytes the agent has printed since it started.
+    pub output_bytes: u64,
+    /// Milliseconds since the agent last printed anything (since it started, if never).
+    pub idle_ms: u64,
+    /// Every row, trailing blanks trimmed.
+    pub lines: Vec<String>,
 }
 
-/// A line-oriented, sanitising writer over the transcript sink.
-pub(super) struct Transcript {
+impl ScreenText {
+    /// The last row with text on it: what the agent last said.
+    pub fn last_line(&self) -> Option<&str> {
+        self.lines
+            .iter()
+            .rev()
+            .map(|line| line.trim())
+            .find(|line| !line.is_empty())
+    }
+}
+
+/// The emulated screen and the transcript writer over it.
+pub(super) struct Terminal {
+    parser: vt100::Parser,
     sink: Box<dyn Write + Send>,
-    line: Vec<u8>,
-    state: State,
-    carriage_return: bool,
     failed: bool,
+    /// A hash of the text last written from each row; 0 for none.
+    written: Vec<u64>,
+    output_bytes: u64,
+    started: Instant,
+    last_output: Option<Instant>,
 }
 
-impl Transcript {
-    pub fn new(sink: Box<dyn Write + Send>) -> Self {
+fn nonzero(value: u16) -> NonZeroU16 {
+    NonZeroU16::new(value).unwrap_or(NonZeroU16::MIN)
+}
+
+fn text_hash(text: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    // 0 means "nothing written"; a real hash of 0 is as good as 1.
+    hasher.finish().max(1)
+}
+
+impl Terminal {
+    pub fn new(sink: Box<dyn Write + Send>, size: WindowSize) -> Self {
         Self {
+            parser: vt100::Parser::new(nonzero(size.rows), nonzero(size.cols), 0),
             sink,
-            line: Vec::new(),
-            state: State::Text,
-            carriage_return: false,
             failed: false,
+            written: vec![0; usize::from(size.rows.max(1))],
+            output_bytes: 0,
+            started: Instant::now(),
+            last_output: None,
         }
     }
 
     pub fn feed(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.feed_byte(byte);
+        self.output_bytes += bytes.len() as u64;
+        self.last_output = Some(Instant::now());
+        for piece in bytes.split_inclusive(|byte| *byte == b'\n') {
+            match piece.split_last() {
+                Some((b'\n', body)) => {
+                    self.parser.process(body);
+                    self.line_feed();
+                }
+                _ => self.parser.process(piece),
+            }
         }
     }
 
-    /// Writes out a final partial line.
+    pub fn resize(&mut self, size: WindowSize) {
+        self.parser
+            .screen_mut()
+            .set_size(nonzero(size.rows), nonzero(size.cols));
+        self.written = vec![0; usize::from(size.rows.max(1))];
+    }
+
+    /// Writes what the cursor's row holds (the agent's last, unfinished line).
     pub fn finish(&mut self) {
-        self.end_line();
+        let (row, _) = self.parser.screen().cursor_position();
+        self.write_row(row);
     }
 
-    fn feed_byte(&mut self, byte: u8) {
-        const ESC: u8 = 0x1b;
-        const BEL: u8 = 0x07;
-        match self.state {
-            State::Text => self.text_byte(byte),
-            State::Escape => {
-                self.state = match byte {
-                    b'[' => State::ControlSequence,
-                    b']' | b'P' | b'X' | b'^' | b'_' => State::ControlString,
-                    0x20..=0x2f => State::EscapeIntermediate,
-                    ESC => State::Escape,
-                    _ => State::Text,
-                }
-            }
-            State::EscapeIntermediate => {
-                if !(0x20..=0x2f).contains(&byte) {
-                    self.state = State::Text;
-                }
-            }
-            State::ControlSequence => match byte {
-                0x40..=0x7e => self.state = State::Text,
-                ESC => self.state = State::Escape,
-                _ => {}
-            },
-            State::ControlString => match byte {
-                BEL => self.state = State::Text,
-                ESC => self.state = State::ControlStringEscape,
-                _ => {}
-            },
-            State::ControlStringEscape => {
-                if byte == b'\\' {
-                    self.state = State::Text;
-                } else {
-                    // The string ended without a terminator; this ESC starts something new.
-                    self.state = State::Escape;
-                    self.feed_byte(byte);
-                }
-            }
+    /// Whether the agent has bracketed paste turned on.
+    pub fn bracketed_paste(&self) -> bool {
+        self.parser.screen().bracketed_paste()
+    }
+
+    /// When the agent last printed anything.
+    pub fn last_output(&self) -> Option<Instant> {
+        self.last_output
+    }
+
+    pub fn screen(&self) -> ScreenText {
+        let screen = self.parser.screen();
+        let (rows, cols) = screen.size();
+        let (rows, cols) = (rows.get(), cols.get());
+        let (row, col) = screen.cursor_position();
+        ScreenText {
+            cols,
+            rows,
+            cursor: [row, col],
+            alternate_screen: screen.alternate_screen(),
+            bracketed_paste: screen.bracketed_paste(),
+            output_bytes: self.output_bytes,
+            idle_ms: self
+                .last_output
+                .unwrap_or(self.started)
+                .elapsed()
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
+            lines: (0..rows).map(|row| row_text(screen, row)).collect(),
         }
     }
 
-    fn text_byte(&mut self, byte: u8) {
-        // ONLCR turns a program's "\r\n" into "\r\r\n": only text after a CR overwrites.
-        if byte != b'\r' && std::mem::take(&mut self.carriage_return) && byte != b'\n' {
-            self.line.clear();
-        }
-        match byte {
-            0x1b => self.state = State::Escape,
-            b'\n' => self.end_line(),
-            b'\r' => self.carriage_return = true,
-            b'\t' => self.push(byte),
-            0x08 => self.erase_last_char(),
-            0x00..=0x1f | 0x7f => {}
-            _ => self.push(byte),
-        }
-    }
-
-    fn push(&mut self, byte: u8) {
-        self.line.push(byte);
-        if self.line.len() >= MAX_LINE_BYTES {
-            self.end_line();
-        }
-    }
-
-    fn erase_last_char(&mut self) {
-        // Drop UTF-8 continuation bytes along with their lead byte.
-        while let Some(byte) = self.line.pop() {
-            if byte & 0xc0 != 0x80 {
-                break;
+    fn line_feed(&mut self) {
+        let (row, _) = self.parser.screen().cursor_position();
+        self.write_row(row);
+        self.parser.process(b"\n");
+        let (after, _) = self.parser.screen().cursor_position();
+        if after == row {
+            // The screen scrolled: what each row showed moved up one.
+            if !self.written.is_empty() {
+                self.written.remove(0);
+                self.written.push(0);
             }
         }
     }
 
-    fn end_line(&mut self) {
-        let line = String::from_utf8_lossy(&self.line);
+    fn write_row(&mut self, row: u16) {
+        let screen = self.parser.screen();
+        let mut first = row;
+        while first > 0 && screen.row_wrapped(first - 1) {
+            first -= 1;
+        }
+        let mut line = String::new();
+        for part in first..=row {
+            line.push_str(&row_text(screen, part));
+        }
         let line = line.trim_end();
-        if !line.is_empty() && !self.failed {
-            let written = writeln!(self.sink, "{line}").and_then(|()| self.sink.flush());
-            if let Err(error) = written {
-                // Keep the agent running; there is nowhere better to report this.
-                tracing::warn!(%error, "cannot write the agent transcript; dropping it from now on");
-                self.failed = true;
-            }
+        let Some(slot) = self.written.get_mut(usize::from(row)) else {
+            return;
+        };
+        let hash = if line.is_empty() { 0 } else { text_hash(line) };
+        if hash == *slot {
+            return;
         }
-        self.line.clear();
+        *slot = hash;
+        if line.is_empty() || self.failed {
+            return;
+        }
+        // What the emulator kept of agent output is shown, never obeyed: a control that
+        // reached a cell (a bidi override, say) is written visibly.
+        let line = crate::text::inert(line);
+        let written = writeln!(self.sink, "{line}").and_then(|()| self.sink.flush());
+        if let Err(error) = written {
+            // Keep the agent running; there is nowhere better to report this.
+            tracing::warn!(%error, "cannot write the agent transcript; dropping it from now on");
+            self.failed = true;
+        }
+    }
+}
+
+/// One screen row as text: empty cells are spaces, wide characters count once, trailing
+/// blanks are trimmed.
+fn row_text(screen: &vt100::Screen, row: u16) -> String {
+    let (_, cols) = screen.size();
+    let mut text = String::new();
+    for col in 0..cols.get() {
+        let Some(cell) = screen.cell(row, col) else {
+            break;
+        };
+        if cell.is_wide_continuation() {
+            continue;
+        }
+        if cell.has_contents() {
+            text.push_str(cell.contents());
+        } else {
+            text.push(' ');
+        }
+    }
+    text.truncate(text.trim_end().len());
+    text
+}
+
+/// The transcript lines that `chunks` of raw terminal output become, as one string: what a
+/// worker's journal shows for that output (used by tests and the fuzz targets).
+pub fn render<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let sink = SharedSink::default();
+    let mut terminal = Terminal::new(Box::new(sink.clone()), DEFAULT_RENDER_SIZE);
+    for chunk in chunks {
+        terminal.feed(chunk);
+    }
+    terminal.finish();
+    let bytes = std::mem::take(&mut *sink.0.lock().unwrap_or_else(|p| p.into_inner()));
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The screen [`render`] emulates: the PTY host's default.
+const DEFAULT_RENDER_SIZE: WindowSize = WindowSize {
+    cols: 120,
+    rows: 40,
+};
+
+#[derive(Clone, Default)]
+struct SharedSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for SharedSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
 
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Sink {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner())
-                .extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    const SIZE: WindowSize = WindowSize { cols: 40, rows: 6 };
 
     fn render(chunks: &[&[u8]]) -> String {
-        let sink = Sink::default();
-        let mut transcript = Transcript::new(Box::new(sink.clone()));
+        let sink = SharedSink::default();
+        let mut terminal = Terminal::new(Box::new(sink.clone()), SIZE);
         for chunk in chunks {
-            transcript.feed(chunk);
+            terminal.feed(chunk);
         }
-        transcript.finish();
+        terminal.finish();
         let bytes = sink.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
         String::from_utf8(bytes).expect("transcript is UTF-8")
     }
 
     #[test]
-    fn sanitises_terminal_output() {
+    fn the_transcript_is_the_text_on_screen() {
         let cases: &[(&[&[u8]], &str)] = &[
             (&[b"plain\r\n"], "plain\n"),
             (&[b"onlcr\r\r\n"], "onlcr\n"),
-            (&[b"\x1b[1;31mred\x1b[0m text\n"], "red text\n"),
-            (&[b"\x1b]0;window title\x07after\n"], "after\n"),
-            (&[b"\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\\n"], "link\n"),
-            (&[b"\x1bPq#0;2;0;0;0\x1b\\sixel gone\n"], "sixel gone\n"),
-            (&[b"\x1b(Bcharset\n"], "charset\n"),
-            (&[b"\x1b[?2004h\x1b[?25lhidden cursor\n"], "hidden cursor\n"),
-            (&[b"10%\r50%\r100%\n"], "100%\n"),
-            (&[b"typo\x08\x08po\n"], "typo\n"),
-            (&[b"bell\x07 and nul\x00\n"], "bell and nul\n"),
-            (&[b"\n\n   \nnot blank\n"], "not blank\n"),
-            (&[b"trailing spaces   \n"], "trailing spaces\n"),
-            (&[b"split \x1b[3", b"1mescape\n"], "split escape\n"),
+            (&[b"\x1b[1;31mred\x1b[0m text\r\n"], "red text\n"),
+            (&[b"\x1b]0;window title\x07after\r\n"], "after\n"),
+            (&[b"\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\\r\n"], "link\n"),
+            (&[b"\x1b(Bcharset\r\n"], "charset\n"),
             (
-                &["caf\u{e9} ".as_bytes(), &[0xe2, 0x9c], &[0x93, b'\n']],
+                &[b"\x1b[?2004h\x1b[?25lhidden cursor\r\n"],
+                "hidden cursor\n",
+            ),
+            (&[b"10%\r50%\r100%\r\n"], "100%\n"),
+            (&[b"typo\x08\x08po\r\n"], "typo\n"),
+            (&[b"bell\x07 and nul\x00\r\n"], "bell and nul\n"),
+            (&[b"\r\n\r\n   \r\nnot blank\r\n"], "not blank\n"),
+            (&[b"trailing spaces   \r\n"], "trailing spaces\n"),
+            (&[b"split \x1b[3", b"1mescape\r\n"], "split escape\n"),
+            (
+                &[
+                    "caf\u{e9} ".as_bytes(),
+                    &[0xe2, 0x9c],
+                    &[0x93, b'\r', b'\n'],
+                ],
                 "caf\u{e9} \u{2713}\n",
             ),
             (&[b"no newline at exit"], "no newline at exit\n"),
-            (&[b"tab\there\n"], "tab\there\n"),
+            // A TUI moves the cursor right instead of printing spaces.
+            (
+                &[b"Unable\x1b[1Cto\x1b[1Cconnect\x1b[1Cto\x1b[1CAnthropic\x1b[1Cservices\r\n"],
+                "Unable to connect to Anthropic services\n",
+            ),
+            // Absolute positioning on a cleared screen.
+            (
+                &[b"\x1b[2J\x1b[1;1Hleft\x1b[1;20Hright\r\n"],
+                "left               right\n",
+            ),
+            // A line longer than the screen is wide reads as one line.
+            (
+                &[b"0123456789012345678901234567890123456789abcdef\r\n"],
+                "0123456789012345678901234567890123456789abcdef\n",
+            ),
+            (&[b"tab\there\r\n"], "tab     here\n"),
+            // A C1 control around an escape sequence is obeyed by the emulator as a terminal
+            // would, never passed on: nothing of it reaches the transcript.
+            (&[&[0xc2, 0x1b, b'[', b'0', b'm', 0x9b, b'\r', b'\n']], ""),
+            (
+                &["bidi \u{202e}txt".as_bytes(), b"\r\n"],
+                "bidi \\u{202e}txt\n",
+            ),
         ];
         for (chunks, expected) in cases {
             assert_eq!(render(chunks), *expected, "{chunks:?}");
@@ -203,12 +331,38 @@ mod tests {
     }
 
     #[test]
-    fn very_long_lines_are_cut() {
-        let long = vec![b'a'; MAX_LINE_BYTES * 2 + 5];
-        let text = render(&[&long]);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3);
-        assert_eq!(lines[0].len(), MAX_LINE_BYTES);
-        assert_eq!(lines[2].len(), 5);
+    fn a_redraw_in_place_is_not_written_again_but_repeated_lines_are() {
+        // A TUI redraws its two lines: up two rows, erase, the same text.
+        let frame = b"status: ok\r\n> \r\n";
+        let redraw = b"\x1b[2A\x1b[2Kstatus: ok\r\n\x1b[2K> \r\n";
+        assert_eq!(render(&[frame, redraw, redraw]), "status: ok\n>\n");
+        // A changed line is news.
+        let changed = b"\x1b[2A\x1b[2Kstatus: busy\r\n\x1b[2K> \r\n";
+        assert_eq!(render(&[frame, changed]), "status: ok\n>\nstatus: busy\n");
+        // The same line printed again as it scrolls is written each time.
+        assert_eq!(
+            render(&[b"got:x\r\n".repeat(9).as_slice()]),
+            "got:x\n".repeat(9)
+        );
+    }
+
+    #[test]
+    fn the_screen_request_sees_rows_cursor_and_modes() {
+        let mut terminal = Terminal::new(Box::new(std::io::sink()), SIZE);
+        terminal.feed(b"first\r\n\x1b[?2004h> typed");
+        let screen = terminal.screen();
+        assert_eq!((screen.cols, screen.rows), (40, 6));
+        assert_eq!(screen.cursor, [1, 7]);
+        assert!(screen.bracketed_paste);
+        assert!(!screen.alternate_screen);
+        assert_eq!(screen.lines[0], "first");
+        assert_eq!(screen.lines[1], "> typed");
+        assert_eq!(screen.last_line(), Some("> typed"));
+        assert_eq!(screen.output_bytes, 22);
+        terminal.feed(b"\x1b[?2004l\x1b[?1049h");
+        let screen = terminal.screen();
+        assert!(!screen.bracketed_paste);
+        assert!(screen.alternate_screen);
+        assert_eq!(screen.last_line(), None);
     }
 }

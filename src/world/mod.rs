@@ -150,6 +150,7 @@ fn run_capped(
         timeout,
         stdout_cap: cap,
         stderr_cap: STDERR_KEEP,
+        past_cap: capture::PastCap::Stop,
     };
     let captured =
         capture::run(&mut command, &limits).map_err(|e| format!("could not start: {e}"))?;

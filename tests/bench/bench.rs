@@ -12,6 +12,19 @@
 //!   with 100 live workers, and rein processes alive half-way between beats.
 //! - bridges: from an ask file landing to the bridge engine calling the channel's send, with
 //!   the real engine and inotify and a channel that only records the time.
+//! - tui (needs a user manager): `rein tui` in a pseudo-terminal this program reads, with
+//!   10, 100 and 500 live workers: spawn to the first frame, to the fleet read from systemd,
+//!   redraw after an event (an ask filed by this process until its prompt reaches the
+//!   terminal; a worker's agent killed until its restart reaches the terminal), and the
+//!   screen's context switches over 5 s idle.
+//! - agents (needs `contrib/agents.sh install`): for each real CLI run as a rein worker
+//!   against the scripted model server, `rein worker start` to the agent's first model
+//!   request, and the worker unit's MemoryCurrent once the agent idles at its prompt.
+//! - loops (needs a user manager): a fire (`systemctl --user start` of the loop's dispatch
+//!   unit, timed from outside) to the prompt read by the agent in the session; a session's
+//!   main process killed to its agent running again, and to its resume prompt read again;
+//!   50 idle loops: rein processes, their context switches over a window between fires, and
+//!   each session's memory.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -22,6 +35,9 @@ use rein::mailbox::{AnswerOutcome, Mailbox};
 use rein::store::DataDir;
 
 const REIN: &str = env!("CARGO_BIN_EXE_rein");
+
+#[path = "../support/mod.rs"]
+mod support;
 
 struct Profile {
     _temp: tempfile::TempDir,
@@ -442,6 +458,574 @@ fn bridges_section(rounds: usize) {
     println!();
 }
 
+/// Reads a unit property with `systemctl --user show`.
+fn unit_property(unit: &str, property: &str) -> String {
+    let output = Command::new("systemctl")
+        .args(["--user", "show", unit, "-p", property, "--value"])
+        .output()
+        .expect("systemctl show");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn agents_section(rounds: usize) {
+    use support::agents::{profile, Cli};
+    use support::model_server::{ModelServer, Script};
+    ensure_user_manager();
+    println!("## agents\n");
+    println!("| agent CLI (a rein worker) | rounds | start → first model request p50 | max | unit MemoryCurrent idle, p50 |");
+    println!("|---|---|---|---|---|");
+    for cli in [Cli::Claude, Cli::Codex, Cli::Opencode, Cli::Pi] {
+        let mut firsts = Vec::new();
+        let mut memory = Vec::new();
+        for round in 0..rounds {
+            let server = ModelServer::start(Script::new().text("ready"));
+            let rein = profile(cli, &server, false);
+            let work = rein.temp.path().join("project");
+            std::fs::create_dir_all(&work).expect("project");
+            let started = Instant::now();
+            let output = rein.run(&[
+                "worker",
+                "start",
+                "w1",
+                "Say ready.",
+                "--dir",
+                work.to_str().expect("utf-8"),
+            ]);
+            assert!(
+                output.status.success(),
+                "{}: {}",
+                cli.name(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            server
+                .wait_until(Duration::from_secs(120), |seen| !seen.requests.is_empty())
+                .unwrap_or_else(|_| panic!("{} never reached the model", cli.name()));
+            firsts.push(started.elapsed());
+            // Idle at its prompt: the turn is over and nothing more arrives for 3 s.
+            let _ = server.wait_until(Duration::from_secs(120), |seen| {
+                seen.main_requests().count() >= 1
+            });
+            let mut count = server.requests().len();
+            loop {
+                std::thread::sleep(Duration::from_secs(3));
+                let now = server.requests().len();
+                if now == count {
+                    break;
+                }
+                count = now;
+            }
+            let unit = format!("rein.{}.worker-w1.service", rein.profile);
+            if let Ok(bytes) = unit_property(&unit, "MemoryCurrent").parse::<u64>() {
+                memory.push(bytes);
+            }
+            let _ = rein.run(&["down"]);
+            eprintln!("agents: {} round {} done", cli.name(), round + 1);
+        }
+        firsts.sort();
+        memory.sort_unstable();
+        let mib = |bytes: u64| format!("{:.0} MiB", bytes as f64 / 1048576.0);
+        println!(
+            "| {} | {} | {:.2} s | {:.2} s | {} |",
+            cli.name(),
+            firsts.len(),
+            percentile(&firsts, 0.5).as_secs_f64(),
+            firsts.last().copied().unwrap_or_default().as_secs_f64(),
+            memory
+                .get(memory.len() / 2)
+                .map(|m| mib(*m))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    println!();
+}
+
+/// Nanoseconds since the epoch on each line of `path` (what the bench agent writes).
+fn stamps(path: &Path) -> Vec<u128> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect()
+}
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos()
+}
+
+/// Waits (bounded) until `path` has more than `count` stamps; returns the newest.
+fn next_stamp(path: &Path, count: usize) -> u128 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = stamps(path);
+        if all.len() > count {
+            return *all.last().expect("a stamp");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new stamp in {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
+fn profile_env(profile: &Profile, name: &str) -> String {
+    let _ = profile;
+    format!("rein.{name}")
+}
+
+fn loops_section(fires: usize, kills: usize, idle: usize, window: Duration) {
+    ensure_user_manager();
+    let profile = Profile::new();
+    let name = format!("bench{}", std::process::id());
+    // Sessions are killed over and over here: lift the start limit that would mark them failed.
+    std::fs::write(
+        &profile.config,
+        "[pulse]\ninterval = \"1h\"\n[workers]\nstart_limit_burst = 10000\n",
+    )
+    .expect("config");
+    let work = profile.data.parent().expect("temp").join("work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    let run = |args: &[&str]| -> Duration {
+        let started = Instant::now();
+        let output = Command::new(REIN)
+            .args(args)
+            .env("REIN_DATA_DIR", &profile.data)
+            .env("REIN_CONFIG", &profile.config)
+            .env("REIN_PROFILE", &name)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run rein");
+        assert!(
+            output.status.success(),
+            "rein {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        started.elapsed()
+    };
+    // The agent stamps when it starts and each time it reads a line.
+    // Newlines, not `;`: systemd 252 writes `;` in a transient unit's ExecStart as `\;`, which
+    // a daemon-reload (any other user of the manager) reads back wrongly.
+    let agent = "date +%s%N >> started\nprintf '\\033[?2004h> '\nwhile IFS= read -r line\ndo date +%s%N >> reads\ndone";
+    run(&[
+        "loop",
+        "add",
+        "echo",
+        "--schedule",
+        "every 1h",
+        "--dispatch",
+        "resume_prompt",
+        "--prompt",
+        "bench tick",
+        "--settle",
+        "5ms",
+        "--command",
+        agent,
+        "--dir",
+        work.to_str().expect("utf-8"),
+    ]);
+    let reads = work.join("reads");
+    let started = work.join("started");
+    next_stamp(&reads, 0); // the prompt typed at start
+    println!("## loops\n");
+    println!("| measurement | rounds | p50 | p99 | max |");
+    println!("|---|---|---|---|---|");
+    let unit = format!("{}.loop-echo.service", profile_env(&profile, &name));
+    let mut latencies = Vec::new();
+    for _ in 0..fires {
+        // Between real fires the agent is idle; a fire waits for `loops.ready_quiet` of quiet.
+        std::thread::sleep(Duration::from_secs(1));
+        let before = stamps(&reads).len();
+        let at = now_ns();
+        let status = Command::new("systemctl")
+            .args(["--user", "start", &unit])
+            .status()
+            .expect("systemctl");
+        assert!(status.success());
+        let read = next_stamp(&reads, before);
+        latencies.push(Duration::from_nanos((read.saturating_sub(at)) as u64));
+    }
+    report(
+        "fire (`systemctl --user start` of the dispatch unit) → prompt read by the idle agent (settle 5 ms)",
+        latencies,
+    );
+    let pid_of = || -> u32 {
+        let output = Command::new("systemctl")
+            .args([
+                "--user",
+                "show",
+                "-p",
+                "MainPID",
+                "--value",
+                &format!("rein.{name}.worker-echo.service"),
+            ])
+            .output()
+            .expect("systemctl");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let mut back = Vec::new();
+    let mut repasted = Vec::new();
+    for _ in 0..kills {
+        let (starts, read) = (stamps(&started).len(), stamps(&reads).len());
+        let pid = pid_of();
+        let at = now_ns();
+        // SAFETY: killing the session's main process, as a crash would.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        back.push(Duration::from_nanos(
+            (next_stamp(&started, starts) - at) as u64,
+        ));
+        repasted.push(Duration::from_nanos((next_stamp(&reads, read) - at) as u64));
+    }
+    report(
+        "session killed (SIGKILL) → agent running again (restart_sec 1s)",
+        back,
+    );
+    report(
+        "session killed → resume prompt read again (+ ready_quiet 800 ms)",
+        repasted,
+    );
+    run(&["loop", "rm", "echo"]);
+
+    // Idle loops: only the PTY hosts run, asleep.
+    for n in 0..idle {
+        run(&[
+            "loop",
+            "add",
+            &format!("idle{n}"),
+            "--schedule",
+            "every 1h",
+            "--dispatch",
+            "resume_prompt",
+            "--prompt",
+            "resume",
+            "--command",
+            "exec sleep 100000",
+        ]);
+    }
+    // Each host types its prompt once its agent is quiet; then nothing more happens.
+    std::thread::sleep(Duration::from_secs(3));
+    let pids = rein_processes();
+    let before: u64 = pids.iter().map(|pid| context_switches(*pid)).sum();
+    std::thread::sleep(window);
+    let after: u64 = pids.iter().map(|pid| context_switches(*pid)).sum();
+    let rss: Vec<u64> = pids
+        .iter()
+        .filter_map(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()?
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let mut memory: Vec<u64> = (0..idle)
+        .filter_map(|n| {
+            let output = Command::new("systemctl")
+                .args([
+                    "--user",
+                    "show",
+                    "-p",
+                    "MemoryCurrent",
+                    "--value",
+                    &format!("rein.{name}.worker-idle{n}.service"),
+                ])
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+        })
+        .collect();
+    memory.sort_unstable();
+    let mut rss_sorted = rss.clone();
+    rss_sorted.sort_unstable();
+    println!();
+    println!("| {idle} idle loops (every 1h), over {window:?} between fires | value |");
+    println!("|---|---|");
+    println!("| rein processes alive (all PTY hosts) | {} |", pids.len());
+    println!(
+        "| their context switches in the window | {} |",
+        after - before
+    );
+    if let Some(median) = rss_sorted.get(rss_sorted.len() / 2) {
+        println!("| PTY host resident memory, median | {median} KiB |");
+    }
+    match memory.get(memory.len() / 2) {
+        Some(median) => println!(
+            "| session MemoryCurrent (host + agent), median | {} KiB |",
+            median / 1024
+        ),
+        None => println!("| session MemoryCurrent | not reported (no memory accounting here) |"),
+    }
+    println!();
+    run(&["down"]);
+    for n in 0..idle {
+        run(&["loop", "rm", &format!("idle{n}")]);
+    }
+}
+
+/// The screen a terminal shows, as a terminal emulator (vt100) made it from the output,
+/// and when the output that made it arrived.
+#[derive(Default)]
+struct Shown {
+    text: String,
+    at: Option<Instant>,
+    chunks: u64,
+}
+
+/// `rein tui` on a pseudo-terminal whose output a thread renders as a terminal would.
+struct PtyScreen {
+    child: Child,
+    shown: std::sync::Arc<std::sync::Mutex<Shown>>,
+    _master: std::fs::File,
+}
+
+impl PtyScreen {
+    fn spawn(profile: &Profile, cols: u16, rows: u16) -> PtyScreen {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::process::CommandExt;
+        let mut master = 0;
+        let mut slave = 0;
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty fills two descriptors; the size is read only.
+        let opened = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &size,
+            )
+        };
+        assert_eq!(opened, 0, "openpty");
+        // SAFETY: both descriptors were just opened and are owned here.
+        let (master, slave) = unsafe {
+            (
+                std::fs::File::from_raw_fd(master),
+                std::fs::File::from_raw_fd(slave),
+            )
+        };
+        let mut command = Command::new(REIN);
+        command
+            .arg("tui")
+            .env("REIN_DATA_DIR", &profile.data)
+            .env("REIN_CONFIG", &profile.config)
+            .env("TERM", "xterm-256color")
+            .stdin(slave.try_clone().expect("slave"))
+            .stdout(slave.try_clone().expect("slave"))
+            .stderr(Stdio::null());
+        // SAFETY: setsid is async-signal-safe; the child gets a session of its own.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            })
+        };
+        let child = command.spawn().expect("spawn rein tui");
+        drop(slave);
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(Shown::default()));
+        let mut reader = master.try_clone().expect("master");
+        let sink = shown.clone();
+        std::thread::spawn(move || {
+            let size = |n: u16| std::num::NonZeroU16::new(n).unwrap_or(std::num::NonZeroU16::MIN);
+            let mut parser = vt100::Parser::new(size(rows), size(cols), 0);
+            let mut buffer = [0u8; 65536];
+            while let Ok(n @ 1..) = reader.read(&mut buffer) {
+                let at = Instant::now();
+                parser.process(&buffer[..n]);
+                let text = parser.screen().contents();
+                let mut shown = sink.lock().expect("lock");
+                shown.text = text;
+                shown.at = Some(at);
+                shown.chunks += 1;
+            }
+        });
+        PtyScreen {
+            child,
+            shown,
+            _master: master,
+        }
+    }
+
+    /// Waits until the screen shows `text`; returns when the output that drew it arrived.
+    fn wait_for(&self, text: &str) -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            {
+                let shown = self.shown.lock().expect("lock");
+                if shown.text.contains(text) {
+                    return shown.at.expect("output arrived");
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the screen never showed {text:?}"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// Waits until the screen no longer shows `text`.
+    fn wait_gone(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.shown.lock().expect("lock").text.contains(text) {
+            assert!(Instant::now() < deadline, "the screen kept {text:?}");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Context switches of every thread of the screen's process.
+    fn context_switches(&self) -> u64 {
+        let pid = self.child.id();
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks
+                    .flatten()
+                    .map(|task| context_switches_of(&task.path().join("status")))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for PtyScreen {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn context_switches_of(status: &Path) -> u64 {
+    std::fs::read_to_string(status)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches")
+        })
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+fn tui_section(fleets: &[usize], rounds: usize, window: Duration) {
+    ensure_user_manager();
+    println!("## tui\n");
+    println!("| workers | first frame | fleet read | redraw after an ask p50 | p99 | redraw after a kill p50 | p99 | idle context switches in {}s |", window.as_secs());
+    println!("|---|---|---|---|---|---|---|---|");
+    for &count in fleets {
+        let profile = Profile::new();
+        std::fs::write(
+            &profile.config,
+            "[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n[workers]\nrestart_sec = \"1s\"\n",
+        )
+        .expect("config");
+        for n in 0..count {
+            timed(&profile, &["worker", "start", &format!("s{n:03}"), "bench"]);
+        }
+        let mut firsts = Vec::new();
+        let mut fleet_reads = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            let screen = PtyScreen::spawn(&profile, 120, 40);
+            firsts.push(screen.wait_for("q quit") - started);
+            fleet_reads.push(screen.wait_for("running") - started);
+        }
+        let screen = PtyScreen::spawn(&profile, 120, 40);
+        screen.wait_for("running");
+        std::thread::sleep(Duration::from_millis(500));
+        let mailbox = Mailbox::new(DataDir::new(&profile.data));
+        let mut asks = Vec::new();
+        for round in 0..rounds {
+            let prompt = format!("bench-question-{round:04}");
+            let started = Instant::now();
+            let (ask, _) = mailbox
+                .file(&rein::mailbox::NewAsk {
+                    worker: "s000".into(),
+                    prompt: prompt.clone(),
+                    reference: None,
+                    options: vec![],
+                })
+                .expect("file");
+            asks.push(screen.wait_for(&prompt) - started);
+            mailbox.answer(&ask.id, "ok", "cli:bench").expect("answer");
+            mailbox.deliver(&ask.id).expect("deliver");
+            screen.wait_gone(&prompt);
+        }
+        let mut kills = Vec::new();
+        // Each worker once, so the event line looked for is new on the screen.
+        for round in 0..rounds.min(20).min(count) {
+            let id = format!("s{round:03}");
+            let pid = unit_property(
+                &format!("rein.{}.worker-{id}.service", profile_name(&profile)),
+                "MainPID",
+            )
+            .parse::<i32>()
+            .unwrap_or(0);
+            if pid == 0 {
+                continue;
+            }
+            let started = Instant::now();
+            // SAFETY: signalling the bench's own worker's PTY host.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // Any change of its row in the events area: the kill reached the screen.
+            let restarting = format!("{id}: running → ");
+            kills.push(screen.wait_for(&restarting) - started);
+            let unit = format!("rein.{}.worker-{id}.service", profile_name(&profile));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while unit_property(&unit, "SubState") != "running" {
+                assert!(Instant::now() < deadline, "{unit} did not come back");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let before = screen.context_switches();
+        std::thread::sleep(window);
+        let idle = screen.context_switches() - before;
+        drop(screen);
+        let _ = timed(&profile, &["down"]);
+        firsts.sort();
+        fleet_reads.sort();
+        asks.sort();
+        kills.sort();
+        let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+        println!(
+            "| {count} | {} | {} | {} | {} | {} | {} | {idle} |",
+            ms(percentile(&firsts, 0.5)),
+            ms(percentile(&fleet_reads, 0.5)),
+            ms(percentile(&asks, 0.5)),
+            ms(percentile(&asks, 0.99)),
+            ms(percentile(&kills, 0.5)),
+            ms(percentile(&kills, 0.99)),
+        );
+    }
+    println!();
+}
+
+/// The profile name rein derives from a data dir (as `rein status --json` reports it).
+fn profile_name(profile: &Profile) -> String {
+    let output = Command::new(REIN)
+        .args(["status", "--json"])
+        .env("REIN_DATA_DIR", &profile.data)
+        .env("REIN_CONFIG", &profile.config)
+        .output()
+        .expect("rein status");
+    serde_json::from_slice::<serde_json::Value>(&output.stdout)
+        .ok()
+        .and_then(|v| v["profile"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` does not, and then this program
     // runs as a quick smoke check of itself.
@@ -469,12 +1053,26 @@ fn main() {
         match section.as_str() {
             "mailbox" => mailbox_section(rounds, window),
             "bridges" => bridges_section(rounds),
+            "agents" => agents_section(if benching { 5 } else { 1 }),
+            "tui" => tui_section(
+                if benching { &[10, 100, 500] } else { &[3] },
+                if benching { 100 } else { 3 },
+                window,
+            ),
             "systemd" => systemd_section(
                 if benching { 50 } else { 3 },
                 if benching { 100 } else { 3 },
             ),
+            "loops" => loops_section(
+                if benching { 50 } else { 3 },
+                if benching { 20 } else { 2 },
+                if benching { 50 } else { 3 },
+                window * 2,
+            ),
             other => {
-                eprintln!("unknown section {other:?}; known: mailbox, systemd, bridges");
+                eprintln!(
+                    "unknown section {other:?}; known: mailbox, systemd, bridges, agents, loops, tui"
+                );
                 std::process::exit(2);
             }
         }

@@ -2,6 +2,7 @@
 //! waiting helpers with deadlines.
 #![allow(dead_code)]
 
+pub mod agents;
 pub mod model_server;
 pub mod user_manager;
 pub mod wait;
@@ -27,7 +28,16 @@ pub struct Rein {
 
 impl Rein {
     pub fn new() -> Rein {
-        let temp = tempfile::tempdir().expect("tempdir");
+        Rein::in_temp(tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// A profile whose files live under `parent` instead of /tmp.
+    pub fn new_in(parent: &Path) -> Rein {
+        std::fs::create_dir_all(parent).expect("create parent");
+        Rein::in_temp(tempfile::tempdir_in(parent).expect("tempdir"))
+    }
+
+    fn in_temp(temp: tempfile::TempDir) -> Rein {
         let data = temp.path().join("data");
         let config = temp.path().join("config.toml");
         let profile = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
@@ -132,6 +142,25 @@ impl Rein {
             ids.len() == 1
         });
         id.expect("ask id")
+    }
+
+    /// A profile on the reachable user manager (started if needed), with this config.
+    pub fn fleet(config: &str) -> Rein {
+        user_manager::ensure();
+        let rein = Rein::new();
+        rein.write_config(config);
+        rein
+    }
+
+    /// One worker as `rein worker ls --json` shows it, or null when it is not listed.
+    pub fn worker(&self, id: &str) -> serde_json::Value {
+        self.json(&["worker", "ls"])
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|w| w["id"] == id)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
     }
 
     pub fn write_config(&self, text: &str) {

@@ -114,6 +114,8 @@ pub fn answer_text(body: &str) -> String {
         if starts_quote(line, lines.get(index + 1).copied()) {
             break;
         }
+        // Escape sequences and control characters are not part of anyone's answer.
+        let line = rein::text::strip_controls(line);
         let trimmed = line.trim();
         if trimmed.starts_with('>') || trimmed.is_empty() {
             continue;
@@ -261,6 +263,9 @@ mod tests {
             ("--\nAna\n", ""),
             ("-----Original Message-----\nFrom: rein\n", ""),
             ("", ""),
+            // Found by fuzzing: terminal controls became part of the answer.
+            ("\u{1b}]2;owned\u{7}\u{1b}[2J yes\n", "yes"),
+            ("\u{1b}[2J\n\u{9b}31mno\r\n", "no"),
         ] {
             assert_eq!(answer_text(body), expected, "{body:?}");
         }
@@ -274,6 +279,9 @@ mod tests {
             ("[ask:] [ask:ab/c] [ask:x7]", Some("x7")),
             ("[ask:abc", None),
             ("no token", None),
+            // Found by fuzzing: `..` was taken as an ask id.
+            ("Re: [ask:..] deploy?", None),
+            ("[ask:..] [ask:.x] [ask:k3m9pq]", Some("k3m9pq")),
         ] {
             assert_eq!(subject_token(subject).as_deref(), expected, "{subject}");
         }

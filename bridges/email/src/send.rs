@@ -210,7 +210,7 @@ impl EmailChannel {
         let mut builder = Message::builder()
             .from(self.sender.clone())
             .to(Mailbox::new(None, to_address))
-            .subject(subject)
+            .subject(rein::text::inert_line(subject))
             .message_id(Some(format!("<{message_id}>")))
             .header(AutoSubmitted)
             .header(ContentType::TEXT_PLAIN);
@@ -225,7 +225,7 @@ impl EmailChannel {
                 .references(thread.join(" "));
         }
         let message = builder
-            .body(body)
+            .body(rein::text::inert(&body).into_owned())
             .map_err(|error| SendError::Fatal(format!("building the email failed: {error}")))?;
         match self.transport.send(message).await {
             Ok(_) => Ok(message_id),

@@ -178,7 +178,8 @@ pub async fn children(
     Ok(child_nodes(&xml))
 }
 
-/// The `name` attributes of the `<node>` elements below the root of introspection XML.
+/// The `name` attributes of the `<node>` elements below the root of introspection XML: only
+/// names that are valid object path elements (`[A-Za-z0-9_]`), with their closing quote.
 pub fn child_nodes(xml: &str) -> Vec<String> {
     let mut names = Vec::new();
     // The root <node> has no name (or a path); children are `<node name="X"/>`.
@@ -190,8 +191,11 @@ pub fn child_nodes(xml: &str) -> Vec<String> {
             Some(q @ ('"' | '\'')) => q,
             _ => continue,
         };
-        if let Some(name) = rest[1..].split(quote).next() {
-            if !name.is_empty() && !name.starts_with('/') {
+        // An unterminated attribute names nothing (it used to name the rest of the document).
+        if let Some((name, _)) = rest[1..].split_once(quote) {
+            let element =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if element {
                 names.push(name.to_owned());
             }
         }
@@ -218,5 +222,14 @@ mod tests {
             ["3"]
         );
         assert!(child_nodes("<node></node>").is_empty());
+        // Found by fuzzing: an unterminated attribute named the rest of the document.
+        assert_eq!(
+            child_nodes(r#"<node><node name="1><nnoe name='12'/></node>"#),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            child_nodes(r#"<node><node name="a/b"/><node name="x y"/><node name="Ok_2"/></node>"#),
+            ["Ok_2"]
+        );
     }
 }

@@ -93,7 +93,8 @@ pub enum Placed {
 }
 
 impl Placed {
-    fn from_reply(outcome: &str, value: &str) -> Placed {
+    /// The outcome a script reported through `Placed(token, outcome, value)`.
+    pub fn from_reply(outcome: &str, value: &str) -> Placed {
         let number = value.parse().unwrap_or(0);
         match outcome {
             "moved" => Placed::Moved { desktop: number },

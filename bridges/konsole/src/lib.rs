@@ -16,6 +16,16 @@
 //!   open the tab again;
 //! - the ask answered or withdrawn anywhere else: the prompt says so and ends.
 //!
+//! # Loops
+//! Each open loop (`rein loop add`) shows as a tab titled `loop NAME` running `rein worker
+//! attach NAME`, in one Konsole window per virtual desktop, on the loop's desktop (`--desktop`,
+//! else `desktop` below). Each such window is a Konsole of its own run as a user unit
+//! (`rein-konsole-desktop-N.service`), so it outlives the bridge. The bridge looks when it
+//! starts and whenever a loop changes: open tabs are adopted, never duplicated; after `rein
+//! loop move` the tab moves to the other desktop's window; a tab a person closed is opened
+//! again (closing it never stops the loop). `rein loop show NAME` does the same for one loop
+//! without the bridge running.
+//!
 //! # When the session bus goes away
 //! If the user's dbus-daemon stops or restarts, the bridge notices at once that its connection
 //! closed: its STATUS (`systemctl --user status`) reads "reconnecting: lost the session bus…"
@@ -72,6 +82,7 @@
 //!   one it started; Konsole has no D-Bus call to close a tab, and a tab closes when its
 //!   program exits: the answer prompt is the tab's program (`exec`), `rein worker attach`
 //!   runs in the tab's shell followed by `; exit`.
+//! - [`loop_tabs`]: the loops' tabs and their windows.
 //! - [`KonsoleChannel`]: the [`rein::bridge::Channel`] the engine drives. A tab is
 //!   `PostRef { route, id: "org.kde.konsole-PID/SESSION" }`.
 
@@ -80,6 +91,7 @@ pub mod config;
 pub mod dbus;
 pub mod konsole;
 pub mod kwin;
+pub mod loop_tabs;
 pub mod process;
 
 mod channel;

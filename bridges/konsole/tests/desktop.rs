@@ -1366,3 +1366,228 @@ async fn the_bridge_comes_back_after_the_session_bus_restarts() {
         .expect("answer");
     wait_gone(&second, session).await;
 }
+
+/// A profile of the real binaries for loop tabs, with a name of its own.
+struct LoopProfile {
+    dir: tempfile::TempDir,
+    profile: String,
+}
+
+impl LoopProfile {
+    fn new() -> LoopProfile {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let profile = format!("kl{}", std::process::id());
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "[loops]\nrestart_sec = \"200ms\"\n\
+             [bridges.konsole]\nallow = [\"konsole:tester\"]\nroutes = [\"desktop\"]\nnotes = false\n",
+        )
+        .expect("config");
+        LoopProfile { dir, profile }
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env("REIN_DATA_DIR", self.dir.path().join("data"))
+            .env("REIN_CONFIG", self.dir.path().join("config.toml"))
+            .env("REIN_PROFILE", &self.profile)
+            .env("REIN_BIN", real_rein())
+            .env("DISPLAY", &desktop().display)
+            .env("USER", "tester")
+            .env_remove("REIN_WORKER_ID")
+            .env_remove(IDENTITY_VARIABLE);
+        command
+    }
+
+    fn rein(&self, args: &[&str]) -> String {
+        let output = self
+            .command(&real_rein())
+            .args(args)
+            .output()
+            .expect("rein");
+        assert!(
+            output.status.success(),
+            "rein {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn bridge(&self) -> Running {
+        Running(
+            self.command(Path::new(env!("CARGO_BIN_EXE_rein-bridge-konsole")))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start the bridge"),
+        )
+    }
+
+    /// The main pid of the Konsole window unit of `desktop`, 0 if none.
+    fn window_pid(&self, desktop: u32) -> u32 {
+        let output = Command::new("systemctl")
+            .args([
+                "--user",
+                "show",
+                "-p",
+                "MainPID",
+                "--value",
+                &format!("rein.{}.konsole-desktop-{desktop}.service", self.profile),
+            ])
+            .output()
+            .expect("systemctl");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for LoopProfile {
+    fn drop(&mut self) {
+        let _ = self.command(&real_rein()).arg("down").output();
+        let _ = Command::new("systemctl")
+            .args([
+                "--user",
+                "stop",
+                &format!("rein.{}.konsole-desktop-*.service", self.profile),
+            ])
+            .output();
+    }
+}
+
+/// Every tab titled `title` in every Konsole on the bus, as `service/session`.
+async fn loop_tabs(title: &str) -> Vec<String> {
+    let connection = zbus::Connection::session().await.expect("session bus");
+    let mut found = Vec::new();
+    for service in rein_bridge_konsole::dbus::names(&connection)
+        .await
+        .expect("names")
+    {
+        if !service.starts_with("org.kde.konsole") {
+            continue;
+        }
+        let konsole = Konsole::at(&connection, &service);
+        for window in konsole.windows().await.unwrap_or_default() {
+            for session in konsole.sessions(window).await.unwrap_or_default() {
+                if konsole.title(session).await.ok().as_deref() == Some(title) {
+                    found.push(format!("{service}/{session}"));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The desktops (1-based) of the windows of process `pid`, from `wmctrl -l -p`.
+fn desktops_of(pid: u32) -> Vec<u32> {
+    let output = Command::new("wmctrl")
+        .args(["-l", "-p"])
+        .env("DISPLAY", &desktop().display)
+        .output()
+        .expect("run wmctrl");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(2) == Some(&pid.to_string().as_str()))
+                .then(|| Some(fields[1].parse::<u32>().ok()? + 1))?
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_loop_gets_one_tab_on_its_desktop_across_bridge_restarts_and_moves() {
+    let _turn = TURN.lock().await;
+    desktop();
+    let profile = LoopProfile::new();
+    for (name, desktop) in [("alpha", "2"), ("beta", "3"), ("gamma", "2")] {
+        profile.rein(&[
+            "loop",
+            "add",
+            name,
+            "--schedule",
+            "none",
+            "--dispatch",
+            "none",
+            "--command",
+            "exec sleep 600",
+            "--desktop",
+            desktop,
+        ]);
+    }
+    let bridge = profile.bridge();
+    for name in ["alpha", "beta", "gamma"] {
+        let title = format!("loop {name}");
+        wait_for(&format!("the tab of {name}"), || async {
+            (loop_tabs(&title).await.len() == 1).then_some(())
+        })
+        .await;
+    }
+    let (two, three) = (profile.window_pid(2), profile.window_pid(3));
+    assert!(two != 0 && three != 0 && two != three);
+    wait_for("the windows on their desktops", || async {
+        (desktops_of(two) == [2] && desktops_of(three) == [3]).then_some(())
+    })
+    .await;
+    let alpha = loop_tabs("loop alpha").await;
+    assert!(
+        alpha[0].starts_with(&format!("org.kde.konsole-{two}/")),
+        "{alpha:?}"
+    );
+    assert!(loop_tabs("loop gamma").await[0].starts_with(&format!("org.kde.konsole-{two}/")));
+    assert!(loop_tabs("loop beta").await[0].starts_with(&format!("org.kde.konsole-{three}/")));
+
+    // A restarted bridge adopts the tabs: same tabs, none added.
+    drop(bridge);
+    let bridge = profile.bridge();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        loop_tabs("loop alpha").await,
+        alpha,
+        "re-adopted, not duplicated"
+    );
+    assert_eq!(loop_tabs("loop beta").await.len(), 1);
+    assert_eq!(loop_tabs("loop gamma").await.len(), 1);
+    // `rein loop show` adopts too.
+    let shown = String::from_utf8_lossy(
+        &profile
+            .command(Path::new(env!("CARGO_BIN_EXE_rein-bridge-konsole")))
+            .args(["--show-loop", "alpha"])
+            .output()
+            .expect("show")
+            .stdout,
+    )
+    .into_owned();
+    assert!(shown.contains("adopted"), "{shown}");
+
+    // Moving a loop moves its tab to the other desktop's window.
+    profile.rein(&["loop", "move", "alpha", "3"]);
+    wait_for("alpha's tab in the desktop-3 window", || async {
+        let tabs = loop_tabs("loop alpha").await;
+        (tabs.len() == 1 && tabs[0].starts_with(&format!("org.kde.konsole-{three}/"))).then_some(())
+    })
+    .await;
+
+    // A tab a person closes does not stop the loop.
+    let connection = zbus::Connection::session().await.expect("bus");
+    let beta = loop_tabs("loop beta").await;
+    let (service, session) = beta[0].rsplit_once('/').expect("tab");
+    let konsole = Konsole::at(&connection, service);
+    let session: u32 = session.parse().expect("session");
+    let attach = konsole.foreground_process_id(session).await.expect("pid");
+    // SAFETY: ending the tab's program, as closing the tab does.
+    unsafe { libc::kill(-attach, libc::SIGHUP) };
+    wait_gone(&konsole, session).await;
+    let workers = profile.rein(&["worker", "ls", "--json"]);
+    let workers: serde_json::Value = serde_json::from_str(&workers).expect("json");
+    let beta = workers
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|w| w["id"] == "beta")
+        .expect("beta");
+    assert_eq!(beta["health"], "running", "{beta}");
+    drop(bridge);
+}

@@ -7,6 +7,7 @@
 use rein::bridge::{ask_text, describe_resolution};
 use rein::mailbox::{Ask, Resolution};
 use rein::notes::Note;
+use rein::text::{inert, inert_line};
 use serde_json::{json, Value};
 
 /// The prefix of the `action_id` of every answer button.
@@ -19,10 +20,16 @@ const BUTTON_VALUE_MAX: usize = 2000;
 const BUTTONS_MAX: usize = 25;
 /// Slack cuts `text` beyond 40,000 characters; asks should never come near.
 const TEXT_MAX: usize = 4000;
+/// The most of a worker name and of a reference a question shows.
+const WORKER_SHOWN_MAX: usize = 100;
+const REFERENCE_SHOWN_MAX: usize = 500;
 
-/// Escapes the three characters Slack's mrkdwn gives a meaning to (`<@U1>` mentions, links).
+/// Text made safe to show in mrkdwn: control characters rendered visibly
+/// ([`rein::text::inert`]), then the three characters Slack's mrkdwn gives a meaning to
+/// (`<@U1>` mentions, links) escaped.
 pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
+    inert(text)
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
@@ -38,6 +45,9 @@ pub fn unescape(text: &str) -> String {
 pub fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_owned();
+    }
+    if max == 0 {
+        return String::new();
     }
     let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
     cut.push('…');
@@ -55,7 +65,7 @@ pub fn parse_button(action_id: &str, value: &str) -> Option<(String, String)> {
         return None;
     }
     let (id, option) = value.split_once(':')?;
-    if id.is_empty() || option.is_empty() {
+    if rein::store::validate_id("ask id", id).is_err() || option.is_empty() {
         return None;
     }
     Some((id.to_owned(), option.to_owned()))
@@ -71,25 +81,32 @@ fn question_block(ask: &Ask, resent: bool) -> Value {
     if resent {
         text.push_str("_(sent again: this may have reached you before)_\n");
     }
-    text.push_str(&format!("*{}* asks:\n", escape(&ask.worker)));
+    // Worker ids are at most 64 characters, but a hand-written ask file can hold anything:
+    // every length here is bounded, so the prompt always has room and nothing underflows.
+    text.push_str(&format!(
+        "*{}* asks:\n",
+        truncate(&escape(&ask.worker), WORKER_SHOWN_MAX)
+    ));
     let reference = ask
         .reference
         .as_ref()
-        .map(|r| format!("\n_re: {}_", escape(r)))
+        .map(|r| truncate(&format!("\n_re: {}_", escape(r)), REFERENCE_SHOWN_MAX))
         .unwrap_or_default();
-    let room = SECTION_TEXT_MAX - text.chars().count() - reference.chars().count().min(500);
+    let room = SECTION_TEXT_MAX.saturating_sub(text.chars().count() + reference.chars().count());
     text.push_str(&truncate(&escape(&ask.prompt), room));
-    text.push_str(&truncate(&reference, 500));
+    text.push_str(&reference);
     json!({ "type": "section", "text": mrkdwn(&text) })
 }
 
+/// Whether every option can be a button that answers it: an empty option (a hand-written
+/// ask file) would be a button whose click parse_button refuses.
 fn buttons_fit(ask: &Ask) -> bool {
     !ask.options.is_empty()
         && ask.options.len() <= BUTTONS_MAX
         && ask
             .options
             .iter()
-            .all(|o| button_value(&ask.id, o).chars().count() <= BUTTON_VALUE_MAX)
+            .all(|o| !o.is_empty() && button_value(&ask.id, o).chars().count() <= BUTTON_VALUE_MAX)
 }
 
 /// A new ask: the question, a button per option, and how else to answer.
@@ -103,7 +120,7 @@ pub fn ask_message(ask: &Ask, resent: bool) -> (String, Value) {
             .map(|(index, option)| {
                 json!({
                     "type": "button",
-                    "text": { "type": "plain_text", "text": truncate(option, BUTTON_TEXT_MAX), "emoji": false },
+                    "text": { "type": "plain_text", "text": truncate(&inert_line(option), BUTTON_TEXT_MAX), "emoji": false },
                     "action_id": format!("{ACTION_PREFIX}{}:{index}", ask.id),
                     "value": button_value(&ask.id, option),
                 })
@@ -124,7 +141,7 @@ pub fn ask_message(ask: &Ask, resent: bool) -> (String, Value) {
     };
     blocks.push(json!({
         "type": "context",
-        "elements": [mrkdwn(&format!("ask `{}` · {how}", ask.id))],
+        "elements": [mrkdwn(&truncate(&format!("ask `{}` · {how}", ask.id), SECTION_TEXT_MAX))],
     }));
     let mut text = escape(&ask_text(ask));
     if resent {
@@ -141,7 +158,11 @@ pub fn resolved_message(ask: &Ask, resolution: &Resolution) -> (String, Value) {
         { "type": "section", "text": mrkdwn(&truncate(&format!("*{}*", escape(&outcome)), SECTION_TEXT_MAX)) },
         { "type": "context", "elements": [mrkdwn(&format!("ask `{}`", ask.id))] },
     ]);
-    let text = escape(&format!("{} asked: {}\n{outcome}", ask.worker, ask.prompt));
+    let text = escape(&format!(
+        "{} asked: {}\n{outcome}",
+        inert_line(&ask.worker),
+        ask.prompt
+    ));
     (truncate(&text, TEXT_MAX), blocks)
 }
 
@@ -256,6 +277,71 @@ mod tests {
     }
 
     #[test]
+    fn any_worker_name_leaves_the_section_within_its_limit() {
+        // Found by fuzzing: from 2,992 characters the room for the prompt underflowed; at
+        // 2,991 the section was 3,001 characters.
+        for length in [64, 2_990, 2_991, 2_992, 10_000] {
+            let mut long = ask(&["yes"]);
+            long.worker = "w".repeat(length);
+            long.reference = Some("r".repeat(length));
+            for resent in [false, true] {
+                let (_, blocks) = ask_message(&long, resent);
+                let section = blocks[0]["text"]["text"].as_str().expect("text");
+                assert!(section.chars().count() <= SECTION_TEXT_MAX, "{length}");
+                assert!(section.contains("Merge"), "the prompt keeps room: {length}");
+            }
+        }
+        assert_eq!(truncate("abc", 0), "");
+        assert_eq!(truncate("abc", 1), "…");
+    }
+
+    #[test]
+    fn a_long_option_list_keeps_the_context_within_its_limit() {
+        // Found by fuzzing: "ask `ID` · " came on top of a list already cut to 3,000.
+        let long: Vec<String> = (0..30).map(|n| format!("{n}{}", "o".repeat(200))).collect();
+        let long: Vec<&str> = long.iter().map(String::as_str).collect();
+        let (_, blocks) = ask_message(&ask(&long), false);
+        let context = blocks.as_array().expect("blocks").last().expect("context")["elements"][0]
+            ["text"]
+            .as_str()
+            .expect("text")
+            .to_owned();
+        assert!(
+            context.chars().count() <= SECTION_TEXT_MAX,
+            "{}",
+            context.len()
+        );
+        assert!(context.starts_with("ask `ab3x9k` · reply in this thread with one of: 0o"));
+    }
+
+    #[test]
+    fn an_empty_option_gets_no_button() {
+        // Found by fuzzing: a button for "" could never be clicked into an answer.
+        let (_, blocks) = ask_message(&ask(&["yes", ""]), false);
+        assert!(blocks
+            .as_array()
+            .expect("blocks")
+            .iter()
+            .all(|b| b["type"] != "actions"));
+    }
+
+    #[test]
+    fn agent_text_is_shown_inert() {
+        let mut spoof = ask(&["yes\u{1b}[8m", "no"]);
+        spoof.prompt = "Drop the prod DB?\r\u{1b}[KFix README typo?".into();
+        let (text, blocks) = ask_message(&spoof, false);
+        assert!(!text.contains(['\u{1b}', '\r']), "{text}");
+        let question = blocks[0]["text"]["text"].as_str().expect("text");
+        assert!(
+            question.contains("Drop the prod DB?\\r\\e[KFix README typo?"),
+            "{question}"
+        );
+        assert_eq!(blocks[1]["elements"][0]["text"]["text"], "yes\\e[8m");
+        // The button still carries the option exactly.
+        assert_eq!(blocks[1]["elements"][0]["value"], "ab3x9k:yes\u{1b}[8m");
+    }
+
+    #[test]
     fn resolution_replaces_the_buttons() {
         let resolution = Resolution {
             version: 1,
@@ -289,6 +375,10 @@ mod tests {
             ("rein-answer:ab3x9k:0", "no-colon"),
             ("rein-answer:ab3x9k:0", ":yes"),
             ("rein-answer:ab3x9k:0", "ab3x9k:"),
+            // Found by fuzzing: an id that is no ask id was passed on.
+            ("rein-answer:ab3x9k:0", "%:2"),
+            ("rein-answer:ab3x9k:0", "..:yes"),
+            ("rein-answer:ab3x9k:0", "AB3X9K:yes"),
         ] {
             assert_eq!(parse_button(action_id, value), None, "{action_id} {value}");
         }

@@ -44,6 +44,18 @@ struct ApiError {
     more_info: Option<String>,
 }
 
+/// The URL of the page a list's `next_page_uri` names: a path on the API root. Anything
+/// else (`@host/…` would make the API root the user name of another host, which would then
+/// get the account's credentials) is refused.
+pub fn next_page_url(base_url: &str, uri: &str) -> Option<String> {
+    let a_path = uri.starts_with('/')
+        && !uri.starts_with("//")
+        && !uri
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '@' | '\\' | '#'));
+    a_path.then(|| format!("{}{uri}", base_url.trim_end_matches('/')))
+}
+
 #[derive(Clone)]
 pub struct Twilio {
     http: reqwest::Client,
@@ -91,7 +103,13 @@ impl Twilio {
     /// A page of messages sent to `to` (our number): the first page, or the one `next` names.
     pub async fn received(&self, to: &str, next: Option<&str>) -> Result<Page, SendError> {
         let request = match next {
-            Some(uri) => self.http.get(format!("{}{uri}", self.base_url)),
+            Some(uri) => self
+                .http
+                .get(next_page_url(&self.base_url, uri).ok_or_else(|| {
+                    SendError::Fatal(format!(
+                        "twilio listed a next page {uri:?} that is not a path on the API"
+                    ))
+                })?),
             None => self
                 .http
                 .get(self.messages_url())
@@ -160,5 +178,37 @@ impl Twilio {
         Err(SendError::Fatal(format!(
             "twilio, {what}: HTTP {status}, {detail}{hint}"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_pages_stay_on_the_api() {
+        let base = "https://api.twilio.com";
+        assert_eq!(
+            next_page_url(
+                base,
+                "/2010-04-01/Accounts/AC1/Messages.json?Page=1&PageToken=PA2"
+            ),
+            Some(
+                "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json?Page=1&PageToken=PA2"
+                    .to_owned()
+            )
+        );
+        for uri in [
+            "@evil.example/x",
+            "//evil.example/x",
+            "/x@evil.example",
+            ".evil.example/x",
+            "https://evil.example/x",
+            "/a b",
+            "/a\\@b",
+            "",
+        ] {
+            assert_eq!(next_page_url(base, uri), None, "{uri:?}");
+        }
     }
 }
