@@ -41,15 +41,23 @@ fuzz_target!(|data: &[u8]| {
         },
     };
     if let Ok(line) = tab_command(Path::new(&input.rein_bin), &input.env, &action) {
-        let command = line
-            .strip_suffix("; exit")
-            .expect("the tab closes after the command");
+        // The answer prompt is the tab's own program (`exec`), so any way it ends closes the
+        // tab; anything else is followed by `; exit`.
+        let (command, head) = match action {
+            TabAction::Answer { .. } => (line.as_str(), vec!["exec".to_owned()]),
+            _ => (
+                line.strip_suffix("; exit")
+                    .expect("the tab closes after the command"),
+                Vec::new(),
+            ),
+        };
         let words = shell_words::split(command).expect("the line splits as a shell would");
         if action == TabAction::Test {
             assert!(words.starts_with(&["echo".to_owned()]));
         } else {
             rein::store::validate_id("id", &input.id).expect("only a valid id gets a line");
-            let mut expected = vec!["env".to_owned()];
+            let mut expected = head;
+            expected.push("env".to_owned());
             expected.extend(
                 input
                     .env

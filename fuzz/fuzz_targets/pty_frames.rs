@@ -39,11 +39,14 @@ fuzz_target!(|data: &[u8]| {
                     encoded.extend_from_slice(&[2, 0, 0, 0, 0]);
                 }
             }
+            Frame::Input { text, .. } => assert!(text.len() < MAX_PAYLOAD),
+            Frame::Reply(json) => assert!(json.len() <= MAX_PAYLOAD),
             Frame::Hello { .. }
             | Frame::Resize(_)
             | Frame::Detach
             | Frame::Exited { .. }
-            | Frame::Replaced => {}
+            | Frame::Replaced
+            | Frame::Screen => {}
         }
         frame.encode(&mut encoded);
     }
