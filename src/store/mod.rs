@@ -9,6 +9,7 @@
 //! - ids and names pass [`validate_id`] before they become part of a path.
 
 pub mod layout;
+pub mod linger;
 pub mod watch;
 
 use std::fs::{self, File, OpenOptions};

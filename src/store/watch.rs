@@ -190,7 +190,13 @@ pub fn wait_for<T>(
         }
     };
     // Closing an inotify instance that has watches waits for an RCU grace period (about 15 ms
-    // measured here); do it off the waiter's path so the result reaches the caller first.
-    std::thread::spawn(move || drop(watcher));
+    // measured here): a process about to exit hands it to a child that releases it after
+    // the exit (`linger`); others close it off the waiter's path, so the result reaches the
+    // caller first.
+    if super::linger::hand_off(watcher.inotify.as_raw_fd()) {
+        drop(watcher);
+    } else {
+        std::thread::spawn(move || drop(watcher));
+    }
     Ok(found)
 }
