@@ -140,11 +140,20 @@ pub fn next_elapse(timer: &crate::systemd::TimerState) -> Option<DateTime<Utc>> 
 }
 
 fn describe(paths: &Paths, interval: Duration) -> String {
+    // The accuracy is part of it: a timer made with another (an older rein's) is recreated.
     format!(
-        "rein pulse of profile {} every {}",
+        "rein pulse of profile {} every {} (within {})",
         paths.profile,
-        crate::duration::Span(interval)
+        crate::duration::Span(interval),
+        crate::duration::Span(pulse_accuracy(interval))
     )
+}
+
+/// How late systemd may fire the pulse: a twentieth of the interval (at least a millisecond),
+/// so a beat comes within 5% of its time. systemd's default (a minute), or any fixed second,
+/// would make a short pulse beat at twice its interval or worse.
+pub fn pulse_accuracy(interval: Duration) -> Duration {
+    (interval / 20).max(Duration::from_millis(1))
 }
 
 fn pulse_units(paths: &Paths, config: &Config) -> anyhow::Result<TransientUnit> {
@@ -167,7 +176,7 @@ fn pulse_units(paths: &Paths, config: &Config) -> anyhow::Result<TransientUnit> 
         description,
         on_active_sec: Some(Duration::from_secs(1)),
         on_unit_active_sec: Some(interval),
-        accuracy: Some(Duration::from_secs(1)),
+        accuracy: Some(pulse_accuracy(interval)),
         ..TimerSpec::default()
     };
     Ok(TransientUnit::timer(&timer, &service)?)
@@ -340,4 +349,16 @@ pub async fn status(manager: &Manager, paths: &Paths) -> anyhow::Result<PulseSta
         last_result: service.map(|s| s.result).filter(|r| !r.is_empty()),
         last_beat: last_beat(paths)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pulse_fires_within_five_percent_of_its_interval() {
+        assert_eq!(pulse_accuracy(Duration::from_secs(1)), Duration::from_millis(50));
+        assert_eq!(pulse_accuracy(Duration::from_secs(60)), Duration::from_secs(3));
+        assert_eq!(pulse_accuracy(Duration::from_millis(10)), Duration::from_millis(1));
+    }
 }
