@@ -109,6 +109,16 @@ fn the_pulse_beats_runs_sensors_and_wakes_wait() {
     let status = rein.json(&["status"]);
     assert_eq!(status["pulse"]["active"], true);
     assert!(status["pulse"]["last_beat"]["beat"].as_u64().expect("beat") >= 1);
+    // A 1s pulse may fire at most 50 ms late (a twentieth of its interval), not a second.
+    let timer = status["pulse"]["timer"]
+        .as_str()
+        .expect("timer name")
+        .to_owned();
+    let accuracy = std::process::Command::new("systemctl")
+        .args(["--user", "show", "-p", "AccuracyUSec", "--value", &timer])
+        .output()
+        .expect("systemctl show");
+    assert_eq!(stdout_of(&accuracy).trim(), "50ms", "{timer}");
 }
 
 #[test]

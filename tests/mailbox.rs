@@ -352,3 +352,47 @@ fn interactive_answer_ends_normally_on_signals_and_leaves_the_ask_pending() {
     asker.kill().expect("kill");
     asker.wait().expect("reap");
 }
+
+/// Processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
+        })
+        .collect()
+}
+
+/// `answer=$(rein ask …)` in a real shell: the substitution ends with the answer, and nothing
+/// `rein ask` left to release its watch outlives it (the process that holds the watch past
+/// the asker's exit ends by itself, holding no output the shell would wait on).
+#[test]
+fn a_shell_gets_the_answer_and_nothing_lingers() {
+    let rein = Rein::new();
+    let marker = format!("linger-check-{}", std::process::id());
+    let script = format!(
+        "answer=$(\"$REIN\" ask --worker w1 --prompt {marker}) || exit 9; printf '%s\\n' \"got:$answer\""
+    );
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", &script])
+        .env("REIN", env!("CARGO_BIN_EXE_rein"))
+        .env("REIN_DATA_DIR", &rein.data)
+        .env("REIN_CONFIG", &rein.config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let shell = command.spawn().expect("run sh");
+    let id = rein.wait_for_one_ask();
+    rein.ok(&["answer", &id, "ship it"]);
+    let output = wait_child(shell, Duration::from_secs(10), "the shell");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(stdout_of(&output), "got:ship it\n");
+    support::wait_until(
+        Duration::from_secs(10),
+        "every process of that `rein ask` to end",
+        || processes_with(&marker).is_empty(),
+    );
+}

@@ -228,12 +228,24 @@ fn prompt_until_resolved(
     id: &str,
     by: &str,
 ) -> anyhow::Result<crate::mailbox::Resolution> {
-    use std::io::Read;
-    use std::os::fd::AsFd;
     let targets = [crate::store::watch::Target::Dir(
         mailbox.data_dir().answers(),
     )];
     let mut watcher = crate::store::watch::Watcher::watching(&targets)?;
+    let resolution = read_answers(mailbox, id, by, &mut watcher);
+    watcher.release();
+    resolution
+}
+
+/// [`prompt_until_resolved`]'s loop, on its watch of `answers/`.
+fn read_answers(
+    mailbox: &Mailbox,
+    id: &str,
+    by: &str,
+    watcher: &mut crate::store::watch::Watcher,
+) -> anyhow::Result<crate::mailbox::Resolution> {
+    use std::io::Read;
+    use std::os::fd::AsFd;
     let stdin = std::io::stdin();
     let mut pending = Vec::new();
     let mut chunk = [0u8; 4096];

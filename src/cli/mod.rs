@@ -741,6 +741,18 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 }
 
 pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
+    if matches!(
+        command,
+        Command::Ask { .. }
+            | Command::Wait { .. }
+            | Command::Answer {
+                interactive: true,
+                ..
+            }
+    ) {
+        // These exit right after their one wait: the exit must not wait on the watch.
+        crate::store::linger::enable();
+    }
     match command {
         Command::Init { runner } => data::init(context, runner),
         Command::Ask {

@@ -162,10 +162,18 @@ pub fn next_elapse(timer: &crate::systemd::TimerState) -> Option<DateTime<Utc>> 
 
 fn describe(paths: &Paths, interval: Duration) -> String {
     format!(
-        "rein pulse of profile {} every {}",
+        "rein pulse of profile {} every {} (within {})",
         paths.profile,
-        crate::duration::Span(interval)
+        crate::duration::Span(interval),
+        crate::duration::Span(pulse_accuracy(interval))
     )
+}
+
+/// How late systemd may fire the pulse: a twentieth of the interval (at least a millisecond),
+/// so a beat comes within 5% of its time. systemd's default (a minute), or any fixed second,
+/// would make a short pulse beat at twice its interval or worse.
+pub fn pulse_accuracy(interval: Duration) -> Duration {
+    (interval / 20).max(Duration::from_millis(1))
 }
 
 /// How long one beat may run: every sensor's timeout (they run in parallel), the judge's
@@ -206,7 +214,7 @@ fn pulse_units(paths: &Paths, config: &Config) -> anyhow::Result<TransientUnit> 
         description,
         on_active_sec: Some(Duration::from_secs(1)),
         on_unit_active_sec: Some(interval),
-        accuracy: Some(Duration::from_secs(1)),
+        accuracy: Some(pulse_accuracy(interval)),
         ..TimerSpec::default()
     };
     Ok(TransientUnit::timer(&timer, &service)?)
@@ -218,7 +226,7 @@ fn pulse_units(paths: &Paths, config: &Config) -> anyhow::Result<TransientUnit> 
 pub enum PulseChange {
     Created,
     Unchanged,
-    /// The interval changed, or the timer was not active.
+    /// The interval or its accuracy changed, or the timer was not active.
     Recreated,
 }
 
@@ -256,7 +264,9 @@ pub async fn up(manager: &Manager, paths: &Paths, config: &Config) -> anyhow::Re
     let existing = manager.timer_state(&names.pulse_timer()).await?;
     let pulse = match existing {
         Some(timer)
+            // A timer made with another accuracy (an older rein's) is recreated too.
             if timer.on_unit_active == Some(config.pulse.interval.0)
+                && timer.accuracy == Some(pulse_accuracy(config.pulse.interval.0))
                 && timer.active_state == crate::systemd::ActiveState::Active =>
         {
             PulseChange::Unchanged
@@ -562,5 +572,21 @@ mod tests {
             BeatState::Overdue { .. }
         ));
         assert_eq!(beat_state(None, minute, None, now), BeatState::NotYet);
+    }
+
+    #[test]
+    fn the_pulse_fires_within_five_percent_of_its_interval() {
+        assert_eq!(
+            pulse_accuracy(Duration::from_secs(1)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            pulse_accuracy(Duration::from_secs(60)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            pulse_accuracy(Duration::from_millis(10)),
+            Duration::from_millis(1)
+        );
     }
 }

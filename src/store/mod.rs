@@ -17,6 +17,7 @@
 //! - temp files a killed writer left behind are removed by age ([`sweep_temps`]).
 
 pub mod layout;
+pub mod linger;
 pub mod watch;
 
 use std::fs::{self, File, OpenOptions};

@@ -88,6 +88,18 @@ pub struct Watcher {
 }
 
 impl Watcher {
+    /// Lets go of the watch without making the caller wait. Closing an inotify instance that
+    /// has watches waits for an RCU grace period (about 15 ms measured here): a process about
+    /// to exit hands it to a child that releases it after the exit ([`super::linger`]);
+    /// others close it off the waiter's path, so the result reaches the caller first.
+    pub fn release(self) {
+        if super::linger::hand_off(self.inotify.as_raw_fd()) {
+            drop(self);
+        } else {
+            std::thread::spawn(move || drop(self));
+        }
+    }
+
     /// Watches every visible file in `dirs`. Directories that do not exist yet are watched as
     /// soon as they appear.
     pub fn new(dirs: &[PathBuf]) -> Result<Self> {
@@ -372,9 +384,7 @@ pub fn wait_for_targets<T>(
             break check()?;
         }
     };
-    // Closing an inotify instance that has watches waits for an RCU grace period (about 15 ms
-    // measured here); do it off the waiter's path so the result reaches the caller first.
-    std::thread::spawn(move || drop(watcher));
+    watcher.release();
     Ok(found)
 }
 

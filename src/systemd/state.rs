@@ -203,6 +203,8 @@ pub struct TimerState {
     pub next_elapse_monotonic_usec: Option<u64>,
     /// The `OnUnitActiveSec=` of the timer (from `TimersMonotonic`), if it has one.
     pub on_unit_active: Option<Duration>,
+    /// `AccuracySec=`: how late systemd may fire it.
+    pub accuracy: Option<Duration>,
 }
 
 impl TimerState {
@@ -233,6 +235,7 @@ impl TimerState {
                 "NextElapseUSecRealtime" => state.next_elapse_realtime_usec = nonzero(value),
                 "NextElapseUSecMonotonic" => state.next_elapse_monotonic_usec = nonzero(value),
                 "TimersMonotonic" => state.on_unit_active = on_unit_active(value),
+                "AccuracyUSec" => state.accuracy = nonzero(value).map(Duration::from_micros),
                 _ => {}
             }
         }

@@ -20,6 +20,9 @@
 //! - agents (needs `contrib/agents.sh install`): for each real CLI run as a rein worker
 //!   against the scripted model server, `rein worker start` to the agent's first model
 //!   request, and the worker unit's MemoryCurrent once the agent idles at its prompt.
+//! - scale (needs a user manager): 100 and 1,000 live workers (start, `worker ls`, `tick`,
+//!   `state`, kill), and 1,000 / 10,000 pending asks beside 10,000 / 100,000 archived ones
+//!   (file, answer, `asks`, a `rein wait` woken by a new ask: latency and the waiter's CPU).
 //! - loops (needs a user manager): a fire (`systemctl --user start` of the loop's dispatch
 //!   unit, timed from outside) to the prompt read by the agent in the session; a session's
 //!   main process killed to its agent running again, and to its resume prompt read again;
@@ -148,6 +151,46 @@ fn ask_answer_latency(rounds: usize) -> (Vec<Duration>, Vec<Duration>) {
     (samples, writes)
 }
 
+/// `answer=$(rein ask …)` as a shell sees it: from the `rein answer` process having exited
+/// (waitpid) to the asker's stdout closing and the asker's process exiting — what command
+/// substitution waits for. Returns (to the answer printed, to the asker exited).
+fn shell_round_trip(rounds: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let profile = Profile::new();
+    let mailbox = Mailbox::new(DataDir::new(&profile.data));
+    let mut printed = Vec::with_capacity(rounds);
+    let mut exited = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let prompt = format!("shell question {round}");
+        let mut asker = profile.spawn(&["ask", "--worker", "bench", "--prompt", &prompt]);
+        wait_blocked(asker.id());
+        let id = mailbox.pending().expect("pending").records[0]
+            .ask
+            .id
+            .clone();
+        let mut stdout = asker.stdout.take().expect("stdout");
+        let answered = Command::new(REIN)
+            .args(["answer", &id, "yes"])
+            .env("REIN_DATA_DIR", &profile.data)
+            .env("REIN_CONFIG", &profile.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .expect("rein answer");
+        let started = Instant::now();
+        assert!(answered.success(), "rein answer: {answered}");
+        let mut first = [0u8; 1];
+        stdout.read_exact(&mut first).expect("read answer");
+        printed.push(started.elapsed());
+        let mut rest = Vec::new();
+        stdout.read_to_end(&mut rest).expect("read to EOF");
+        let status = asker.wait().expect("reap");
+        exited.push(started.elapsed());
+        assert!(status.success(), "rein ask: {status}");
+        assert_eq!([&first[..], &rest[..]].concat(), b"yes\n");
+    }
+    (printed, exited)
+}
+
 fn write_world(data: &Path, hash: &str) {
     let world = serde_json::json!({
         "version": 1, "hash": hash, "taken": chrono::Utc::now(), "changed": chrono::Utc::now(), "sensors": []
@@ -205,6 +248,15 @@ fn mailbox_section(rounds: usize, window: Duration) {
     report(
         "  of which: the answer write itself (fsync, link, dir fsync)",
         writes,
+    );
+    let (printed, exited) = shell_round_trip(rounds);
+    report(
+        "`answer=$(rein ask …)`: `rein answer` exited → the answer printed",
+        printed,
+    );
+    report(
+        "`answer=$(rein ask …)`: `rein answer` exited → stdout closed and `rein ask` exited",
+        exited,
     );
     report(
         "`rein wait` wake after a world change",
@@ -1012,6 +1064,213 @@ fn tui_section(fleets: &[usize], rounds: usize, window: Duration) {
     println!();
 }
 
+/// Runs `rein ARGS` to its end, timed from outside; returns the time and the exit code.
+fn timed_code(profile: &Profile, args: &[&str]) -> (Duration, i32) {
+    let started = Instant::now();
+    let output = Command::new(REIN)
+        .args(args)
+        .env("REIN_DATA_DIR", &profile.data)
+        .env("REIN_CONFIG", &profile.config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rein");
+    (started.elapsed(), output.status.code().unwrap_or(-1))
+}
+
+/// Six characters from the id alphabet, distinct for distinct `n`.
+fn bench_id(n: usize) -> String {
+    const ALPHABET: &[u8] = b"23456789abcdefghjkmnpqrstuvwxyz";
+    let mut n = n;
+    (0..6)
+        .map(|_| {
+            let c = ALPHABET[n % ALPHABET.len()] as char;
+            n /= ALPHABET.len();
+            c
+        })
+        .collect()
+}
+
+/// A data dir holding `pending` asks and `archived` answered-and-delivered ones, written as
+/// the mailbox writes them (set-up only: plain writes, no fsync).
+fn populate_mailbox(data: &Path, pending: usize, archived: usize) {
+    let asks = data.join("asks");
+    let answers = data.join("answers");
+    let archive = data.join("archive/asks");
+    for dir in [&asks, &answers, &archive] {
+        std::fs::create_dir_all(dir).expect("mailbox dirs");
+    }
+    let now = chrono::Utc::now();
+    let record = |n: usize| {
+        serde_json::json!({
+            "version": 1, "id": bench_id(n), "seq": n as u64 + 1, "worker": "bench",
+            "prompt": format!("question {n}"), "options": ["yes", "no"], "created": now,
+            "key": format!("{n:064x}"),
+        })
+    };
+    for n in 0..archived {
+        let id = bench_id(n);
+        let resolution = serde_json::json!({
+            "version": 1, "ask": id, "kind": "answered", "text": "yes", "by": "cli:bench", "at": now,
+        });
+        std::fs::write(archive.join(format!("{id}.json")), record(n).to_string()).expect("ask");
+        std::fs::write(answers.join(format!("{id}.json")), resolution.to_string()).expect("answer");
+    }
+    for n in archived..archived + pending {
+        let id = bench_id(n);
+        std::fs::write(asks.join(format!("{id}.json")), record(n).to_string()).expect("ask");
+    }
+    std::fs::write(asks.join(".sequence"), format!("{}\n", archived + pending)).expect("sequence");
+}
+
+/// CPU (user + system) of a child that has exited, reaped with wait4.
+fn reap_cpu(child: Child) -> Duration {
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own, not yet reaped child.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4");
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// Fleet size and mailbox history: the same operations at 10× the size, timed from outside.
+fn scale_section(fleets: &[usize], mailboxes: &[(usize, usize)], rounds: usize) {
+    ensure_user_manager();
+    println!("## scale\n");
+    println!("| live workers | `worker start` p50 (all started in) | `worker ls --json` p50 / p99 | `tick` p50 / p99 | `state --json` p50 / p99 | `worker kill` p50 (all killed in) |");
+    println!("|---|---|---|---|---|---|");
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    let p = |mut v: Vec<Duration>| {
+        v.sort();
+        (percentile(&v, 0.5), percentile(&v, 0.99))
+    };
+    for &count in fleets {
+        let profile = Profile::new();
+        std::fs::write(
+            &profile.config,
+            "[runner]\npreset = \"custom\"\ncommand = \"exec sleep 3600\"\n",
+        )
+        .expect("config");
+        let all = Instant::now();
+        let mut starts = Vec::new();
+        for n in 0..count {
+            starts.push(timed(
+                &profile,
+                &["worker", "start", &format!("s{n:04}"), "bench"],
+            ));
+        }
+        let started_all = all.elapsed();
+        let measure = |args: &[&str]| {
+            let samples: Vec<Duration> = (0..rounds).map(|_| timed(&profile, args)).collect();
+            p(samples)
+        };
+        let ls = measure(&["worker", "ls", "--json"]);
+        let tick = measure(&["tick"]);
+        let state = measure(&["state", "--json"]);
+        let all = Instant::now();
+        let mut kills = Vec::new();
+        for n in 0..count {
+            kills.push(timed(&profile, &["worker", "kill", &format!("s{n:04}")]));
+        }
+        let killed_all = all.elapsed();
+        let _ = timed_code(&profile, &["down"]);
+        println!(
+            "| {count} | {} ({:.1} s) | {} / {} | {} / {} | {} / {} | {} ({:.1} s) |",
+            ms(p(starts).0),
+            started_all.as_secs_f64(),
+            ms(ls.0),
+            ms(ls.1),
+            ms(tick.0),
+            ms(tick.1),
+            ms(state.0),
+            ms(state.1),
+            ms(p(kills).0),
+            killed_all.as_secs_f64(),
+        );
+    }
+    println!();
+    println!("| pending / archived asks | file (`rein ask --timeout 1ms`) p50 / p99 | `rein answer` p50 / p99 | `rein asks --json` p50 | `rein wait` woken by a new ask: latency p50 / p99 | its CPU p50 |");
+    println!("|---|---|---|---|---|---|");
+    for &(pending, archived) in mailboxes {
+        let profile = Profile::new();
+        populate_mailbox(&profile.data, pending, archived);
+        let mut files = Vec::new();
+        for round in 0..rounds {
+            let prompt = format!("new question {round}");
+            let (took, code) = timed_code(
+                &profile,
+                &[
+                    "ask",
+                    "--worker",
+                    "bench",
+                    "--prompt",
+                    &prompt,
+                    "--timeout",
+                    "1ms",
+                ],
+            );
+            assert_eq!(code, 3, "rein ask --timeout 1ms");
+            files.push(took);
+        }
+        let mut answers = Vec::new();
+        for round in 0..rounds {
+            let id = bench_id(archived + round);
+            answers.push(timed(&profile, &["answer", &id, "yes"]));
+        }
+        let listing: Vec<Duration> = (0..rounds.min(5))
+            .map(|_| timed(&profile, &["asks", "--json"]))
+            .collect();
+        let mailbox = Mailbox::new(DataDir::new(&profile.data));
+        let mut wakes = Vec::new();
+        let mut cpus = Vec::new();
+        for round in 0..rounds {
+            let output = Command::new(REIN)
+                .args(["wait", "--json", "--only-asks"])
+                .env("REIN_DATA_DIR", &profile.data)
+                .env("REIN_CONFIG", &profile.config)
+                .output()
+                .expect("rein wait");
+            let token = serde_json::from_slice::<serde_json::Value>(&output.stdout)
+                .ok()
+                .and_then(|v| v["token"].as_str().map(str::to_owned))
+                .expect("a token");
+            let mut waiter = profile.spawn(&["wait", "--since", &token, "--only-asks", "--json"]);
+            wait_blocked(waiter.id());
+            let started = Instant::now();
+            mailbox
+                .file(&rein::mailbox::NewAsk {
+                    worker: "bench".into(),
+                    prompt: format!("wake {round}"),
+                    reference: None,
+                    options: vec![],
+                })
+                .expect("file");
+            let mut stdout = waiter.stdout.take().expect("stdout");
+            let mut first = [0u8; 1];
+            stdout.read_exact(&mut first).expect("read");
+            wakes.push(started.elapsed());
+            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+            cpus.push(reap_cpu(waiter));
+        }
+        let (file50, file99) = p(files);
+        let (answer50, answer99) = p(answers);
+        let (wake50, wake99) = p(wakes);
+        println!(
+            "| {pending} / {archived} | {} / {} | {} / {} | {} | {} / {} | {} |",
+            ms(file50),
+            ms(file99),
+            ms(answer50),
+            ms(answer99),
+            ms(p(listing).0),
+            ms(wake50),
+            ms(wake99),
+            ms(p(cpus).0),
+        );
+    }
+    println!();
+}
+
 /// The profile name rein derives from a data dir (as `rein status --json` reports it).
 fn profile_name(profile: &Profile) -> String {
     let output = Command::new(REIN)
@@ -1063,6 +1322,15 @@ fn main() {
                 if benching { 50 } else { 3 },
                 if benching { 100 } else { 3 },
             ),
+            "scale" => scale_section(
+                if benching { &[100, 1000] } else { &[3] },
+                if benching {
+                    &[(1_000, 10_000), (10_000, 100_000)]
+                } else {
+                    &[(3, 10)]
+                },
+                if benching { 20 } else { 2 },
+            ),
             "loops" => loops_section(
                 if benching { 50 } else { 3 },
                 if benching { 20 } else { 2 },
@@ -1071,7 +1339,7 @@ fn main() {
             ),
             other => {
                 eprintln!(
-                    "unknown section {other:?}; known: mailbox, systemd, bridges, agents, loops, tui"
+                    "unknown section {other:?}; known: mailbox, systemd, bridges, agents, loops, tui, scale"
                 );
                 std::process::exit(2);
             }

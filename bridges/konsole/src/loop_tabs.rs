@@ -339,18 +339,22 @@ pub async fn watch(paths: Paths, rein_bin: PathBuf, default_desktop: Option<u32>
             return;
         }
     };
+    // The blocking wait lives on a thread of its own, not on the runtime's blocking pool: a
+    // runtime waits for its blocking tasks when it shuts down, and this one never ends, so
+    // the bridge would not exit (after `--test`, or on SIGTERM).
+    let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<()>(1);
+    std::thread::spawn(move || {
+        while watcher.wait(None).is_ok() && !wake_tx.is_closed() {
+            let _ = wake_tx.try_send(());
+        }
+    });
     loop {
         if let Err(error) = tabs.reconcile().await {
             tracing::warn!("loop tabs: {error:#}");
         }
-        let woke = tokio::task::spawn_blocking(move || {
-            let woke = watcher.wait(None);
-            (watcher, woke)
-        })
-        .await;
-        match woke {
-            Ok((back, Ok(_))) => watcher = back,
-            _ => {
+        match wake_rx.recv().await {
+            Some(()) => {}
+            None => {
                 tracing::warn!("loop tabs: cannot watch {} any more", dir.display());
                 return;
             }

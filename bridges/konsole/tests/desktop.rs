@@ -570,6 +570,32 @@ async fn kwin_reports_what_its_script_did() {
     assert_eq!(window_desktop(&konsole).await, 1);
 }
 
+/// Runs `command` to its end like `Command::output`, but kills it and fails the test if it
+/// has not ended within a minute: a bridge that does not exit fails its test, not the run.
+fn bounded_output(command: &mut Command) -> std::process::Output {
+    let child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the bridge");
+    let pid = child.id() as libc::pid_t;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    match receiver.recv_timeout(Duration::from_secs(60)) {
+        Ok(output) => output.expect("wait for the bridge"),
+        Err(_) => {
+            // SAFETY: kill(2) on the pid of a child that has not been reaped (its waiting
+            // thread has not returned).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let output = receiver.recv().expect("the bridge's output");
+            panic!("{command:?} did not exit within a minute: {output:?}");
+        }
+    }
+}
+
 /// `rein-bridge-konsole` with a config file and the environment a bridge unit gets.
 fn bridge_binary(fake: &Fake, section: &str) -> Command {
     let config = fake.dir.path().join("config.toml");
@@ -594,9 +620,7 @@ async fn the_binary_tests_every_route_and_refuses_bad_config() {
     let _turn = TURN.lock().await;
     let fake = Fake::new();
     let konsole = konsole().await;
-    let output = bridge_binary(&fake, "routes = [\"3\"]\n")
-        .output()
-        .expect("run the bridge");
+    let output = bounded_output(&mut bridge_binary(&fake, "routes = [\"3\"]\n"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -620,17 +644,14 @@ async fn the_binary_tests_every_route_and_refuses_bad_config() {
             "desktop must be a whole number",
         ),
     ] {
-        let output = bridge_binary(&fake, section)
-            .output()
-            .expect("run the bridge");
+        let output = bounded_output(&mut bridge_binary(&fake, section));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{section}: {stderr}");
         assert!(stderr.contains(complaint), "{section}: {stderr}");
     }
-    let output = bridge_binary(&fake, "routes = [\"2\"]\n")
-        .env("REIN_KONSOLE_SERVICE", "org.example.other")
-        .output()
-        .expect("run the bridge");
+    let output = bounded_output(
+        bridge_binary(&fake, "routes = [\"2\"]\n").env("REIN_KONSOLE_SERVICE", "org.example.other"),
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("REIN_KONSOLE_SERVICE"), "{stderr}");
@@ -841,8 +862,10 @@ async fn ending_the_prompt_any_way_closes_its_tab() {
     table.insert("rein_bin".into(), rein.display().to_string().into());
     table.insert("service".into(), desktop().service.clone().into());
     let config = KonsoleConfig::from_table(&table).expect("valid config");
+    // `rein answer` accepts `konsole:$USER` for its own user only.
+    let user = rein::mailbox::current_user();
     let environment = vec![
-        (IDENTITY_VARIABLE.to_owned(), "konsole:tester".to_owned()),
+        (IDENTITY_VARIABLE.to_owned(), format!("konsole:{user}")),
         (
             "REIN_DATA_DIR".to_owned(),
             profile.data().display().to_string(),
@@ -910,7 +933,7 @@ async fn ending_the_prompt_any_way_closes_its_tab() {
             Ending::Answers => {
                 let resolution = resolution.expect("answered in the tab");
                 assert_eq!(resolution.text.as_deref(), Some("yes"));
-                assert_eq!(resolution.by, "konsole:tester");
+                assert_eq!(resolution.by, format!("konsole:{user}"));
             }
             Ending::AnsweredElsewhere => {
                 assert_eq!(resolution.expect("answered").by, "cli:tester")
@@ -1110,6 +1133,18 @@ async fn a_person_answers_a_real_ask_in_the_tab() {
         "{journal}\nbridge log:\n{}",
         bridge_log()
     );
+
+    // SIGTERM (`rein bridge stop`, or the session ending) stops the bridge at once: nothing
+    // it runs in the background (the loops' watch among them) holds it up.
+    let mut bridge = _bridge;
+    let pid = bridge.0.id() as libc::pid_t;
+    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = wait_for("the bridge to exit on SIGTERM", || {
+        std::future::ready(bridge.0.try_wait().expect("try_wait"))
+    })
+    .await;
+    assert!(status.success(), "{status}\n{}", bridge_log());
 }
 
 /// A systemd user manager and a desktop (Xvfb, KWin, Konsole) of one test's own, so that the
