@@ -357,8 +357,17 @@ mod tests {
 
     #[test]
     fn the_pulse_fires_within_five_percent_of_its_interval() {
-        assert_eq!(pulse_accuracy(Duration::from_secs(1)), Duration::from_millis(50));
-        assert_eq!(pulse_accuracy(Duration::from_secs(60)), Duration::from_secs(3));
-        assert_eq!(pulse_accuracy(Duration::from_millis(10)), Duration::from_millis(1));
+        assert_eq!(
+            pulse_accuracy(Duration::from_secs(1)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            pulse_accuracy(Duration::from_secs(60)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            pulse_accuracy(Duration::from_millis(10)),
+            Duration::from_millis(1)
+        );
     }
 }
