@@ -968,14 +968,14 @@ impl From<Health> for WorkerHealth {
     }
 }
 
-/// Every worker of the profile: one `ListUnitsByPatterns` call for the list, then each
-/// unit's properties read concurrently, plus recorded workers that have no unit.
+/// Every worker of the profile: one `ListUnitsByPatterns` call for the list, then the few
+/// properties shown of each unit read concurrently, plus recorded workers that have no unit.
 pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<WorkerView>> {
     let names = UnitNames::new(paths);
     let entries = manager.list(&[&names.worker_pattern()]).await?;
     let reads = entries
         .iter()
-        .map(|entry| manager.service_state(&entry.name));
+        .map(|entry| manager.listed_service_state(entry));
     // All reads are sent at once on the one connection and answered concurrently.
     let states = futures_util::future::join_all(reads).await;
     let mut pending: BTreeMap<String, serde_json::Value> = BTreeMap::new();

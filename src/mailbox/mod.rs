@@ -400,8 +400,35 @@ impl Mailbox {
                 }
             }
         }
+        // Each entry is renamed into place without its own fsync (tens of thousands of them in
+        // an old data dir would take minutes); one syncfs makes them all durable before the
+        // index is marked complete. A crash before that leaves it incomplete: built again.
         for (key, (_, id)) in latest {
-            store::write_atomic(&self.dir.ask_key(&key), format!("{id}\n").as_bytes())?;
+            let path = self.dir.ask_key(&key);
+            let temp = path.with_file_name(format!(".{key}.tmp"));
+            let write = || -> std::io::Result<()> {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&temp)?;
+                file.write_all(format!("{id}\n").as_bytes())?;
+                std::fs::rename(&temp, &path)
+            };
+            write().map_err(|e| Error::io("writing", &path, e))?;
+        }
+        let keys = std::fs::File::open(self.dir.ask_keys())
+            .map_err(|e| Error::io("opening", self.dir.ask_keys(), e))?;
+        // SAFETY: syncfs on a descriptor this function owns for the call's duration.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&keys)) } != 0 {
+            return Err(Error::io(
+                "syncing",
+                self.dir.ask_keys(),
+                std::io::Error::last_os_error(),
+            ));
         }
         store::write_atomic(&complete, b"1\n")
     }
@@ -636,6 +663,29 @@ mod tests {
         let (other, filing) = mailbox.file(&new_ask("deploy?", &[])).expect("file");
         assert_eq!(filing, Filing::New);
         assert!(other.seq > first.seq);
+    }
+
+    #[test]
+    fn a_data_dir_from_before_the_key_index_gets_one() {
+        let (dir, mailbox) = mailbox();
+        let (first, _) = mailbox
+            .file(&new_ask("merge?", &["yes", "no"]))
+            .expect("file");
+        let (second, _) = mailbox.file(&new_ask("deploy?", &[])).expect("file");
+        std::fs::remove_dir_all(dir.path().join("asks/.keys")).expect("drop the index");
+        let (again, filing) = mailbox
+            .file(&new_ask("merge?", &["yes", "no"]))
+            .expect("file");
+        assert_eq!((again.id, filing), (first.id, Filing::Existing));
+        let (again, filing) = mailbox.file(&new_ask("deploy?", &[])).expect("file");
+        assert_eq!((again.id, filing), (second.id, Filing::Existing));
+        assert!(dir.path().join("asks/.keys/.complete").exists());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("asks/.keys"))
+            .expect("keys")
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     #[test]

@@ -1120,6 +1120,14 @@ fn populate_mailbox(data: &Path, pending: usize, archived: usize) {
         std::fs::write(asks.join(format!("{id}.json")), record(n).to_string()).expect("ask");
     }
     std::fs::write(asks.join(".sequence"), format!("{}\n", archived + pending)).expect("sequence");
+    // The key index, as the mailbox keeps it (a data dir without one builds it at its first
+    // ask, once).
+    let keys = asks.join(".keys");
+    std::fs::create_dir_all(&keys).expect("keys");
+    for n in 0..archived + pending {
+        std::fs::write(keys.join(format!("{n:064x}")), format!("{}\n", bench_id(n))).expect("key");
+    }
+    std::fs::write(keys.join(".complete"), "1\n").expect("complete");
 }
 
 /// CPU (user + system) of a child that has exited, reaped with wait4.
