@@ -736,16 +736,23 @@ fn io_counts(pid: u32) -> Option<(u64, u64)> {
     Some((field("rchar:")?, field("wchar:")?))
 }
 
-/// True when a thread of `pid` is blocked in `read(0, …)`: the prompt waits for a line.
+/// True when a thread of `pid` waits for input: blocked in `read(0, …)`, or in poll(2) (the
+/// prompt waits on its terminal and on `answers/` together, so an answer given elsewhere ends
+/// it too).
 fn reading_stdin(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };
     let read = libc::SYS_read.to_string();
+    let polls = [libc::SYS_poll.to_string(), libc::SYS_ppoll.to_string()];
     tasks.flatten().any(|task| {
         std::fs::read_to_string(task.path().join("syscall")).is_ok_and(|syscall| {
             let mut fields = syscall.split_whitespace();
-            fields.next() == Some(read.as_str()) && fields.next() == Some("0x0")
+            match fields.next() {
+                Some(number) if number == read => fields.next() == Some("0x0"),
+                Some(number) => polls.iter().any(|poll| poll == number),
+                None => false,
+            }
         })
     })
 }
