@@ -65,6 +65,44 @@ pub(super) struct Terminal {
     output_bytes: u64,
     started: Instant,
     last_output: Option<Instant>,
+    /// The start of a UTF-8 sequence that the next output may complete.
+    carry: Vec<u8>,
+}
+
+/// Appends `bytes` (after `carry`, the unfinished sequence of the last call) to `out` as valid
+/// UTF-8: each invalid sequence becomes U+FFFD, and an unfinished one at the end is kept in
+/// `carry` for the next call. The terminal emulator then only ever sees valid UTF-8, so how
+/// the output was cut into reads cannot change what it shows.
+fn valid_utf8(carry: &mut Vec<u8>, bytes: &[u8], out: &mut Vec<u8>) {
+    let joined;
+    let mut rest: &[u8] = if carry.is_empty() {
+        bytes
+    } else {
+        joined = [std::mem::take(carry).as_slice(), bytes].concat();
+        &joined
+    };
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(text) => {
+                out.extend_from_slice(text.as_bytes());
+                return;
+            }
+            Err(error) => {
+                let (valid, after) = rest.split_at(error.valid_up_to());
+                out.extend_from_slice(valid);
+                match error.error_len() {
+                    Some(length) => {
+                        out.extend_from_slice("\u{fffd}".as_bytes());
+                        rest = &after[length..];
+                    }
+                    None => {
+                        carry.extend_from_slice(after);
+                        return;
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn nonzero(value: u16) -> NonZeroU16 {
@@ -88,13 +126,16 @@ impl Terminal {
             output_bytes: 0,
             started: Instant::now(),
             last_output: None,
+            carry: Vec::new(),
         }
     }
 
     pub fn feed(&mut self, bytes: &[u8]) {
         self.output_bytes += bytes.len() as u64;
         self.last_output = Some(Instant::now());
-        for piece in bytes.split_inclusive(|byte| *byte == b'\n') {
+        let mut valid = Vec::with_capacity(bytes.len() + 3);
+        valid_utf8(&mut self.carry, bytes, &mut valid);
+        for piece in valid.split_inclusive(|byte| *byte == b'\n') {
             match piece.split_last() {
                 Some((b'\n', body)) => {
                     self.parser.process(body);
@@ -114,6 +155,10 @@ impl Terminal {
 
     /// Writes what the cursor's row holds (the agent's last, unfinished line).
     pub fn finish(&mut self) {
+        if !std::mem::take(&mut self.carry).is_empty() {
+            // An unfinished sequence at the very end: it never became a character.
+            self.parser.process("\u{fffd}".as_bytes());
+        }
         let (row, _) = self.parser.screen().cursor_position();
         self.write_row(row);
     }
@@ -271,6 +316,24 @@ mod tests {
         terminal.finish();
         let bytes = sink.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
         String::from_utf8(bytes).expect("transcript is UTF-8")
+    }
+
+    /// Fuzzing found a space lost when an invalid UTF-8 sequence (`e2` then `d`) was split
+    /// from what came before it by a chunk boundary.
+    #[test]
+    fn invalid_utf8_reads_the_same_in_any_chunking() {
+        let bytes: &[u8] = &[
+            0x01, 0x63, 0xc2, 0x1b, 0x5b, 0x30, 0x9b, 0x6d, 0x66, 0x11, 0x00, 0x00, 0xd1, 0xd1,
+            0xd1, 0xd1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x61, 0xc3, 0xa9, 0x20, 0xe2, 0x64,
+            0xd8, 0x9b, 0xf0, 0x74, 0x61, 0x62, 0xd1, 0xd1, 0xd1, 0xd1, 0xd1, 0xd1, 0xd1, 0xd1,
+            0xd1, 0xd1, 0x0a,
+        ];
+        let whole = render(&[bytes]);
+        for size in 1..=bytes.len() {
+            let chunks: Vec<&[u8]> = bytes.chunks(size).collect();
+            assert_eq!(render(&chunks), whole, "chunks of {size}");
+        }
+        assert!(whole.contains("a\u{e9} "), "the space is kept: {whole:?}");
     }
 
     #[test]
