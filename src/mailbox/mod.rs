@@ -404,21 +404,7 @@ impl Mailbox {
         // an old data dir would take minutes); one syncfs makes them all durable before the
         // index is marked complete. A crash before that leaves it incomplete: built again.
         for (key, (_, id)) in latest {
-            let path = self.dir.ask_key(&key);
-            let temp = path.with_file_name(format!(".{key}.tmp"));
-            let write = || -> std::io::Result<()> {
-                use std::io::Write;
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&temp)?;
-                file.write_all(format!("{id}\n").as_bytes())?;
-                std::fs::rename(&temp, &path)
-            };
-            write().map_err(|e| Error::io("writing", &path, e))?;
+            store::replace_unsynced(&self.dir.ask_key(&key), format!("{id}\n").as_bytes())?;
         }
         let keys = std::fs::File::open(self.dir.ask_keys())
             .map_err(|e| Error::io("opening", self.dir.ask_keys(), e))?;
@@ -683,7 +669,10 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("asks/.keys"))
             .expect("keys")
             .flatten()
-            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".tmp"))
+            .filter(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                name.ends_with(".tmp") || name.starts_with(".tmp")
+            })
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }

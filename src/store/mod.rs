@@ -211,6 +211,27 @@ fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf> {
     Ok(temp)
 }
 
+/// [`write_atomic`] without its fsyncs: for a caller that writes many files and then makes
+/// them durable at once (`syncfs`). The temp file has the store's temp name, so one left by a
+/// crash is swept like any other.
+pub fn replace_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let temp = temp_path_for(path);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&temp)?;
+        file.write_all(bytes)?;
+        fs::rename(&temp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&temp);
+        return Err(Error::io("writing", path, e));
+    }
+    Ok(())
+}
+
 /// Replaces `path` with `bytes` atomically (readers see the old or the new file, never a mix).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_mode(path, bytes, FILE_MODE)
