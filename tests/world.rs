@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{stderr_of, stdout_of, still_running, wait_child, wait_until, Rein};
+use support::{blocked_in_poll, stderr_of, stdout_of, still_running, wait_child, wait_until, Rein};
 
 fn token_of(value: &serde_json::Value) -> String {
     value["token"].as_str().expect("token").to_owned()
@@ -151,6 +151,9 @@ fn ask_survives_inotify_queue_overflow() {
         .ok()
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(16384);
+    // Only once it waits in poll(2) is its watch on answers/ armed; freeze it then, so its
+    // queue fills, then flood its watched directory with temp files.
+    blocked_in_poll(asker.id(), "the asker to wait for its answer");
     // Freeze the asker so its queue fills, then flood its watched directory with temp files.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(asker.id() as i32, libc::SIGSTOP) };
@@ -400,16 +403,7 @@ fn wait_blocks_without_waking_up() {
             .sum()
     };
     // Let it settle into its blocking wait, then watch it for a second.
-    // Blocked means: in poll(2) (not the epoll of its D-Bus connect) with no switches for 50 ms.
-    wait_until(Duration::from_secs(5), "the waiter to block", || {
-        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-        if !(wchan.starts_with("poll_schedule_timeout") || wchan.starts_with("do_sys_poll")) {
-            return false;
-        }
-        let before = switches();
-        std::thread::sleep(Duration::from_millis(50));
-        switches() == before
-    });
+    blocked_in_poll(pid, "the waiter to block");
     let before = switches();
     std::thread::sleep(Duration::from_secs(1));
     let after = switches();

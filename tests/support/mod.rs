@@ -8,7 +8,7 @@ pub mod user_manager;
 pub mod wait;
 
 #[allow(unused_imports)]
-pub use wait::{settled, wait_until};
+pub use wait::{blocked_in_poll, settled, wait_until};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -75,3 +75,28 @@ pub fn settled(pid: u32, what: &str) {
         asleep && same
     });
 }
+
+/// Waits until process `pid` is blocked in poll(2) (not in the epoll of a D-Bus connect, not
+/// between syscalls): its kernel wait channel is poll's and it did not run for 50 ms. Only
+/// then has a waiting command armed everything it waits on.
+pub fn blocked_in_poll(pid: u32, what: &str) {
+    let all_switches = || -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        Some(
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum(),
+        )
+    };
+    wait_until(Duration::from_secs(10), what, || {
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        if !(wchan.starts_with("poll_schedule_timeout") || wchan.starts_with("do_sys_poll")) {
+            return false;
+        }
+        let before = all_switches();
+        std::thread::sleep(Duration::from_millis(50));
+        before.is_some() && all_switches() == before
+    });
+}
