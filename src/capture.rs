@@ -14,10 +14,12 @@
 //! descriptor that reports the process's exit, and a callback that stops everything.
 
 use std::io::{ErrorKind, Read};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
 
 /// How long reading goes on after the command exited (or was stopped) for pipes still open.
 pub const GRACE: Duration = Duration::from_secs(1);
@@ -162,18 +164,6 @@ pub fn collect(
         if pipes.iter().all(Option::is_none) && exited.is_none() {
             return Ok(collected);
         }
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(3);
-        let mut which: Vec<usize> = Vec::with_capacity(3);
-        for (index, pipe) in pipes.iter().enumerate() {
-            if let Some(pipe) = pipe {
-                fds.push(poll_fd(pipe.as_fd().as_raw_fd()));
-                which.push(index);
-            }
-        }
-        if let Some(fd) = &exited {
-            fds.push(poll_fd(fd.as_raw_fd()));
-            which.push(2);
-        }
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
             if !after_exit {
@@ -182,19 +172,37 @@ pub fn collect(
             }
             return Ok(collected);
         }
-        let timeout_ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-        if ready < 0 {
-            let error = std::io::Error::last_os_error();
-            if error.kind() == ErrorKind::Interrupted {
-                continue;
+        // Slots 0 and 1 are the pipes, 2 the exit: what each got, once poll returns.
+        let ready: Vec<(usize, PollFlags)> = {
+            let mut fds = Vec::with_capacity(3);
+            let mut which = Vec::with_capacity(3);
+            for (index, pipe) in pipes.iter().enumerate() {
+                if let Some(pipe) = pipe {
+                    fds.push(PollFd::new(pipe, PollFlags::IN));
+                    which.push(index);
+                }
             }
-            stop();
-            return Err(error);
-        }
-        for (fd, index) in fds.iter().zip(which) {
-            if fd.revents == 0 {
+            if let Some(fd) = &exited {
+                fds.push(PollFd::new(fd, PollFlags::IN));
+                which.push(2);
+            }
+            // A wait too long for a timespec is a wait forever.
+            let timeout = Timespec::try_from(left).ok();
+            match rustix::event::poll(&mut fds, timeout.as_ref()) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(error) => {
+                    stop();
+                    return Err(error.into());
+                }
+            }
+            which
+                .into_iter()
+                .zip(fds.iter().map(PollFd::revents))
+                .collect()
+        };
+        for (index, revents) in ready {
+            if revents.is_empty() {
                 continue;
             }
             if index == 2 {
@@ -245,35 +253,15 @@ pub fn collect(
     }
 }
 
-fn poll_fd(fd: i32) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }
-}
-
 fn set_nonblocking(file: &std::fs::File) -> std::io::Result<()> {
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we own; F_GETFL/F_SETFL touch no memory.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
+    let flags = rustix::fs::fcntl_getfl(file)?;
+    rustix::fs::fcntl_setfl(file, flags | rustix::fs::OFlags::NONBLOCK)?;
     Ok(())
 }
 
 /// A pipe whose ends are closed on exec: (read, write).
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills the two-element array we pass.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just created and nothing else owns them.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// SIGKILLs the process group `group` and every process carrying `MARKER=marker`.

@@ -3,12 +3,14 @@
 //! key, which leaves the agent running.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use rustix::event::PollFlags;
+use rustix::termios::{OptionalActions, Termios};
 
 use super::protocol::{encode_data, Frame, FrameDecoder, PROTOCOL_VERSION};
 use super::sys::{self, SignalPipe};
@@ -62,7 +64,7 @@ pub enum AttachOutcome {
 /// (`std::io::stdin()` is fine): readiness is watched on its descriptor.
 pub fn attach(
     options: &AttachOptions,
-    mut input: impl Read + AsRawFd,
+    mut input: impl Read + AsFd,
     mut output: impl Write,
 ) -> anyhow::Result<AttachOutcome> {
     let socket = &options.socket;
@@ -75,8 +77,7 @@ pub fn attach(
     stream
         .set_nonblocking(true)
         .with_context(|| format!("cannot configure the connection to {}", socket.display()))?;
-    let input_fd = input.as_raw_fd();
-    let terminal = sys::is_terminal(input_fd);
+    let terminal = rustix::termios::isatty(input.as_fd());
     let mut resizes = if terminal {
         Some(SignalPipe::new(&[libc::SIGWINCH]).context("cannot watch for window resizes")?)
     } else {
@@ -89,44 +90,39 @@ pub fn attach(
     }
     .encode(&mut outbox);
     if terminal {
-        queue_window_size(input_fd, &mut outbox);
+        queue_window_size(input.as_fd(), &mut outbox);
     }
     let mut decoder = FrameDecoder::new();
     let mut input_buffer = vec![0u8; INPUT_CHUNK];
     let mut socket_buffer = vec![0u8; SOCKET_CHUNK];
-    let mut fds = Vec::with_capacity(3);
 
     loop {
         if flush(&mut stream, &mut outbox).is_err() {
             return Ok(AttachOutcome::ConnectionClosed);
         }
-        let mut socket_events = libc::POLLIN;
+        let mut socket_events = PollFlags::IN;
         if !outbox.is_empty() {
-            socket_events |= libc::POLLOUT;
+            socket_events |= PollFlags::OUT;
         }
-        let input_interest = if outbox.len() < OUTBOX_LIMIT {
-            input_fd
-        } else {
-            -1
-        };
-        fds.clear();
-        fds.push(sys::pollfd(stream.as_raw_fd(), socket_events));
-        fds.push(sys::pollfd(input_interest, libc::POLLIN));
-        fds.push(sys::pollfd(
-            resizes.as_ref().map_or(-1, |pipe| pipe.fd()),
-            libc::POLLIN,
-        ));
-        sys::poll_forever(&mut fds).context("cannot wait for terminal input")?;
+        let events = sys::poll(
+            &[
+                Some((stream.as_fd(), socket_events)),
+                (outbox.len() < OUTBOX_LIMIT).then(|| (input.as_fd(), PollFlags::IN)),
+                resizes.as_ref().map(|pipe| (pipe.fd(), PollFlags::IN)),
+            ],
+            None,
+        )
+        .context("cannot wait for terminal input")?;
 
         // Resizes first, so a size change is applied before keystrokes typed after it.
-        if fds[2].revents != 0 {
+        if !events[2].is_empty() {
             if let Some(pipe) = &mut resizes {
                 pipe.drain();
-                queue_window_size(input_fd, &mut outbox);
+                queue_window_size(input.as_fd(), &mut outbox);
             }
         }
 
-        if fds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+        if events[0].intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
             match stream.read(&mut socket_buffer) {
                 Ok(0) => return Ok(AttachOutcome::ConnectionClosed),
                 Ok(n) => decoder.push(&socket_buffer[..n]),
@@ -151,7 +147,7 @@ pub fn attach(
             }
         }
 
-        if fds[1].revents != 0 {
+        if !events[1].is_empty() {
             let keys = match input.read(&mut input_buffer) {
                 Ok(0) => return Ok(detach(stream, outbox)),
                 Ok(n) => &input_buffer[..n],
@@ -170,7 +166,7 @@ pub fn attach(
     }
 }
 
-fn queue_window_size(fd: RawFd, outbox: &mut Vec<u8>) {
+fn queue_window_size(fd: BorrowedFd<'_>, outbox: &mut Vec<u8>) {
     match sys::window_size(fd) {
         Ok(size) if size.cols > 0 && size.rows > 0 => Frame::Resize(size).encode(outbox),
         Ok(_) => {}
@@ -224,34 +220,26 @@ fn is_transient(error: &io::Error) -> bool {
 /// Puts a terminal in raw mode (no echo, no line editing, no signals from keys, no output
 /// processing) and restores the previous settings when dropped, also on error paths.
 pub struct RawModeGuard {
-    fd: RawFd,
-    original: libc::termios,
+    /// A duplicate of the terminal's descriptor (the same open terminal).
+    terminal: OwnedFd,
+    original: Termios,
 }
 
 impl RawModeGuard {
     /// The terminal must stay open for as long as the guard lives.
     pub fn new(terminal: BorrowedFd<'_>) -> io::Result<Self> {
-        let fd = terminal.as_raw_fd();
-        // SAFETY: termios is plain data; tcgetattr fills it in.
-        let mut original: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: the pointer is to a valid termios.
-        if unsafe { libc::tcgetattr(fd, &mut original) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut raw = original;
-        // SAFETY: the pointer is to a valid termios.
-        unsafe { libc::cfmakeraw(&mut raw) };
-        // SAFETY: the pointer is to a valid termios.
-        if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &raw) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self { fd, original })
+        let terminal = terminal.try_clone_to_owned()?;
+        let original = rustix::termios::tcgetattr(&terminal)?;
+        let mut raw = original.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(&terminal, OptionalActions::Now, &raw)?;
+        Ok(Self { terminal, original })
     }
 }
 
 impl Drop for RawModeGuard {
     fn drop(&mut self) {
-        // SAFETY: restores the settings read in `new`; a closed descriptor just fails.
-        unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &self.original) };
+        // Restores the settings read in `new`; a terminal that is gone just fails.
+        let _ = rustix::termios::tcsetattr(&self.terminal, OptionalActions::Now, &self.original);
     }
 }

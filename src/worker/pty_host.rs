@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, DirBuilder, File};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -19,6 +19,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use rustix::event::PollFlags;
+use rustix::process::Signal;
 use sd_notify::NotifyState;
 
 use super::protocol::{encode_data, Frame, FrameDecoder, WindowSize, PROTOCOL_VERSION};
@@ -131,7 +133,7 @@ pub fn run_host(options: HostOptions) -> anyhow::Result<i32> {
     let agent = Agent::spawn(&command, &env, &pty.slave)
         .with_context(|| format!("cannot start the agent `{program}`"))?;
     drop(pty.slave);
-    sys::set_nonblocking(pty.master.as_raw_fd()).context("cannot configure the PTY master")?;
+    sys::set_nonblocking(&pty.master).context("cannot configure the PTY master")?;
     tracing::info!(
         pid = agent.pid(),
         terminal = %pty.slave_path.display(),
@@ -201,28 +203,7 @@ const FIRST_PENDING: usize = 5;
 
 impl Host {
     fn run(&mut self) -> anyhow::Result<i32> {
-        let mut fds = Vec::new();
         loop {
-            fds.clear();
-            fds.push(sys::pollfd(self.signals.fd(), libc::POLLIN));
-            fds.push(sys::pollfd(self.agent.pidfd.as_raw_fd(), libc::POLLIN));
-            fds.push(self.master_interest());
-            fds.push(sys::pollfd(
-                if self.accept_paused {
-                    -1
-                } else {
-                    self.listener.fd()
-                },
-                libc::POLLIN,
-            ));
-            fds.push(self.client_interest());
-            for connection in &self.pending {
-                let mut events = libc::POLLIN;
-                if !connection.outbox.is_empty() {
-                    events |= libc::POLLOUT;
-                }
-                fds.push(sys::pollfd(connection.stream.as_raw_fd(), events));
-            }
             let ready = self.ready_timeout();
             let dialog = self
                 .dialog_check
@@ -231,8 +212,23 @@ impl Host {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            sys::poll_with_timeout(&mut fds, timeout)
-                .context("the PTY host cannot wait for events")?;
+            let events = {
+                let mut slots = vec![
+                    Some((self.signals.fd(), PollFlags::IN)),
+                    Some((self.agent.pidfd.as_fd(), PollFlags::IN)),
+                    self.master_interest(),
+                    (!self.accept_paused).then(|| (self.listener.fd(), PollFlags::IN)),
+                    self.client_interest(),
+                ];
+                for connection in &self.pending {
+                    let mut events = PollFlags::IN;
+                    if !connection.outbox.is_empty() {
+                        events |= PollFlags::OUT;
+                    }
+                    slots.push(Some((connection.stream.as_fd(), events)));
+                }
+                sys::poll(&slots, timeout).context("the PTY host cannot wait for events")?
+            };
             if ready.is_some() {
                 self.advance_ready();
             }
@@ -240,66 +236,69 @@ impl Host {
                 self.check_dialog();
             }
 
-            if fds[SIGNALS].revents != 0 {
+            if !events[SIGNALS].is_empty() {
                 self.forward_signals();
             }
-            let master = fds[MASTER].revents;
-            if master & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            let master = events[MASTER];
+            if master.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
                 self.read_agent_output();
             }
-            if master & libc::POLLOUT != 0 {
+            if master.contains(PollFlags::OUT) {
                 self.write_agent_input();
             }
-            if fds[CLIENT].revents != 0 {
-                self.service_client(fds[CLIENT].revents);
+            if !events[CLIENT].is_empty() {
+                self.service_client(events[CLIENT]);
             }
             // Downwards, so swap_remove only moves connections already looked at.
             for index in (0..self.pending.len()).rev() {
-                let revents = fds.get(FIRST_PENDING + index).map_or(0, |fd| fd.revents);
-                if revents != 0 {
+                let revents = events
+                    .get(FIRST_PENDING + index)
+                    .copied()
+                    .unwrap_or(PollFlags::empty());
+                if !revents.is_empty() {
                     self.service_pending(index, revents);
                 }
             }
-            if fds[LISTENER].revents != 0 {
+            if !events[LISTENER].is_empty() {
                 self.accept_connections();
             }
-            if fds[AGENT_EXIT].revents != 0 {
+            if !events[AGENT_EXIT].is_empty() {
                 return self.finish();
             }
         }
     }
 
-    fn master_interest(&self) -> libc::pollfd {
+    fn master_interest(&self) -> sys::Interest<'_> {
         if !self.master_open {
-            return sys::pollfd(-1, 0);
+            return None;
         }
-        let mut events = libc::POLLIN;
+        let mut events = PollFlags::IN;
         if !self.to_agent.is_empty() {
-            events |= libc::POLLOUT;
+            events |= PollFlags::OUT;
         }
-        sys::pollfd(self.master.as_raw_fd(), events)
+        Some((self.master.as_fd(), events))
     }
 
-    fn client_interest(&self) -> libc::pollfd {
-        let Some(client) = &self.client else {
-            return sys::pollfd(-1, 0);
-        };
-        let mut events = 0;
+    fn client_interest(&self) -> sys::Interest<'_> {
+        let client = self.client.as_ref()?;
+        let mut events = PollFlags::empty();
         if self.to_agent.len() < AGENT_INPUT_LIMIT {
-            events |= libc::POLLIN;
+            events |= PollFlags::IN;
         }
         if !client.outbox.is_empty() {
-            events |= libc::POLLOUT;
+            events |= PollFlags::OUT;
         }
         // POLLHUP/POLLERR are reported even with no events requested; service_client
         // reads then, so a hung-up client cannot make poll return in a loop.
-        sys::pollfd(client.stream.as_raw_fd(), events)
+        Some((client.stream.as_fd(), events))
     }
 
     fn forward_signals(&mut self) {
         for signal in self.signals.drain() {
             tracing::info!(signal, "forwarding signal to the agent's process group");
-            self.agent.signal_group(signal);
+            if let Some(signal) = Signal::from_named_raw(signal) {
+                self.agent.signal_group(signal);
+            }
         }
     }
 
@@ -361,16 +360,16 @@ impl Host {
         }
     }
 
-    fn service_client(&mut self, revents: libc::c_short) {
+    fn service_client(&mut self, revents: PollFlags) {
         let Some(client) = &mut self.client else {
             return;
         };
-        if revents & libc::POLLOUT != 0 && client.flush().is_err() {
+        if revents.contains(PollFlags::OUT) && client.flush().is_err() {
             tracing::info!(connection = client.id, "attached client went away");
             self.disconnect_client();
             return;
         }
-        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+        if revents.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
             if let Received::Closed = client.receive() {
                 tracing::info!(connection = client.id, "attached client disconnected");
                 self.disconnect_client();
@@ -425,10 +424,9 @@ impl Host {
         if size.cols == 0 || size.rows == 0 || !self.master_open {
             return;
         }
-        let fd = self.master.as_raw_fd();
         if size != self.size {
             // The kernel sends SIGWINCH to the terminal's foreground process group.
-            match sys::set_window_size(fd, size) {
+            match sys::set_window_size(&self.master, size) {
                 Ok(()) => {
                     self.size = size;
                     self.terminal.resize(size);
@@ -437,7 +435,7 @@ impl Host {
             }
         } else if first_since_attach {
             // Same size, but the newcomer's screen is blank: ask full-screen agents to redraw.
-            sys::signal_foreground_group(fd, libc::SIGWINCH);
+            sys::signal_foreground_group(&self.master, Signal::WINCH);
         }
     }
 
@@ -448,15 +446,15 @@ impl Host {
         }
     }
 
-    fn service_pending(&mut self, index: usize, revents: libc::c_short) {
+    fn service_pending(&mut self, index: usize, revents: PollFlags) {
         let Some(connection) = self.pending.get_mut(index) else {
             return;
         };
-        if revents & libc::POLLOUT != 0 && connection.flush().is_err() {
+        if revents.contains(PollFlags::OUT) && connection.flush().is_err() {
             self.drop_pending(index);
             return;
         }
-        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) == 0 {
+        if !revents.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
             return;
         }
         if let Received::Closed = connection.receive() {
@@ -774,9 +772,9 @@ impl Agent {
             builder.pre_exec(|| {
                 // A new session has no controlling terminal; TIOCSCTTY makes the PTY it, so
                 // the agent gets job control, /dev/tty and SIGWINCH.
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                rustix::process::setsid()?;
+                // Descriptor 0 is the PTY's slave here (set up by Command before this runs).
+                rustix::process::ioctl_tiocsctty(BorrowedFd::borrow_raw(0))?;
                 // The agent starts with default signal handling and nothing blocked, however
                 // the host was started: a host launched from a background job inherits
                 // SIGINT and SIGQUIT ignored, and an agent that kept that would ignore the
@@ -816,13 +814,15 @@ impl Agent {
     }
 
     /// The agent leads its own session, so its pid is also its process group id.
-    fn signal_group(&self, signal: libc::c_int) {
+    fn signal_group(&self, signal: Signal) {
         if self.reaped {
             return;
         }
-        if let Ok(group) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: sending a signal has no memory-safety preconditions.
-            unsafe { libc::killpg(group, signal) };
+        let group = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(group) = group {
+            let _ = rustix::process::kill_process_group(group, signal);
         }
     }
 
@@ -836,7 +836,7 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         if !self.reaped {
-            self.signal_group(libc::SIGKILL);
+            self.signal_group(Signal::KILL);
             let _ = self.child.wait();
         }
     }
@@ -908,8 +908,8 @@ impl ListeningSocket {
         })
     }
 
-    fn fd(&self) -> i32 {
-        self.socket.as_raw_fd()
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
     }
 }
 
