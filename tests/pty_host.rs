@@ -3,6 +3,9 @@
 //! about signals and systemd notifications runs the host in a child process instead.
 //! Every wait has a deadline; nothing synchronises by sleeping.
 
+#[path = "support/wait.rs"]
+mod wait;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd};
@@ -183,12 +186,8 @@ impl TestClient {
 }
 
 /// Polls `condition` until it holds, for things that offer nothing to block on.
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+fn wait_until(what: &str, condition: impl FnMut() -> bool) {
+    wait::wait_until(DEADLINE, what, condition);
 }
 
 fn hello_frame() -> Vec<u8> {

@@ -42,6 +42,27 @@ where
     }
 }
 
+/// [`wait_until_async`] for a check that yields a value once it holds: returns that value.
+pub async fn wait_for_async<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut pause = FIRST_PAUSE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(LONGEST_PAUSE);
+    }
+}
+
 /// [`wait_until`] for async code with a plain condition (cheap file reads, say).
 pub async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     wait_until_async(limit, what, || std::future::ready(condition())).await

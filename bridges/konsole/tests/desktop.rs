@@ -12,6 +12,9 @@
 //! and `rein answer --interactive` in the tab, typed into through Konsole's `sendText`; it
 //! needs `target/debug/rein` beside this test (`cargo build -p rein`).
 
+#[path = "../../../tests/support/wait.rs"]
+mod wait;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -105,22 +108,12 @@ fn desktop() -> &'static Desktop {
 }
 
 /// Polls `check` until it returns Some, or panics with `what` after [`DEADLINE`].
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+async fn wait_for<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait::wait_for_async(DEADLINE, what, check).await
 }
 
 /// A temp dir with a fake `rein` that records how it was run, then waits to be ended (for two
