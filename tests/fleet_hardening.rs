@@ -7,7 +7,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::{stderr_of, user_manager, wait_until, Down, Rein};
+use support::user_manager::{self, PrivateManager};
+use support::{stderr_of, wait_until, Down, Rein};
 
 fn fleet(config: &str) -> Rein {
     user_manager::ensure();
@@ -260,84 +261,17 @@ fn a_unit_with_a_longer_stop_timeout_is_killed_after_the_grace() {
     assert!(units_of(&rein).iter().all(|u| !u.contains("worker-w1")));
 }
 
-/// A second systemd user manager of our own (`contrib/user-session.sh start DIR`), stopped
-/// by its recorded pid when dropped. Its bus has a slice of its own, so signalling its bus
-/// daemon touches no other manager's.
-struct SecondManager {
-    dir: tempfile::TempDir,
-}
-
-impl SecondManager {
-    fn start() -> SecondManager {
-        user_manager::ensure();
-        let dir = tempfile::tempdir().expect("runtime dir");
-        let output = std::process::Command::new("bash")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/contrib/user-session.sh"
-            ))
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .expect("user-session.sh");
-        assert!(
-            output.status.success(),
-            "user-session.sh start: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        SecondManager { dir }
-    }
-
-    /// `rein` (and systemctl) pointed at this manager.
-    fn env(&self, rein: Rein) -> Rein {
-        let dir = self.dir.path().to_str().expect("utf8").to_owned();
-        rein.env("XDG_RUNTIME_DIR", &dir)
-            .env("DBUS_SESSION_BUS_ADDRESS", &format!("unix:path={dir}/bus"))
-    }
-
-    /// The pid of this manager's bus daemon.
-    fn bus_pid(&self) -> Option<i32> {
-        let dir = self.dir.path();
-        let output = std::process::Command::new("systemctl")
-            .args(["--user", "show", "-p", "MainPID", "--value", "dbus.service"])
-            .env("XDG_RUNTIME_DIR", dir)
-            .env(
-                "DBUS_SESSION_BUS_ADDRESS",
-                format!("unix:path={}/bus", dir.display()),
-            )
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .parse()
-            .ok()
-            .filter(|pid| *pid > 0)
-    }
-}
-
-impl Drop for SecondManager {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("bash")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/contrib/user-session.sh"
-            ))
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
-    }
-}
-
 /// Item 9, the cause of "D-Bus error … failed to read from socket": the bus daemon went
 /// away while rein waited on a long stop job (here it is killed; on a shared container it
 /// was another manager stopping a bus in the same cgroup). rein now carries the stop on over
 /// a fresh connection, and the worker is stopped and reported as such.
 #[test]
 fn a_bus_that_breaks_during_a_stop_does_not_fail_it() {
-    let second = SecondManager::start();
-    let rein = second.env(fleet(&format!(
+    let second = PrivateManager::start();
+    let rein = fleet(&format!(
         "[runner]\npreset = \"custom\"\ncommand = \"{STUBBORN}\"\n[workers]\nstop_timeout = \"3s\"\n"
-    )));
+    ))
+    .on(&second);
     let _down = Down(&rein);
     rein.ok(&["worker", "start", "w1", "ignore SIGTERM"]);
     let bus = second.bus_pid().expect("the second manager's bus daemon");
@@ -358,18 +292,16 @@ fn a_bus_that_breaks_during_a_stop_does_not_fail_it() {
 /// profile, and may take over once the first is down.
 #[test]
 fn a_profile_runs_under_one_user_manager_at_a_time() {
-    let second = SecondManager::start();
+    let second = PrivateManager::start();
     let rein = fleet(
         "[pulse]\ninterval = \"1h\"\n[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n",
     );
     let _down = Down(&rein);
     rein.ok(&["up"]);
     rein.ok(&["worker", "start", "w1", "work"]);
-    let dir = second.dir.path().to_str().expect("utf8").to_owned();
     let in_second = |args: &[&str]| {
         rein.command(args)
-            .env("XDG_RUNTIME_DIR", &dir)
-            .env("DBUS_SESSION_BUS_ADDRESS", format!("unix:path={dir}/bus"))
+            .envs(second.exports())
             .output()
             .expect("rein")
     };

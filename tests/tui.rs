@@ -39,14 +39,10 @@ impl Screen {
             "USER=tester".to_owned(),
             "TERM=xterm-256color".to_owned(),
         ];
-        for (key, value) in [
-            ("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR")),
-            (
-                "DBUS_SESSION_BUS_ADDRESS",
-                std::env::var("DBUS_SESSION_BUS_ADDRESS"),
-            ),
-        ] {
-            if let Ok(value) = value {
+        // The profile's own manager when it has one, else this process's.
+        for key in ["XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS"] {
+            let own = rein.extra_env.iter().rev().find(|(k, _)| k == key);
+            if let Some(value) = own.map(|(_, v)| v.clone()).or(std::env::var(key).ok()) {
                 words.push(format!("{key}={value}"));
             }
         }
@@ -382,4 +378,27 @@ fn a_corrupt_file_in_the_data_dir_is_an_event_not_a_crash() {
     );
     screen.wait_for("bad.json");
     assert!(screen.alive());
+}
+
+#[test]
+fn the_fleet_area_says_when_the_user_manager_goes_and_follows_it_when_it_returns() {
+    let manager = user_manager::PrivateManager::start();
+    let rein = fleet().on(&manager);
+    let _down = Down(&rein);
+    rein.ok(&["worker", "start", "w1", "idle"]);
+    let screen = Screen::start(&rein, 120, 40);
+    screen.wait_until("w1 running", |s| line_with(s, "w1 ").contains("running"));
+
+    manager.stop();
+    let gone = screen.wait_for("systemd: UNREACHABLE");
+    assert!(screen.alive(), "the screen keeps running:\n{gone}");
+
+    manager.start_again();
+    // Its workers went with it; one started now shows up, as the screen follows again.
+    screen.wait_for("systemd: connected");
+    rein.ok(&["worker", "start", "w2", "idle"]);
+    let back = screen.wait_until("w2 running on the new manager", |s| {
+        line_with(s, "w2 ").contains("running")
+    });
+    assert!(!back.contains("UNREACHABLE"), "{back}");
 }

@@ -55,6 +55,14 @@ impl Rein {
         self
     }
 
+    /// This profile with `rein` (and systemctl) pointed at a manager of the test's own.
+    pub fn on(self, manager: &user_manager::PrivateManager) -> Rein {
+        manager
+            .exports()
+            .into_iter()
+            .fold(self, |rein, (key, value)| rein.env(key, &value))
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(REIN);
         command

@@ -7,6 +7,8 @@
 //! it. A manager started here is left running at exit (there is no reliable exit hook); CI
 //! stops it by its recorded pid with `contrib/user-session.sh stop`.
 
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -82,5 +84,90 @@ fn start_or_find() -> UserManagerEnv {
             "{} start printed no environment:\nstdout:\n{stdout}\nstderr:\n{stderr}",
             script.display()
         ),
+    }
+}
+
+/// A systemd user manager of a test's own (`contrib/user-session.sh start DIR`), stopped by
+/// its recorded pid when dropped. Its bus has a slice of its own, so signalling its bus
+/// daemon or stopping it touches no other manager's.
+pub struct PrivateManager {
+    dir: tempfile::TempDir,
+}
+
+impl PrivateManager {
+    pub fn start() -> PrivateManager {
+        ensure();
+        let manager = PrivateManager {
+            dir: tempfile::tempdir().expect("runtime dir"),
+        };
+        manager.start_again();
+        manager
+    }
+
+    fn session(&self, verb: &str) -> std::process::Output {
+        let output = Command::new("bash")
+            .arg(script())
+            .arg(verb)
+            .arg(self.dir.path())
+            .output()
+            .expect("user-session.sh");
+        assert!(
+            output.status.success(),
+            "user-session.sh {verb}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    /// Stops the manager (and with it its bus and every unit it ran).
+    pub fn stop(&self) {
+        self.session("stop");
+    }
+
+    /// Starts it again in the same runtime dir.
+    pub fn start_again(&self) {
+        self.session("start");
+    }
+
+    pub fn runtime_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The environment that points `rein` (and systemctl) at this manager.
+    pub fn exports(&self) -> [(&'static str, String); 2] {
+        let dir = self.dir.path().display();
+        [
+            ("XDG_RUNTIME_DIR", dir.to_string()),
+            ("DBUS_SESSION_BUS_ADDRESS", format!("unix:path={dir}/bus")),
+        ]
+    }
+
+    /// The pid of this manager's bus daemon.
+    pub fn bus_pid(&self) -> Option<i32> {
+        let dir = self.dir.path();
+        let output = Command::new("systemctl")
+            .args(["--user", "show", "-p", "MainPID", "--value", "dbus.service"])
+            .env("XDG_RUNTIME_DIR", dir)
+            .env(
+                "DBUS_SESSION_BUS_ADDRESS",
+                format!("unix:path={}/bus", dir.display()),
+            )
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .ok()
+            .filter(|pid| *pid > 0)
+    }
+}
+
+impl Drop for PrivateManager {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
     }
 }
