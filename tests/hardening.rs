@@ -299,6 +299,25 @@ fn stale_temp_files_are_removed() {
     assert!(fresh.exists(), "a fresh temp may be another writer's: kept");
     rein.ok(&["tick"]);
     assert!(!old_note.exists(), "a beat removes stale temps everywhere");
+
+    // Filing looks for stale temps at most every five minutes (half the age that makes one
+    // stale), so a filing does not list every ask: one planted now stays until then.
+    let later = rein.data.join("asks/.tmp-00000000000000aa-z.json");
+    std::fs::write(&later, "half").expect("write temp");
+    std::fs::File::options()
+        .write(true)
+        .open(&later)
+        .and_then(|f| f.set_modified(hour_ago))
+        .expect("age the temp file");
+    rein.run(&["ask", "--prompt", "q2", "--timeout", "1ms"]);
+    assert!(later.exists(), "swept a moment ago: no new look yet");
+    std::fs::File::options()
+        .write(true)
+        .open(rein.data.join("asks/.swept"))
+        .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(301)))
+        .expect("age the sweep marker");
+    rein.run(&["ask", "--prompt", "q3", "--timeout", "1ms"]);
+    assert!(!later.exists(), "five minutes on, filing looks again");
 }
 
 /// The voluntary context switches of a process's main thread.

@@ -328,8 +328,14 @@ impl Mailbox {
         let key = question_key(new);
         let _lock = store::lock(&self.dir.asks_lock())?;
         // Killed askers may have left temp files here; the lock makes this the one sweeper.
-        for dir in [self.dir.asks(), self.dir.ask_keys()] {
-            store::sweep_temps(&dir, store::STALE_TEMP)?;
+        // A temp is taken for stale only after STALE_TEMP, so a look every STALE_TEMP/2
+        // finds each one soon enough, and a filing costs a stat instead of a listing of
+        // every pending ask and question.
+        if store::older_than(&self.dir.asks_swept(), store::STALE_TEMP / 2)? {
+            for dir in [self.dir.asks(), self.dir.ask_keys()] {
+                store::sweep_temps(&dir, store::STALE_TEMP)?;
+            }
+            store::touch(&self.dir.asks_swept())?;
         }
         self.ensure_key_index()?;
         if let Some(id) = store::read_text(&self.dir.ask_key(&key))? {

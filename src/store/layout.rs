@@ -149,6 +149,10 @@ impl DataDir {
     pub fn asks_lock(&self) -> PathBuf {
         self.asks().join(".lock")
     }
+    /// Touched whenever filing sweeps `asks/` and `asks/.keys/` of stale temp files.
+    pub fn asks_swept(&self) -> PathBuf {
+        self.asks().join(".swept")
+    }
     /// The question index: `asks/.keys/KEY` holds the id of the latest ask of a question.
     pub fn ask_keys(&self) -> PathBuf {
         self.asks().join(".keys")

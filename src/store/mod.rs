@@ -193,6 +193,32 @@ pub fn sweep_temps(dir: &Path, older_than: std::time::Duration) -> Result<usize>
     Ok(removed)
 }
 
+/// Whether `path` was last modified more than `age` ago, or does not exist.
+pub fn older_than(path: &Path, age: std::time::Duration) -> Result<bool> {
+    match fs::metadata(path) {
+        Ok(meta) => Ok(meta
+            .modified()
+            .ok()
+            .and_then(|at| std::time::SystemTime::now().duration_since(at).ok())
+            .is_none_or(|since| since >= age)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(Error::io("inspecting", path, e)),
+    }
+}
+
+/// Creates `path` empty if missing and sets its modification time to now (a marker; no
+/// content to lose, so not written through a temp).
+pub fn touch(path: &Path) -> Result<()> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|file| file.set_modified(std::time::SystemTime::now()))
+        .map_err(|e| Error::io("writing", path, e))
+}
+
 fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf> {
     let temp = temp_path_for(path);
     let result = (|| {
