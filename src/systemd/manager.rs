@@ -126,6 +126,16 @@ impl fmt::Debug for Manager {
     }
 }
 
+/// What a listing reads of each service besides the listing's own columns.
+const LISTED: [(&str, &str); 6] = [
+    ("org.freedesktop.systemd1.Service", "Result"),
+    ("org.freedesktop.systemd1.Service", "NRestarts"),
+    ("org.freedesktop.systemd1.Service", "MainPID"),
+    ("org.freedesktop.systemd1.Service", "MemoryCurrent"),
+    ("org.freedesktop.systemd1.Service", "CPUUsageNSec"),
+    ("org.freedesktop.systemd1.Unit", "ActiveEnterTimestamp"),
+];
+
 impl Manager {
     /// Connect to the user manager found through the environment (see
     /// [`Endpoint::from_environment`]).
@@ -480,15 +490,51 @@ impl Manager {
         &self,
         entry: &UnitListEntry,
     ) -> Result<Option<ServiceState>, SystemdError> {
-        const WANTED: [(&str, &str); 6] = [
-            ("org.freedesktop.systemd1.Service", "Result"),
-            ("org.freedesktop.systemd1.Service", "NRestarts"),
-            ("org.freedesktop.systemd1.Service", "MainPID"),
-            ("org.freedesktop.systemd1.Service", "MemoryCurrent"),
-            ("org.freedesktop.systemd1.Service", "CPUUsageNSec"),
-            ("org.freedesktop.systemd1.Unit", "ActiveEnterTimestamp"),
+        let Some((values, _)) = self.get_each(entry, &LISTED).await? else {
+            return Ok(None);
+        };
+        let mut state = ServiceState::new(&entry.name);
+        state.load_state = entry.load_state.clone();
+        state.active_state = entry.active_state.clone();
+        state.sub_state = entry.sub_state.clone();
+        for ((_, name), value) in LISTED.iter().zip(&values) {
+            state.apply(name, value);
+        }
+        Ok(Some(state))
+    }
+
+    /// [`Manager::listed_service_state`] with the active and sub state read too (not taken
+    /// from the listing, which is older), and where the read sits among received messages:
+    /// every signal received before it is reflected in it. For a screen that reads a whole
+    /// fleet once and then follows the signals.
+    pub async fn listed_service_state_at(
+        &self,
+        entry: &UnitListEntry,
+    ) -> Result<Option<(ServiceState, Sequence)>, SystemdError> {
+        const STATES: [(&str, &str); 2] = [
+            ("org.freedesktop.systemd1.Unit", "ActiveState"),
+            ("org.freedesktop.systemd1.Unit", "SubState"),
         ];
-        let reads = WANTED.iter().map(|&(interface, name)| async move {
+        let wanted: Vec<(&str, &str)> = STATES.iter().chain(&LISTED).copied().collect();
+        let Some((values, read_at)) = self.get_each(entry, &wanted).await? else {
+            return Ok(None);
+        };
+        let mut state = ServiceState::new(&entry.name);
+        state.load_state = entry.load_state.clone();
+        for ((_, name), value) in wanted.iter().zip(&values) {
+            state.apply(name, value);
+        }
+        Ok(Some((state, read_at)))
+    }
+
+    /// The properties `wanted` of a listed unit, one `Get` each (all sent at once), and the
+    /// position of the earliest reply; `None` when the unit went away meanwhile.
+    async fn get_each(
+        &self,
+        entry: &UnitListEntry,
+        wanted: &[(&str, &str)],
+    ) -> Result<Option<(Vec<OwnedValue>, Sequence)>, SystemdError> {
+        let reads = wanted.iter().map(|&(interface, name)| async move {
             self.connection
                 .call_method(
                     Some(SYSTEMD_SERVICE),
@@ -499,14 +545,9 @@ impl Manager {
                 )
                 .await
         });
-        let mut state = ServiceState::new(&entry.name);
-        state.load_state = entry.load_state.clone();
-        state.active_state = entry.active_state.clone();
-        state.sub_state = entry.sub_state.clone();
-        for ((_, name), reply) in WANTED
-            .iter()
-            .zip(futures_util::future::join_all(reads).await)
-        {
+        let mut values = Vec::with_capacity(wanted.len());
+        let mut earliest: Option<Sequence> = None;
+        for reply in futures_util::future::join_all(reads).await {
             let reply = match reply {
                 Ok(reply) => reply,
                 Err(error) => {
@@ -516,10 +557,11 @@ impl Manager {
                     }
                 }
             };
-            let value: OwnedValue = reply.body().deserialize()?;
-            state.apply(name, &value);
+            let position = reply.recv_position();
+            earliest = Some(earliest.map_or(position, |at| at.min(position)));
+            values.push(reply.body().deserialize()?);
         }
-        Ok(Some(state))
+        Ok(earliest.map(|at| (values, at)))
     }
 
     /// A timer's state in one `GetAll` call, or `None` when no such unit is loaded.
