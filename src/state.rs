@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::mailbox::{AskRecord, Mailbox, Resolution, ResolutionKind};
+use crate::mailbox::{AskRecord, ListingCache, Mailbox, Resolution, ResolutionKind};
 use crate::store::{self, watch::Target, DataDir};
 use crate::{claims, journal, world};
 
@@ -283,9 +283,9 @@ struct Observed {
     events: Vec<Event>,
 }
 
-fn observe(mailbox: &Mailbox, since: Option<&Token>) -> Result<Observed> {
+fn observe(mailbox: &Mailbox, since: Option<&Token>, read: &mut ListingCache) -> Result<Observed> {
     let now = Utc::now();
-    let listing = mailbox.list(false)?;
+    let listing = mailbox.list_cached(read)?;
     let seq = listing.records.iter().map(|r| r.ask.seq).max().unwrap_or(0);
     let world = world::current_hash(mailbox.data_dir())?;
     let from = match since {
@@ -337,7 +337,11 @@ fn build(dir: &DataDir, profile: &str, observed: Observed, woke: Option<Woke>) -
 }
 
 pub fn state(dir: &DataDir, profile: &str) -> Result<State> {
-    let observed = observe(&Mailbox::new(dir.clone()), None)?;
+    let observed = observe(
+        &Mailbox::new(dir.clone()),
+        None,
+        &mut ListingCache::default(),
+    )?;
     build(dir, profile, observed, None)
 }
 
@@ -400,8 +404,10 @@ pub fn wait(
             Target::File(dir.world()),
         ]);
     }
+    // Each look after a change reads only the ask and answer files that changed.
+    let mut read = ListingCache::default();
     let found = store::watch::wait_for_targets(&watched, deadline, || {
-        let observed = observe(&mailbox, Some(since))?;
+        let observed = observe(&mailbox, Some(since), &mut read)?;
         Ok(news(since, &observed, only_asks).map(|woke| (observed, woke)))
     })?;
     match found {

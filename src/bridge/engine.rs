@@ -25,7 +25,7 @@ use crate::bridge::ledger::{Entry, Kind, Ledger, RefusedLedger, SeenLedger, Stag
 use crate::bridge::secrets::{self, Secrets};
 use crate::bridge::{Backoff, Channel, Inbound, Link, PostRef, SendError, Target};
 
-use crate::mailbox::{AnswerOutcome, Ask, Mailbox};
+use crate::mailbox::{AnswerOutcome, Ask, ListingCache, Mailbox};
 use crate::notes::Note;
 use crate::paths::Paths;
 use crate::store::{self, DataDir};
@@ -135,6 +135,8 @@ pub struct Engine<C: Channel> {
     recheck_posts: bool,
     /// At the next sync, retry at once what waits for a retry.
     retry_now: bool,
+    /// The ask and answer files read so far: a sync re-reads only what changed.
+    asks_read: ListingCache,
 }
 
 impl<C: Channel> Engine<C> {
@@ -176,6 +178,7 @@ impl<C: Channel> Engine<C> {
             link: None,
             recheck_posts: true,
             retry_now: false,
+            asks_read: ListingCache::default(),
         })
     }
 
@@ -356,7 +359,7 @@ impl<C: Channel> Engine<C> {
         if std::mem::take(&mut self.recheck_posts) {
             self.recheck_posts().await?;
         }
-        let listing = self.mailbox.list(false)?;
+        let listing = self.mailbox.list_cached(&mut self.asks_read)?;
         for problem in &listing.problems {
             tracing::warn!("{problem}");
         }

@@ -14,6 +14,7 @@
 //!   (where every resolution appears): inotify only, and nothing else in the data dir wakes
 //!   the asker.
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -226,6 +227,49 @@ pub struct Listing {
 
 pub struct Mailbox {
     dir: DataDir,
+}
+
+/// The ask and answer files a reader has read, by name and inode (see
+/// [`Mailbox::list_cached`]).
+#[derive(Debug, Default)]
+pub struct ListingCache {
+    asks: HashMap<String, (u64, Ask)>,
+    answers: HashMap<String, (u64, Resolution)>,
+}
+
+/// Makes `kept` hold exactly the files `listed`, reading those whose inode it does not have.
+/// A file that cannot be read is a problem and is not kept (so it is tried again next time);
+/// one gone meanwhile is left out. Returns the names of the unreadable ones.
+fn refresh<T: serde::de::DeserializeOwned>(
+    kept: &mut HashMap<String, (u64, T)>,
+    listed: Vec<(String, PathBuf, u64)>,
+    problems: &mut Vec<Error>,
+) -> HashSet<String> {
+    let mut unreadable = HashSet::new();
+    let names: HashSet<&str> = listed.iter().map(|(id, _, _)| id.as_str()).collect();
+    kept.retain(|id, _| names.contains(id.as_str()));
+    for (id, path, inode) in &listed {
+        if kept
+            .get(id)
+            .is_some_and(|(kept_inode, _)| kept_inode == inode)
+        {
+            continue;
+        }
+        match store::read_json::<T>(path) {
+            Ok(Some(value)) => {
+                kept.insert(id.clone(), (*inode, value));
+            }
+            Ok(None) => {
+                kept.remove(id);
+            }
+            Err(problem) => {
+                kept.remove(id);
+                problems.push(problem);
+                unreadable.insert(id.clone());
+            }
+        }
+    }
+    unreadable
 }
 
 fn question_key(ask: &NewAsk) -> String {
@@ -585,13 +629,12 @@ impl Mailbox {
 
     /// Asks in the mailbox (pending, and resolved but undelivered); with `all`, the archive too.
     pub fn list(&self, all: bool) -> Result<Listing> {
-        let mut listing = Listing::default();
-        let mut sources = vec![(self.dir.asks(), ".json", false)];
-        if all {
-            sources.push((self.dir.archived_asks(), ".json", true));
+        if !all {
+            return self.list_cached(&mut ListingCache::default());
         }
-        for (dir, suffix, archived) in sources {
-            for (id, path) in store::list(&dir, suffix)? {
+        let mut listing = Listing::default();
+        for (dir, archived) in [(self.dir.asks(), false), (self.dir.archived_asks(), true)] {
+            for (id, path) in store::list(&dir, ".json")? {
                 let read = store::read_json::<Ask>(&path).and_then(|ask| {
                     let resolution = self.resolution(&id)?;
                     Ok((ask, resolution))
@@ -608,6 +651,40 @@ impl Mailbox {
             }
         }
         listing.records.sort_by_key(|r| r.ask.seq);
+        Ok(listing)
+    }
+
+    /// The mailbox's asks (not the archive), reading only the ask and answer files that are
+    /// new since `cache` was last used: for a reader that lists again on every change (a
+    /// waiting `rein wait`, the screen, a bridge), the cost of a change is two directory
+    /// listings and the files that changed, not every pending ask.
+    pub fn list_cached(&self, cache: &mut ListingCache) -> Result<Listing> {
+        let mut listing = Listing::default();
+        // Asks first, then answers: an answer written meanwhile is seen with its ask, as when
+        // each ask's answer is read after it.
+        let asks = store::list_with_inodes(&self.dir.asks(), ".json")?;
+        let answers = store::list_with_inodes(&self.dir.answers(), ".json")?;
+        // An ask whose answer cannot be read is a problem, not a pending ask.
+        let unreadable = refresh(&mut cache.answers, answers, &mut listing.problems);
+        refresh(&mut cache.asks, asks, &mut listing.problems);
+        for (id, (_, ask)) in &cache.asks {
+            if unreadable.contains(id) {
+                continue;
+            }
+            listing.records.push(AskRecord {
+                ask: ask.clone(),
+                resolution: cache.answers.get(id).map(|(_, r)| r.clone()),
+                archived: false,
+            });
+        }
+        listing.records.sort_by_key(|r| r.ask.seq);
+        Ok(listing)
+    }
+
+    /// [`Mailbox::pending`] through a [`ListingCache`].
+    pub fn pending_cached(&self, cache: &mut ListingCache) -> Result<Listing> {
+        let mut listing = self.list_cached(cache)?;
+        listing.records.retain(AskRecord::is_pending);
         Ok(listing)
     }
 
@@ -636,6 +713,60 @@ mod tests {
             reference: None,
             options: options.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn a_cached_listing_reads_only_files_that_changed() {
+        let (dir, mailbox) = mailbox();
+        let (first, _) = mailbox.file(&new_ask("one?", &[])).expect("file");
+        let (second, _) = mailbox.file(&new_ask("two?", &[])).expect("file");
+        let mut cache = ListingCache::default();
+        let ids = |listing: &Listing| -> Vec<(String, bool)> {
+            listing
+                .records
+                .iter()
+                .map(|r| (r.ask.id.clone(), r.is_pending()))
+                .collect()
+        };
+        let cached = mailbox.list_cached(&mut cache).expect("list");
+        assert_eq!(ids(&cached), ids(&mailbox.list(false).expect("list")));
+        assert_eq!(cached.records.len(), 2);
+
+        // Rewritten in place (same inode; rein never does this): not read again.
+        let path = dir.path().join("asks").join(format!("{}.json", first.id));
+        let original = std::fs::read(&path).expect("read");
+        std::fs::write(&path, b"not json").expect("overwrite in place");
+        let again = mailbox.list_cached(&mut cache).expect("list");
+        assert_eq!(again.records.len(), 2, "the kept copy is used");
+        assert!(again.problems.is_empty());
+        // Replaced by a rename, as every rein write is: read again.
+        let temp = dir.path().join("asks").join(".tmp-replace");
+        std::fs::write(&temp, &original).expect("write");
+        std::fs::rename(&temp, &path).expect("rename over");
+
+        mailbox
+            .answer(&second.id, "yes", "cli:test")
+            .expect("answer");
+        let answered = mailbox.list_cached(&mut cache).expect("list");
+        assert_eq!(
+            ids(&answered),
+            vec![(first.id.clone(), true), (second.id.clone(), false)]
+        );
+        mailbox.deliver(&second.id).expect("deliver");
+        let delivered = mailbox.list_cached(&mut cache).expect("list");
+        assert_eq!(ids(&delivered), vec![(first.id.clone(), true)]);
+
+        // A corrupt answer (written as rein writes: a new file) hides its ask, as uncached.
+        let answer = dir
+            .path()
+            .join("answers")
+            .join(format!("{}.json", first.id));
+        std::fs::write(&answer, b"{").expect("plant");
+        let corrupt = mailbox.list_cached(&mut cache).expect("list");
+        let uncached = mailbox.list(false).expect("list");
+        assert!(corrupt.records.is_empty() && uncached.records.is_empty());
+        assert_eq!(corrupt.problems.len(), 1);
+        assert_eq!(uncached.problems.len(), 1);
     }
 
     #[test]

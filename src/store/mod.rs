@@ -450,6 +450,17 @@ pub fn to_json_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
 /// The visible entries of a directory whose names end with `suffix`, as (stem, path), sorted.
 /// A missing directory is empty.
 pub fn list(dir: &Path, suffix: &str) -> Result<Vec<(String, PathBuf)>> {
+    Ok(list_with_inodes(dir, suffix)?
+        .into_iter()
+        .map(|(stem, path, _)| (stem, path))
+        .collect())
+}
+
+/// [`list`] with each entry's inode number, as the directory listing gives it (no stat).
+/// rein replaces a file only by renaming or linking a new one over it, so an entry whose
+/// inode is unchanged has unchanged contents: a reader that keeps what it read can skip it.
+pub fn list_with_inodes(dir: &Path, suffix: &str) -> Result<Vec<(String, PathBuf, u64)>> {
+    use std::os::unix::fs::DirEntryExt;
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -464,7 +475,7 @@ pub fn list(dir: &Path, suffix: &str) -> Result<Vec<(String, PathBuf)>> {
         }
         if let Some(stem) = name.strip_suffix(suffix) {
             if !stem.is_empty() {
-                found.push((stem.to_owned(), entry.path()));
+                found.push((stem.to_owned(), entry.path(), entry.ino()));
             }
         }
     }

@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 
 use crate::fleet::UnitNames;
 use crate::journal;
-use crate::mailbox::{self, AnswerOutcome, Mailbox};
+use crate::mailbox::{self, AnswerOutcome, ListingCache, Mailbox};
 use crate::notes::Note;
 use crate::paths::Paths;
 use crate::store::{self, DataDir};
@@ -107,6 +107,8 @@ struct App {
     rein: PathBuf,
     /// Who answers from this screen: `cli:$USER`.
     by: String,
+    /// The ask and answer files read so far: a change re-reads only what changed.
+    asks_read: ListingCache,
     seen_notes: BTreeSet<String>,
     last_journal_line: Option<String>,
     reported: BTreeSet<String>,
@@ -150,6 +152,7 @@ impl App {
             rein: std::env::current_exe()?,
             by: mailbox::default_identity(),
             seen_notes: BTreeSet::new(),
+            asks_read: ListingCache::default(),
             last_journal_line: None,
             reported: BTreeSet::new(),
             feed_tx,
@@ -334,7 +337,7 @@ impl App {
     }
 
     fn read_asks(&mut self, first: bool) -> bool {
-        let listing = match self.mailbox.pending() {
+        let listing = match self.mailbox.pending_cached(&mut self.asks_read) {
             Ok(listing) => listing,
             Err(error) => return self.problem(format!("cannot read the asks: {error}")),
         };
