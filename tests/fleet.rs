@@ -472,3 +472,40 @@ fn a_worker_command_survives_a_daemon_reload_and_a_restart() {
         "the command ran the same both times"
     );
 }
+
+/// A listing keeps what cannot change during a running worker's run in the runtime dir, and
+/// lists a steady fleet from it; a damaged file is only a slower listing.
+#[test]
+fn a_listing_keeps_running_workers_runs_and_shrugs_off_a_damaged_file() {
+    let rein = Rein::fleet("[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n");
+    let _down = Down(&rein);
+    rein.ok(&["worker", "start", "w1", "stay up"]);
+    let first = rein.worker("w1");
+    let runtime = std::env::var("XDG_RUNTIME_DIR").expect("a user manager's runtime dir");
+    let kept = std::path::Path::new(&runtime)
+        .join("rein")
+        .join(format!("{}.units.json", rein.profile));
+    let text = std::fs::read_to_string(&kept).expect("the listing kept the runs");
+    let runs: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let unit = format!("rein.{}.worker-w1.service", rein.profile);
+    assert_eq!(runs[&unit]["main_pid"], first["pid"], "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&kept).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o077, 0, "private to the user: {mode:o}");
+
+    // Listed from what was kept: the same view, the memory read from the cgroup.
+    let again = rein.worker("w1");
+    for field in ["pid", "restarts", "since", "health"] {
+        assert_eq!(again[field], first[field], "{field}: {again} vs {first}");
+    }
+    assert!(again["memory"].as_u64().is_some_and(|m| m > 0), "{again}");
+
+    std::fs::write(&kept, "{ damaged").expect("damage the file");
+    let after = rein.worker("w1");
+    assert_eq!(after["pid"], first["pid"], "{after}");
+    let text = std::fs::read_to_string(&kept).expect("kept again");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|runs| runs[&unit].is_object()),
+        "rewritten whole: {text}"
+    );
+}

@@ -27,6 +27,7 @@ use crate::fleet::{rein_bin, unit_environment, UnitNames};
 use crate::mailbox::Mailbox;
 use crate::paths::Paths;
 use crate::store::{self, validate_id};
+use crate::systemd::steady::{self, SteadyRuns};
 use crate::systemd::{
     self, health, Health, Manager, ServiceSpec, ServiceState, ServiceType, TransientUnit,
 };
@@ -973,11 +974,29 @@ impl From<Health> for WorkerHealth {
 pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<WorkerView>> {
     let names = UnitNames::new(paths);
     let entries = manager.list(&[&names.worker_pattern()]).await?;
+    // Running workers whose run is unchanged since the last listing cost no call each.
+    let kept_file = steady::file(&paths.profile);
+    let kept = steady::load(&kept_file);
     let reads = entries
         .iter()
-        .map(|entry| manager.listed_service_state(entry));
+        .map(|entry| manager.listed_service_state_kept(entry, kept.get(&entry.name)));
     // All reads are sent at once on the one connection and answered concurrently.
-    let states = futures_util::future::join_all(reads).await;
+    let reads = futures_util::future::join_all(reads).await;
+    let mut runs = SteadyRuns::new();
+    let mut states = Vec::with_capacity(reads.len());
+    for (entry, read) in entries.iter().zip(reads) {
+        states.push(read.map(|read| {
+            read.map(|(state, run)| {
+                if let Some(run) = run {
+                    runs.insert(entry.name.clone(), run);
+                }
+                state
+            })
+        }));
+    }
+    if runs != kept {
+        steady::save(&kept_file, &runs);
+    }
     let mut pending: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     for record in Mailbox::new(paths.data()).pending()?.records {
         pending

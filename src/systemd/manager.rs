@@ -25,6 +25,7 @@ use super::proxies::{
     SYSTEMD_SERVICE,
 };
 use super::state::{ServiceState, TimerState, UnitListEntry};
+use super::steady::{self, SteadyRun};
 use super::units::{Property, TransientUnit};
 use super::SystemdError;
 
@@ -126,13 +127,26 @@ impl fmt::Debug for Manager {
     }
 }
 
+/// A byte array property (`ay`) as lowercase hex; empty for anything else.
+fn hex_bytes(value: &Value<'_>) -> String {
+    let Value::Array(items) = value else {
+        return String::new();
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::U8(byte) => format!("{byte:02x}"),
+            _ => String::new(),
+        })
+        .collect()
+}
+
 /// What a listing reads of each service besides the listing's own columns.
-const LISTED: [(&str, &str); 6] = [
+const LISTED: [(&str, &str); 5] = [
     ("org.freedesktop.systemd1.Service", "Result"),
     ("org.freedesktop.systemd1.Service", "NRestarts"),
     ("org.freedesktop.systemd1.Service", "MainPID"),
     ("org.freedesktop.systemd1.Service", "MemoryCurrent"),
-    ("org.freedesktop.systemd1.Service", "CPUUsageNSec"),
     ("org.freedesktop.systemd1.Unit", "ActiveEnterTimestamp"),
 ];
 
@@ -485,35 +499,90 @@ impl Manager {
     /// sub state plus a handful of properties read one by one (`Get`, all sent at once).
     /// Asking systemd for every property (`GetAll`) costs it about a millisecond of CPU per
     /// unit — the cgroup statistics, the command lines — which a fleet of a thousand workers
-    /// pays on every listing. `None` when the unit went away meanwhile.
-    pub async fn listed_service_state(
+    /// pays on every listing. For a listing that keeps running services' steady properties
+    /// between runs (see [`super::steady`]): a unit still in the run `kept`
+    /// describes costs no call (its memory is read from its cgroup, or asked for when that
+    /// cannot be read); any other is read, and returned with its run to keep when running.
+    pub async fn listed_service_state_kept(
         &self,
         entry: &UnitListEntry,
-    ) -> Result<Option<ServiceState>, SystemdError> {
-        let Some((values, _)) = self.get_each(entry, &LISTED).await? else {
-            return Ok(None);
-        };
+        kept: Option<&SteadyRun>,
+    ) -> Result<Option<(ServiceState, Option<SteadyRun>)>, SystemdError> {
+        let running =
+            entry.active_state == super::ActiveState::Active && entry.sub_state == "running";
         let mut state = ServiceState::new(&entry.name);
         state.load_state = entry.load_state.clone();
         state.active_state = entry.active_state.clone();
         state.sub_state = entry.sub_state.clone();
-        for ((_, name), value) in LISTED.iter().zip(&values) {
-            state.apply(name, value);
+        if let Some(kept) = kept.filter(|kept| {
+            running && steady::current_invocation(&entry.name).as_deref() == Some(&kept.invocation)
+        }) {
+            state.result = kept.result.clone();
+            state.n_restarts = kept.n_restarts;
+            state.main_pid = kept.main_pid;
+            state.active_enter_timestamp_usec = kept.active_enter_timestamp_usec;
+            state.memory_current = match steady::cgroup_memory(&kept.control_group) {
+                Some(bytes) => Some(bytes),
+                None => {
+                    const MEMORY: [(&str, &str); 1] =
+                        [("org.freedesktop.systemd1.Service", "MemoryCurrent")];
+                    let Some((values, _)) = self.get_each(entry, &MEMORY).await? else {
+                        return Ok(None);
+                    };
+                    values.first().and_then(|value| {
+                        let mut read = ServiceState::default();
+                        read.apply("MemoryCurrent", value);
+                        read.memory_current
+                    })
+                }
+            };
+            return Ok(Some((state, Some(kept.clone()))));
         }
-        Ok(Some(state))
+        const RUN: [(&str, &str); 2] = [
+            ("org.freedesktop.systemd1.Unit", "InvocationID"),
+            ("org.freedesktop.systemd1.Service", "ControlGroup"),
+        ];
+        let wanted: Vec<(&str, &str)> = LISTED.iter().chain(&RUN).copied().collect();
+        let Some((values, _)) = self.get_each(entry, &wanted).await? else {
+            return Ok(None);
+        };
+        let mut invocation = String::new();
+        let mut control_group = String::new();
+        for ((_, name), value) in wanted.iter().zip(&values) {
+            match *name {
+                "InvocationID" => invocation = hex_bytes(value),
+                "ControlGroup" => {
+                    if let Value::Str(text) = &**value {
+                        control_group = text.as_str().to_owned();
+                    }
+                }
+                _ => state.apply(name, value),
+            }
+        }
+        let run = (running && invocation.len() == 32 && state.main_pid != 0).then(|| SteadyRun {
+            invocation,
+            result: state.result.clone(),
+            n_restarts: state.n_restarts,
+            main_pid: state.main_pid,
+            active_enter_timestamp_usec: state.active_enter_timestamp_usec,
+            control_group,
+        });
+        Ok(Some((state, run)))
     }
 
-    /// [`Manager::listed_service_state`] with the active and sub state read too (not taken
-    /// from the listing, which is older), and where the read sits among received messages:
-    /// every signal received before it is reflected in it. For a screen that reads a whole
-    /// fleet once and then follows the signals.
+    /// A listed service's state, always read, with the active and sub state read too (not
+    /// taken from the listing, which is older), and where the read sits among received
+    /// messages: every signal received before it is reflected in it. For a screen that reads
+    /// a whole fleet once and then follows the signals.
     pub async fn listed_service_state_at(
         &self,
         entry: &UnitListEntry,
     ) -> Result<Option<(ServiceState, Sequence)>, SystemdError> {
-        const STATES: [(&str, &str); 2] = [
+        // The screen shows CPU time as well.
+        const STATES: [(&str, &str); 3] = [
             ("org.freedesktop.systemd1.Unit", "ActiveState"),
             ("org.freedesktop.systemd1.Unit", "SubState"),
+            ("org.freedesktop.systemd1.Service", "CPUUsageNSec"),
         ];
         let wanted: Vec<(&str, &str)> = STATES.iter().chain(&LISTED).copied().collect();
         let Some((values, read_at)) = self.get_each(entry, &wanted).await? else {

@@ -34,6 +34,7 @@ mod manager;
 pub mod private_socket;
 mod proxies;
 mod state;
+pub mod steady;
 pub mod units;
 
 use std::time::Duration;
