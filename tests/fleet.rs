@@ -508,4 +508,6 @@ fn a_listing_keeps_running_workers_runs_and_shrugs_off_a_damaged_file() {
         serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|runs| runs[&unit].is_object()),
         "rewritten whole: {text}"
     );
+    rein.ok(&["down"]);
+    assert!(!kept.exists(), "down forgets the runs");
 }

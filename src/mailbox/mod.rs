@@ -15,6 +15,7 @@
 //!   the asker.
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -660,13 +661,22 @@ impl Mailbox {
     /// listings and the files that changed, not every pending ask.
     pub fn list_cached(&self, cache: &mut ListingCache) -> Result<Listing> {
         let mut listing = Listing::default();
-        // Asks first, then answers: an answer written meanwhile is seen with its ask, as when
-        // each ask's answer is read after it.
+        // Asks first, then their answers: an answer written meanwhile is seen with its ask.
         let asks = store::list_with_inodes(&self.dir.asks(), ".json")?;
-        let answers = store::list_with_inodes(&self.dir.answers(), ".json")?;
+        refresh(&mut cache.asks, asks, &mut listing.problems);
+        // answers/ keeps every resolution ever made; only those of the asks here matter, and
+        // each is looked up by name (a stat), not the whole directory listed.
+        let mut answers = Vec::new();
+        for id in cache.asks.keys() {
+            let path = self.dir.answer(id);
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) => answers.push((id.clone(), path, meta.ino())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => listing.problems.push(Error::io("inspecting", &path, e)),
+            }
+        }
         // An ask whose answer cannot be read is a problem, not a pending ask.
         let unreadable = refresh(&mut cache.answers, answers, &mut listing.problems);
-        refresh(&mut cache.asks, asks, &mut listing.problems);
         for (id, (_, ask)) in &cache.asks {
             if unreadable.contains(id) {
                 continue;
