@@ -24,11 +24,26 @@ fuzz_target!(|data: &[u8]| {
         common::assert_inert("a transcript line", line);
     }
     // A byte becomes at most a `\u{9b}` (7 bytes) or a U+FFFD (3); on top of that, each
-    // line feed writes what is on the screen's rows, which cursor moves, tabs and repeats
-    // (`CSI n b`) can fill from a few bytes: at most the 40 × 120 cells of the screen.
+    // line feed writes what is on the screen's rows, which cursor moves and tabs can fill
+    // from a few bytes: at most the 40 × 120 cells of the screen. A repeat (`CSI n b`)
+    // writes n cells, and past the bottom they scroll into the transcript as on any
+    // terminal, so the bound counts every number the input gives (each at most 65,535).
     let lines = bytes.iter().filter(|byte| **byte == b'\n').count() + 1;
+    let numbers: usize = bytes
+        .split(|byte| !byte.is_ascii_digit())
+        .filter(|digits| !digits.is_empty())
+        .map(|digits| {
+            digits
+                .iter()
+                .try_fold(0usize, |n, d| {
+                    n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
+                })
+                .unwrap_or(usize::MAX)
+                .min(65_535)
+        })
+        .sum();
     assert!(
-        whole.len() <= 8 * bytes.len() + 40 * 120 * 3 * lines + 1,
+        whole.len() <= 8 * bytes.len() + 3 * numbers + 40 * 120 * 3 * lines + 1,
         "{} bytes from {}",
         whole.len(),
         bytes.len()

@@ -65,7 +65,8 @@ pub fn parse_button(action_id: &str, value: &str) -> Option<(String, String)> {
         return None;
     }
     let (id, option) = value.split_once(':')?;
-    if rein::store::validate_id("ask id", id).is_err() || option.is_empty() {
+    // A blank option is no answer (`rein answer` refuses one): not a click for rein.
+    if rein::store::validate_id("ask id", id).is_err() || option.trim().is_empty() {
         return None;
     }
     Some((id.to_owned(), option.to_owned()))
@@ -103,10 +104,9 @@ fn question_block(ask: &Ask, resent: bool) -> Value {
 fn buttons_fit(ask: &Ask) -> bool {
     !ask.options.is_empty()
         && ask.options.len() <= BUTTONS_MAX
-        && ask
-            .options
-            .iter()
-            .all(|o| !o.is_empty() && button_value(&ask.id, o).chars().count() <= BUTTON_VALUE_MAX)
+        && ask.options.iter().all(|o| {
+            !o.trim().is_empty() && button_value(&ask.id, o).chars().count() <= BUTTON_VALUE_MAX
+        })
 }
 
 /// A new ask: the question, a button per option, and how else to answer.
@@ -316,13 +316,15 @@ mod tests {
 
     #[test]
     fn an_empty_option_gets_no_button() {
-        // Found by fuzzing: a button for "" could never be clicked into an answer.
-        let (_, blocks) = ask_message(&ask(&["yes", ""]), false);
-        assert!(blocks
-            .as_array()
-            .expect("blocks")
-            .iter()
-            .all(|b| b["type"] != "actions"));
+        // Found by fuzzing: a button for "" (or "   ") could never be clicked into an answer.
+        for blank in ["", "   "] {
+            let (_, blocks) = ask_message(&ask(&["yes", blank]), false);
+            assert!(blocks
+                .as_array()
+                .expect("blocks")
+                .iter()
+                .all(|b| b["type"] != "actions"));
+        }
     }
 
     #[test]

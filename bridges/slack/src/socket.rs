@@ -480,6 +480,11 @@ mod tests {
             ("a reaction", message(json!({ "type": "reaction_added" }))),
             ("another app's button", click("deploy-now", "ab3x9k:yes")),
             ("a button without an ask", click("rein-answer:x:0", "yes")),
+            // Found by fuzzing: a blank option would have become a blank answer.
+            (
+                "a button with a blank option",
+                click("rein-answer:c:0", "c:       "),
+            ),
             (
                 "an unknown envelope",
                 json!({ "type": "slash_commands", "envelope_id": "e9", "payload": {} }),
