@@ -210,13 +210,24 @@ pub fn check(pid: u32, data_dir: &Path) -> Enforcement {
     }
 }
 
-/// Whether `pid` is a live process (not gone, not a zombie).
+/// Whether `pid` is a live process (not gone, not a zombie, not on its way out).
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|state| state != 'Z' && state != 'X')
-    })
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| alive_by_stat(&stat))
+}
+
+/// [`alive`] from a `/proc/PID/stat` line. A process that is exiting has `PF_EXITING` in its
+/// flags before it becomes a zombie, and its mount table is already gone then (reading it
+/// fails with EINVAL): that is an exit, not a sandbox that cannot be checked.
+fn alive_by_stat(stat: &str) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first().and_then(|s| s.chars().next());
+    let flags = fields.get(6).and_then(|f| f.parse::<u64>().ok());
+    matches!(state, Some(s) if s != 'Z' && s != 'X')
+        && flags.is_some_and(|flags| flags & PF_EXITING == 0)
 }
 
 /// Whether the mount that covers `path` (the longest mount point that contains it, the last
@@ -244,6 +255,22 @@ pub fn mount_is_read_only(table: &str, path: &Path) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exiting_process_counts_as_gone() {
+        // Found by CI: a worker whose command exits at once was caught after its mount table
+        // went away but before it became a zombie, and its start was refused.
+        let running = "7806 (sh) S 1 7806 7806 0 -1 4194560 120 0 0 0";
+        let exiting = "7806 (sh) R 1 7806 7806 0 -1 4194564 120 0 0 0";
+        let zombie = "7806 (sh) Z 1 7806 7806 0 -1 4194820 120 0 0 0";
+        assert!(alive_by_stat(running));
+        assert!(!alive_by_stat(exiting), "PF_EXITING set");
+        assert!(!alive_by_stat(zombie));
+        assert!(!alive_by_stat("garbage"));
+        assert!(alive_by_stat(
+            &std::fs::read_to_string("/proc/self/stat").expect("stat")
+        ));
+    }
 
     #[test]
     fn agent_units_are_recognised_in_every_profile() {
