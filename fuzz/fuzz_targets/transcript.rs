@@ -27,8 +27,9 @@ fuzz_target!(|data: &[u8]| {
     // line feed writes what is on the screen's rows (at most 4 bytes a cell), which cursor
     // moves and tabs can fill from a few bytes: at most the 40 × 120 cells of the screen.
     // A repeat (`CSI n b`) writes n cells, and past the bottom they scroll into the
-    // transcript as on any terminal. Its count can be spelled across bytes the parser skips (`ESC [ 40 \xff 09 b`
-    // is 4009), so the bound allows the most a count can be, 65,535, for every `b`.
+    // transcript as on any terminal. Its count can be spelled across bytes the parser
+    // skips (`ESC [ 40 \xff 09 b` is 4009), so the bound allows the most a count can be,
+    // 65,535, for every `b`.
     let lines = bytes.iter().filter(|byte| **byte == b'\n').count() + 1;
     let repeats = bytes.iter().filter(|byte| **byte == b'b').count();
     assert!(
