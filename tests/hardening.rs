@@ -267,6 +267,15 @@ fn a_failed_journal_line_is_a_warning_not_a_failure() {
     assert_eq!(goal.status.code(), Some(0), "{}", stderr_of(&goal));
 }
 
+/// Sets a file's modification time, as the age of a file left behind.
+fn set_modified(path: &std::path::Path, at: SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(at))
+        .unwrap_or_else(|error| panic!("cannot age {}: {error}", path.display()));
+}
+
 /// Item 11: stale temp files left by killed writers are removed the next time.
 #[test]
 fn stale_temp_files_are_removed() {
@@ -278,18 +287,10 @@ fn stale_temp_files_are_removed() {
         std::fs::write(path, "half").expect("write temp");
     }
     let hour_ago = SystemTime::now() - Duration::from_secs(3600);
-    std::fs::File::options()
-        .write(true)
-        .open(&old)
-        .and_then(|f| f.set_modified(hour_ago))
-        .expect("age the temp file");
+    set_modified(&old, hour_ago);
     let old_note = rein.data.join("notes/.tmp-0123456789abcdef-n.json");
     std::fs::write(&old_note, "half").expect("write temp");
-    std::fs::File::options()
-        .write(true)
-        .open(&old_note)
-        .and_then(|f| f.set_modified(hour_ago))
-        .expect("age the temp file");
+    set_modified(&old_note, hour_ago);
     let asked = rein.run(&["ask", "--prompt", "q", "--timeout", "1ms"]);
     assert_eq!(asked.status.code(), Some(3));
     assert!(
@@ -304,18 +305,13 @@ fn stale_temp_files_are_removed() {
     // stale), so a filing does not list every ask: one planted now stays until then.
     let later = rein.data.join("asks/.tmp-00000000000000aa-z.json");
     std::fs::write(&later, "half").expect("write temp");
-    std::fs::File::options()
-        .write(true)
-        .open(&later)
-        .and_then(|f| f.set_modified(hour_ago))
-        .expect("age the temp file");
+    set_modified(&later, hour_ago);
     rein.run(&["ask", "--prompt", "q2", "--timeout", "1ms"]);
     assert!(later.exists(), "swept a moment ago: no new look yet");
-    std::fs::File::options()
-        .write(true)
-        .open(rein.data.join("asks/.swept"))
-        .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(301)))
-        .expect("age the sweep marker");
+    set_modified(
+        &rein.data.join("asks/.swept"),
+        SystemTime::now() - Duration::from_secs(301),
+    );
     rein.run(&["ask", "--prompt", "q3", "--timeout", "1ms"]);
     assert!(!later.exists(), "five minutes on, filing looks again");
 }

@@ -219,7 +219,9 @@ pub fn touch(path: &Path) -> Result<()> {
         .map_err(|e| Error::io("writing", path, e))
 }
 
-fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf> {
+/// Writes `bytes` to a new temp file beside `path` (made durable when `sync`); returns its
+/// path. On failure nothing is left behind.
+fn write_temp(path: &Path, bytes: &[u8], mode: u32, sync: bool) -> Result<PathBuf> {
     let temp = temp_path_for(path);
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -228,7 +230,10 @@ fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf> {
             .mode(mode)
             .open(&temp)?;
         file.write_all(bytes)?;
-        file.sync_all()
+        if sync {
+            file.sync_all()?;
+        }
+        Ok(())
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&temp);
@@ -241,17 +246,8 @@ fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf> {
 /// them durable at once (`syncfs`). The temp file has the store's temp name, so one left by a
 /// crash is swept like any other.
 pub fn replace_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let temp = temp_path_for(path);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .open(&temp)?;
-        file.write_all(bytes)?;
-        fs::rename(&temp, path)
-    })();
-    if let Err(e) = result {
+    let temp = write_temp(path, bytes, FILE_MODE, false)?;
+    if let Err(e) = fs::rename(&temp, path) {
         let _ = fs::remove_file(&temp);
         return Err(Error::io("writing", path, e));
     }
@@ -264,7 +260,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let temp = write_temp(path, bytes, mode)?;
+    let temp = write_temp(path, bytes, mode, true)?;
     if let Err(e) = fs::rename(&temp, path) {
         let _ = fs::remove_file(&temp);
         return Err(Error::io("renaming into place", path, e));
@@ -279,7 +275,7 @@ pub fn create_exclusive(path: &Path, bytes: &[u8]) -> Result<bool> {
 }
 
 pub fn create_exclusive_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<bool> {
-    let temp = write_temp(path, bytes, mode)?;
+    let temp = write_temp(path, bytes, mode, true)?;
     let linked = fs::hard_link(&temp, path);
     let _ = fs::remove_file(&temp);
     match linked {
