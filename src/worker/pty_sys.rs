@@ -179,7 +179,8 @@ impl SignalPipe {
             }
             // Only terminating signals whose action was the default fall back to it; one
             // that was ignored, say, stays ignored when no pipe wants it.
-            let nobody = Arc::new(AtomicBool::new(false));
+            // No pipe wants it yet: until one does, the default action stands.
+            let nobody = Arc::new(AtomicBool::new(true));
             if matches!(signal, libc::SIGTERM | libc::SIGHUP | libc::SIGINT) && is_default(signal)?
             {
                 signal_hook::flag::register_conditional_default(signal, Arc::clone(&nobody))?;
