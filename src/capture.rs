@@ -94,6 +94,7 @@ pub fn run(command: &mut Command, limits: &Limits) -> std::io::Result<Captured> 
         .stderr(Stdio::piped())
         .env(MARKER, &marker)
         .process_group(0);
+    let before = last_pid();
     let mut child = command.spawn()?;
     let group = child.id() as libc::pid_t;
     let stdout: OwnedFd = child
@@ -106,24 +107,21 @@ pub fn run(command: &mut Command, limits: &Limits) -> std::io::Result<Captured> 
         .take()
         .ok_or_else(|| std::io::Error::other("no stderr pipe"))?
         .into();
-    // The waiter holds the write end of a pipe and drops it when the child has exited, so
-    // the reader learns of the exit in the same poll(2) as of its output.
-    let (exited_read, exited_write) = pipe()?;
-    let (status_tx, status_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let status = child.wait();
-        drop(exited_write);
-        let _ = status_tx.send(status);
-    });
-    let mut stop = || stop_all(group, &marker);
-    let output = collect(stdout, stderr, Some(exited_read), limits, &mut stop);
+    // A pidfd becomes readable when the child exits, so the reader learns of the exit in the
+    // same poll(2) as of its output, with no thread waiting beside it.
+    let pid = rustix::process::Pid::from_child(&child);
+    let exited = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
+    let waited = exited.try_clone()?;
+    let mut stop = || stop_all(group, &marker, before);
+    let output = collect(stdout, stderr, Some(exited), limits, &mut stop);
     // Whatever ended the capture, nothing the command started outlives it.
     stop();
     let output = output?;
-    let status = status_rx
-        .recv_timeout(GRACE)
-        .ok()
-        .and_then(|status| status.ok());
+    // Killed by now; a process stuck in the kernel gets GRACE to go.
+    let mut fds = [PollFd::new(&waited, PollFlags::IN)];
+    let grace = Timespec::try_from(GRACE).ok();
+    let _ = rustix::event::poll(&mut fds, grace.as_ref());
+    let status = child.try_wait().ok().flatten();
     Ok(Captured {
         output,
         status,
@@ -259,37 +257,67 @@ fn set_nonblocking(file: &std::fs::File) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A pipe whose ends are closed on exec: (read, write).
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
-}
-
-/// SIGKILLs the process group `group` and every process carrying `MARKER=marker`.
-fn stop_all(group: libc::pid_t, marker: &str) {
+/// SIGKILLs the process group `group` and every process carrying `MARKER=marker` among those
+/// started after the pid `before` was handed out.
+fn stop_all(group: libc::pid_t, marker: &str, before: Option<libc::pid_t>) {
     // SAFETY: signalling a process group this capture created; ESRCH is harmless.
     unsafe { libc::kill(-group, libc::SIGKILL) };
-    kill_marked(marker);
+    kill_marked(marker, before);
+}
+
+/// Up to how many pids handed out since a capture began are looked at one by one.
+const PIDS_LOOKED_AT: libc::pid_t = 256;
+
+/// The last pid the kernel handed out in this pid namespace.
+fn last_pid() -> Option<libc::pid_t> {
+    std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether `pid` can belong to a process started after `before` was handed out, `last` being
+/// the newest pid now. Pids go up and wrap at `pid_max`: after a wrap (`last < before`) the
+/// window runs past the top and on from the bottom.
+fn started_since(pid: libc::pid_t, before: libc::pid_t, last: libc::pid_t) -> bool {
+    if last >= before {
+        pid > before && pid <= last
+    } else {
+        pid > before || pid <= last
+    }
 }
 
 /// SIGKILLs every process (readable to us) whose environment has `MARKER=marker`: the ones
-/// that left the process group. Looks again while it finds some, since a dying process may
-/// just have forked.
-pub fn kill_marked(marker: &str) {
+/// that left the process group. Only processes started after the pid `before` are looked at
+/// (every process of a capture is younger than the capture): a beat costs the same however
+/// many agents run beside it. Looks again while it finds some, since a dying process may just
+/// have forked.
+pub fn kill_marked(marker: &str, before: Option<libc::pid_t>) {
     let needle = format!("{MARKER}={marker}");
     for _ in 0..5 {
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return;
+        let window = before.zip(last_pid());
+        let pids: Vec<libc::pid_t> = match window {
+            // Few pids handed out since: look at each (most are gone) rather than list /proc.
+            Some((before, last)) if last >= before && last - before <= PIDS_LOOKED_AT => {
+                (before + 1..=last).collect()
+            }
+            _ => {
+                let Ok(entries) = std::fs::read_dir("/proc") else {
+                    return;
+                };
+                entries
+                    .flatten()
+                    .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+                    .filter(|pid| {
+                        window.is_none_or(|(before, last)| started_since(*pid, before, last))
+                    })
+                    .collect()
+            }
         };
         let mut found = false;
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|name| name.parse::<libc::pid_t>().ok())
-            else {
-                continue;
-            };
-            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+        for pid in pids {
+            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
                 continue;
             };
             if environ
@@ -324,6 +352,23 @@ mod tests {
         let mut command = Command::new("/bin/sh");
         command.arg("-c").arg(script).stdin(Stdio::null());
         command
+    }
+
+    #[test]
+    fn the_leftover_search_looks_only_at_pids_handed_out_since_the_start() {
+        // No wrap: the pids after `before` up to the newest.
+        assert!(started_since(101, 100, 200));
+        assert!(started_since(200, 100, 200));
+        assert!(!started_since(100, 100, 200));
+        assert!(!started_since(50, 100, 200));
+        assert!(!started_since(201, 100, 200));
+        // Wrapped at pid_max: the top of the range and the bottom up to the newest.
+        assert!(started_since(32_000, 30_000, 40));
+        assert!(started_since(7, 30_000, 40));
+        assert!(!started_since(41, 30_000, 40));
+        assert!(!started_since(30_000, 30_000, 40));
+        // Nothing new: no pid at all.
+        assert!(!started_since(100, 100, 100));
     }
 
     #[test]

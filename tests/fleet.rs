@@ -119,6 +119,14 @@ fn the_pulse_beats_runs_sensors_and_wakes_wait() {
         .output()
         .expect("systemctl show");
     assert_eq!(stdout_of(&accuracy).trim(), "50ms", "{timer}");
+    // Nor may systemd's start rate limit (by default 5 starts in 10 s) hold a short pulse
+    // back for seconds after every fifth beat.
+    let service = timer.replace(".timer", ".service");
+    let limit = std::process::Command::new("systemctl")
+        .args(["--user", "show", "-p", "StartLimitIntervalUSec", "--value", &service])
+        .output()
+        .expect("systemctl show");
+    assert_eq!(stdout_of(&limit).trim(), "0", "{service}");
 }
 
 #[test]
@@ -510,4 +518,44 @@ fn a_listing_keeps_running_workers_runs_and_shrugs_off_a_damaged_file() {
     );
     rein.ok(&["down"]);
     assert!(!kept.exists(), "down forgets the runs");
+}
+
+/// The processes in a worker's unit: their command names.
+fn unit_processes(rein: &Rein, id: &str) -> Vec<String> {
+    let pid = rein.worker(id)["pid"].as_u64().expect("pid");
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    let path = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a unified cgroup line")
+        .to_owned();
+    let procs = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .find_map(|root| std::fs::read_to_string(format!("{root}{path}/cgroup.procs")).ok())
+        .expect("cgroup.procs");
+    procs
+        .lines()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
+        .map(|comm| comm.trim().to_owned())
+        .collect()
+}
+
+/// A command that is one program replaces the shell that starts it, so a worker's unit holds
+/// its host and its agent only; anything else keeps the shell it needs.
+#[test]
+fn a_one_program_command_leaves_no_shell_behind() {
+    let rein = Rein::fleet("");
+    let _down = Down(&rein);
+    rein.ok(&["worker", "start", "one", "x", "--command", "sleep 600"]);
+    rein.ok(&["worker", "start", "two", "x", "--command", "sleep 600; true"]);
+    wait_until(Duration::from_secs(10), "both agents running", || {
+        unit_processes(&rein, "one").contains(&"sleep".to_owned())
+            && unit_processes(&rein, "two").contains(&"sleep".to_owned())
+    });
+    let mut one = unit_processes(&rein, "one");
+    one.sort();
+    assert_eq!(one, ["rein", "sleep"], "host and agent only");
+    let mut two = unit_processes(&rein, "two");
+    two.sort();
+    assert_eq!(two, ["rein", "sh", "sleep"], "a list keeps its shell");
 }

@@ -314,6 +314,23 @@ fn stale_temp_files_are_removed() {
     );
     rein.run(&["ask", "--prompt", "q3", "--timeout", "1ms"]);
     assert!(!later.exists(), "five minutes on, filing looks again");
+
+    // A beat too looks everywhere at most every five minutes, so a beat does not list every
+    // archived ask.
+    let later_note = rein.data.join("notes/.tmp-00000000000000bb-n.json");
+    std::fs::write(&later_note, "half").expect("write temp");
+    set_modified(&later_note, hour_ago);
+    rein.ok(&["tick"]);
+    assert!(
+        later_note.exists(),
+        "a beat swept a moment ago: no new look yet"
+    );
+    set_modified(
+        &rein.data.join(".swept"),
+        SystemTime::now() - Duration::from_secs(301),
+    );
+    rein.ok(&["tick"]);
+    assert!(!later_note.exists(), "five minutes on, a beat looks again");
 }
 
 /// The voluntary context switches of a process's main thread.

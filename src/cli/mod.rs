@@ -283,7 +283,8 @@ pub enum Command {
     /// Run inside an agent unit: prepare the agent's HOME, export its credentials, exec it.
     #[command(hide = true)]
     AgentExec {
-        /// The command; without it, `/bin/sh -c "$REIN_AGENT_COMMAND"`.
+        /// The command; without it, `/bin/sh -c "$REIN_AGENT_COMMAND"` (with `exec` before a
+        /// command that is one program).
         #[arg(last = true)]
         command: Vec<String>,
     },
@@ -389,7 +390,8 @@ pub enum WorkerCommand {
         /// The loop whose session this is: its resume prompt is typed once the agent is ready.
         #[arg(long = "loop", value_name = "NAME")]
         loop_name: Option<String>,
-        /// The agent's command; without it, `/bin/sh -c "$REIN_AGENT_COMMAND"`.
+        /// The agent's command; without it, `/bin/sh -c "$REIN_AGENT_COMMAND"` (with `exec`
+        /// before a command that is one program, so no shell stays beside the agent).
         #[arg(last = true)]
         command: Vec<String>,
     },

@@ -1,7 +1,7 @@
 //! The pulse: a transient timer whose every activation runs `rein tick` — one beat — in a
 //! short-lived oneshot service, so nothing of rein runs between beats.
 //!
-//! A beat sweeps stale temp files, senses the world, records itself (`pulse.json`,
+//! A beat sweeps stale temp files (at most every five minutes), senses the world, records itself (`pulse.json`,
 //! `journal.md`, journald with `REIN_BEAT`), checks worker health (a worker that failed past
 //! its start limit gets a journal entry and a note, once; one that exited on its own a
 //! journal entry, once), and runs the judgment hook (agent mode: nothing more; the judge
@@ -63,11 +63,16 @@ pub async fn beat(
     manager: Option<&Manager>,
 ) -> anyhow::Result<BeatReport> {
     let dir = paths.data();
-    // Temp files of writers killed mid-write are swept once they are clearly stale.
-    for swept in dir.all_dirs() {
-        if let Err(error) = store::sweep_temps(&swept, store::STALE_TEMP) {
-            tracing::warn!("sweeping stale temp files: {error}");
+    // Temp files of writers killed mid-write are swept once they are clearly stale. A temp is
+    // stale only after STALE_TEMP, so a look every STALE_TEMP/2 finds each one soon enough,
+    // and a beat does not list every archived ask.
+    if store::older_than(&dir.swept(), store::STALE_TEMP / 2)? {
+        for swept in dir.all_dirs() {
+            if let Err(error) = store::sweep_temps(&swept, store::STALE_TEMP) {
+                tracing::warn!("sweeping stale temp files: {error}");
+            }
         }
+        store::touch(&dir.swept())?;
     }
     let sensed = world::sense(&dir, &config.sensors)?;
     let number = last_beat(paths)?.map(|b| b.beat).unwrap_or(0) + 1;
@@ -207,6 +212,9 @@ fn pulse_units(paths: &Paths, config: &Config) -> anyhow::Result<TransientUnit> 
         working_directory: Some(paths.data_dir.clone()),
         syslog_identifier: Some("rein-pulse".to_owned()),
         log_extra_fields: vec![("REIN_PROFILE".to_owned(), paths.profile.clone())],
+        // The timer starts the beat once per interval; systemd's start rate limit (5 starts
+        // in 10 s by default) would hold a short pulse back for seconds after every fifth.
+        start_limit_interval: Some(Duration::ZERO),
         ..ServiceSpec::default()
     };
     let timer = TimerSpec {

@@ -149,6 +149,10 @@ impl DataDir {
     pub fn asks_lock(&self) -> PathBuf {
         self.asks().join(".lock")
     }
+    /// Touched whenever a beat sweeps every directory of stale temp files.
+    pub fn swept(&self) -> PathBuf {
+        self.root.join(".swept")
+    }
     /// Touched whenever filing sweeps `asks/` and `asks/.keys/` of stale temp files.
     pub fn asks_swept(&self) -> PathBuf {
         self.asks().join(".swept")

@@ -174,7 +174,8 @@ pub fn resume_input(paths: &crate::paths::Paths, name: &str) -> Option<ReadyInpu
 }
 
 /// The agent's argv: the one given, else `/bin/sh -c "$REIN_AGENT_COMMAND"` (how rein's
-/// units pass it, since a transient ExecStart does not survive a daemon-reload intact).
+/// units pass it, since a transient ExecStart does not survive a daemon-reload intact),
+/// with `exec` before a command that is one program, so the shell does not stay.
 fn command_or_environment(command: Vec<String>) -> anyhow::Result<Vec<String>> {
     if !command.is_empty() {
         return Ok(command);
@@ -184,6 +185,11 @@ fn command_or_environment(command: Vec<String>) -> anyhow::Result<Vec<String>> {
         .ok()
         .filter(|c| !c.trim().is_empty())
         .ok_or_else(|| anyhow::anyhow!("no command: give one after --, or set ${variable}"))?;
+    let shell = if is_one_program(&shell) {
+        format!("exec {shell}")
+    } else {
+        shell
+    };
     Ok(vec!["/bin/sh".to_owned(), "-c".to_owned(), shell])
 }
 
@@ -201,6 +207,49 @@ fn dialog_watch(socket: &std::path::Path) -> Option<crate::worker::pty::DialogWa
         markers: markers.iter().map(|m| m.to_string()).collect(),
         file: socket.with_file_name("dialog.json"),
     })
+}
+
+/// Hands back to the kernel the main thread's stack pages below this call, which start-up
+/// dirtied (building the whole command-line definition takes about 100 KiB of stack) and
+/// which would otherwise stay charged to the agent's unit for as long as it runs. What the
+/// host uses later is faulted in again as zeroed pages.
+#[inline(never)]
+fn release_stack_below_here() {
+    const PAGE: usize = 4096;
+    // Whatever the calls below need (reading the map, the system call) stays untouched.
+    const MARGIN: usize = 16 * 1024;
+    let here = std::hint::black_box(0u8);
+    let here = std::ptr::addr_of!(here) as usize;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let Some((low, high)) = maps
+        .lines()
+        .find(|line| line.ends_with("[stack]"))
+        .and_then(|line| line.split_once(' '))
+        .and_then(|(range, _)| range.split_once('-'))
+        .and_then(|(low, high)| {
+            Some((
+                usize::from_str_radix(low, 16).ok()?,
+                usize::from_str_radix(high, 16).ok()?,
+            ))
+        })
+    else {
+        return;
+    };
+    // Only on the main thread's stack.
+    let end = (here.saturating_sub(MARGIN)) & !(PAGE - 1);
+    if !(low..high).contains(&here) || end <= low {
+        return;
+    }
+    // SAFETY: the range is the main thread's stack below the current frame (and a margin
+    // past the red zone and the calls made here): no live value is there, and a page
+    // touched again later is a fresh zeroed one, as on first use of the stack.
+    let released =
+        unsafe { rustix::mm::madvise(low as *mut _, end - low, rustix::mm::Advice::LinuxDontNeed) };
+    if let Err(error) = released {
+        tracing::debug!("could not release the unused stack: {error}");
+    }
 }
 
 /// Runs the agent; returns its exit code for the process to exit with.
@@ -224,6 +273,7 @@ pub fn run(
     // agent's unit for weeks.
     // SAFETY: malloc_trim only releases free memory of the allocator; no pointer is touched.
     unsafe { libc::malloc_trim(0) };
+    release_stack_below_here();
     let code = run_host(HostOptions {
         dialogs,
         command,
@@ -239,4 +289,119 @@ pub fn run(
     })?;
     tracing::info!(REIN_EVENT = "worker-exit", "agent exited with {code}");
     Ok(code)
+}
+
+/// POSIX reserved words and the shell's own builtins: a command starting with one of these is
+/// left to the shell as written.
+const SHELL_WORDS: &[&str] = &[
+    "!", "{", "}", "[[", "]]", "case", "do", "done", "elif", "else", "esac", "fi", "for",
+    "function", "if", "in", "select", "then", "time", "until", "while", ".", ":", "[", "alias",
+    "bg", "break", "cd", "command", "continue", "echo", "eval", "exec", "exit", "export", "false",
+    "fc", "fg", "getopts", "hash", "jobs", "kill", "local", "printf", "pwd", "read", "readonly",
+    "return", "set", "shift", "test", "times", "trap", "true", "type", "ulimit", "umask",
+    "unalias", "unset", "wait",
+];
+
+/// Whether `exec COMMAND` runs exactly as `COMMAND` does: one simple command naming a program
+/// (no list, pipeline, background job, compound command, leading assignment or redirection,
+/// builtin or reserved word). Then `/bin/sh` replaces itself with the agent instead of waiting
+/// beside it for the agent's whole life, which would cost every agent's unit a shell
+/// process. Anything this cannot tell for sure is left to the shell as written.
+fn is_one_program(command: &str) -> bool {
+    #[derive(PartialEq)]
+    enum Context {
+        Top,
+        Double,
+        Substitution,
+    }
+    let command = command.trim();
+    let first = command.split(char::is_whitespace).next().unwrap_or("");
+    let plain_name = !first.is_empty()
+        && first
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./+,@%:".contains(c))
+        && !first.starts_with('-');
+    if !plain_name || SHELL_WORDS.contains(&first) {
+        return false;
+    }
+    let mut stack = vec![Context::Top];
+    let mut chars = command.chars().peekable();
+    while let Some(c) = chars.next() {
+        let context = stack.last().expect("the stack keeps its bottom");
+        match c {
+            '`' => return false,
+            '\\' => {
+                chars.next();
+            }
+            '$' if chars.peek() == Some(&'(') => {
+                chars.next();
+                if chars.peek() == Some(&'(') {
+                    return false;
+                }
+                stack.push(Context::Substitution);
+            }
+            '"' if *context == Context::Double => {
+                stack.pop();
+            }
+            '"' => stack.push(Context::Double),
+            _ if *context == Context::Double => {}
+            // A single-quoted string runs to the next quote; one that does not end is not ours.
+            '\'' if !chars.by_ref().any(|c| c == '\'') => return false,
+            '\'' => {}
+            ')' if *context == Context::Substitution => {
+                stack.pop();
+            }
+            ';' | '&' | '|' | '\n' | '(' | ')' => return false,
+            _ => {}
+        }
+    }
+    stack.len() == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_one_program;
+
+    #[test]
+    fn one_program_is_told_from_what_only_a_shell_can_run() {
+        for simple in [
+            "sleep 100000",
+            "claude \"$(cat /home/a/prompts/w1.md)\"",
+            "codex --yolo 'a; b | c' \"x && y\"",
+            "/usr/bin/env FOO=1 agent",
+            "agent \"$(cat \"a b\")\" $(printf x)",
+            "agent --flag=value > out.log",
+            "pi -p 'it'\\''s'",
+        ] {
+            assert!(is_one_program(simple), "{simple}");
+        }
+        for shell in [
+            "",
+            "exit 1",
+            "exec agent",
+            "cd /tmp && agent",
+            "agent; echo done",
+            "agent | tee log",
+            "agent &",
+            "agent\necho done",
+            "FOO=1 agent",
+            "(agent)",
+            "{ agent; }",
+            "if true; then agent; fi",
+            "agent `date`",
+            "agent $((1 + 2))",
+            "\"exit\" 1",
+            "ex\\it 1",
+            "$AGENT --go",
+            ">log agent",
+            "2>log agent",
+            "agent 'unterminated",
+            "agent \"$(cat x",
+            "agent \"$(echo a; echo b)\"",
+            "! agent",
+            "-agent",
+        ] {
+            assert!(!is_one_program(shell), "{shell:?}");
+        }
+    }
 }
