@@ -123,7 +123,14 @@ fn the_pulse_beats_runs_sensors_and_wakes_wait() {
     // back for seconds after every fifth beat.
     let service = timer.replace(".timer", ".service");
     let limit = std::process::Command::new("systemctl")
-        .args(["--user", "show", "-p", "StartLimitIntervalUSec", "--value", &service])
+        .args([
+            "--user",
+            "show",
+            "-p",
+            "StartLimitIntervalUSec",
+            "--value",
+            &service,
+        ])
         .output()
         .expect("systemctl show");
     assert_eq!(stdout_of(&limit).trim(), "0", "{service}");
@@ -547,7 +554,14 @@ fn a_one_program_command_leaves_no_shell_behind() {
     let rein = Rein::fleet("");
     let _down = Down(&rein);
     rein.ok(&["worker", "start", "one", "x", "--command", "sleep 600"]);
-    rein.ok(&["worker", "start", "two", "x", "--command", "sleep 600; true"]);
+    rein.ok(&[
+        "worker",
+        "start",
+        "two",
+        "x",
+        "--command",
+        "sleep 600; true",
+    ]);
     wait_until(Duration::from_secs(10), "both agents running", || {
         unit_processes(&rein, "one").contains(&"sleep".to_owned())
             && unit_processes(&rein, "two").contains(&"sleep".to_owned())
