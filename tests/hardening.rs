@@ -380,6 +380,49 @@ fn writes_elsewhere_do_not_wake_a_blocked_ask() {
     assert_eq!(stdout_of(&out), "yes\n");
 }
 
+/// The inotify watches a process holds: (inode, mask) of each, from its fdinfo.
+fn inotify_watches(pid: u32) -> Vec<(u64, u32)> {
+    let mut watches = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo") {
+        let info = std::fs::read_to_string(fd.expect("fd").path()).unwrap_or_default();
+        for line in info.lines().filter(|l| l.starts_with("inotify ")) {
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|f| f.strip_prefix(name))
+                    .unwrap_or_else(|| panic!("no {name} in {line}"))
+                    .to_owned()
+            };
+            let inode = u64::from_str_radix(&field("ino:"), 16).expect("inode");
+            let mask = u32::from_str_radix(&field("mask:"), 16).expect("mask");
+            watches.push((inode, mask));
+        }
+    }
+    watches
+}
+
+/// A blocked `rein ask` watches `answers/` only for names appearing and going, not for writes
+/// inside it: a watch for writes makes the kernel mark every cached entry of the directory,
+/// which costs an asker tens of milliseconds once `answers/` holds 100,000 answers.
+#[test]
+fn a_blocked_ask_watches_only_for_names_in_answers() {
+    const IN_MODIFY: u32 = 0x2;
+    const IN_CLOSE_WRITE: u32 = 0x8;
+    let rein = Rein::new();
+    let mut asker = rein.spawn(&["ask", "--prompt", "blocked?"]);
+    let id = rein.wait_for_one_ask();
+    support::blocked_in_poll(asker.id(), "the asker to block on its watch");
+    let answers = std::fs::metadata(rein.data.join("answers"))
+        .expect("answers")
+        .ino();
+    let watches = inotify_watches(asker.id());
+    assert_eq!(watches.len(), 1, "one watch: {watches:?}");
+    let (inode, mask) = watches[0];
+    assert_eq!(inode, answers, "the watch is on answers/");
+    assert_eq!(mask & (IN_MODIFY | IN_CLOSE_WRITE), 0, "mask {mask:#x}");
+    rein.ok(&["answer", &id, "yes"]);
+    assert_eq!(asker.wait().expect("asker").code(), Some(0));
+}
+
 /// Item 17: text `rein state` shows what README lists: world, snapshots, asks, goals,
 /// journal, token.
 #[test]

@@ -220,24 +220,22 @@ pub fn answer_interactive(
     Ok(())
 }
 
-/// Reads answers from stdin until one is accepted, while watching `answers/`, so an answer
-/// given elsewhere ends the prompt too. One thread waits on both (poll(2) on inotify and
+/// Reads answers from stdin until one is accepted, while watching for the ask's answer file,
+/// so an answer given elsewhere ends the prompt too. One thread waits on both (poll(2) on inotify and
 /// stdin): nothing has to end the process from aside.
 fn prompt_until_resolved(
     mailbox: &Mailbox,
     id: &str,
     by: &str,
 ) -> anyhow::Result<crate::mailbox::Resolution> {
-    let targets = [crate::store::watch::Target::Dir(
-        mailbox.data_dir().answers(),
-    )];
+    let targets = [mailbox.answer_target(id)];
     let mut watcher = crate::store::watch::Watcher::watching(&targets)?;
     let resolution = read_answers(mailbox, id, by, &mut watcher);
     watcher.release();
     resolution
 }
 
-/// [`prompt_until_resolved`]'s loop, on its watch of `answers/`.
+/// [`prompt_until_resolved`]'s loop, on its watch of the answer file.
 fn read_answers(
     mailbox: &Mailbox,
     id: &str,

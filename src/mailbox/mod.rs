@@ -10,9 +10,9 @@
 //! - Delivery to the asker archives the ask: it moves to `archive/asks/<id>.json`. The
 //!   resolution never moves, so its name stays taken and no late answer can win a second
 //!   time. Nothing is deleted.
-//! - Waiting for an ask's resolution is [`crate::store::watch::wait_for`] on `answers/` alone
-//!   (where every resolution appears): inotify only, and nothing else in the data dir wakes
-//!   the asker.
+//! - Waiting for an ask's resolution is [`crate::store::watch::wait_for_targets`] on its own
+//!   `answers/<id>.json` alone (where its resolution appears): inotify only, and nothing else
+//!   in the data dir, not even another ask's answer, wakes the asker.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -339,11 +339,6 @@ impl Mailbox {
         &self.dir
     }
 
-    /// The directories whose changes can resolve an ask.
-    pub fn watched_dirs(&self) -> Vec<PathBuf> {
-        vec![self.dir.answers()]
-    }
-
     /// Files an ask, or finds the same worker's identical ask that is still in the mailbox
     /// (pending, or resolved but not yet delivered).
     pub fn file(&self, new: &NewAsk) -> Result<(Ask, Filing)> {
@@ -617,9 +612,17 @@ impl Mailbox {
         Ok(AnswerOutcome::AlreadyResolved(winner))
     }
 
-    /// Blocks until the ask is resolved or the deadline passes.
+    /// Blocks until the ask is resolved or the deadline passes. Only the ask's own answer file
+    /// is watched (answers are published whole, by a link): answers to other asks do not wake
+    /// it, and watching costs the same however many answers `answers/` holds (a watch for
+    /// writes inside a directory makes the kernel mark every cached entry of it).
     pub fn wait(&self, id: &str, deadline: Option<Instant>) -> Result<Option<Resolution>> {
-        store::watch::wait_for(&self.watched_dirs(), deadline, || self.resolution(id))
+        store::watch::wait_for_targets(&[self.answer_target(id)], deadline, || self.resolution(id))
+    }
+
+    /// What announces the resolution of `id`: its answer file appearing.
+    pub fn answer_target(&self, id: &str) -> store::watch::Target {
+        store::watch::Target::File(self.dir.answer(id))
     }
 
     /// Archives a resolved ask once its asker has the resolution. Idempotent.
