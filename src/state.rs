@@ -209,17 +209,24 @@ struct WorkerEnding {
 /// growing `answers/` costs a listing, not a read of each), notes and worker endings.
 fn events_since(dir: &DataDir, since: DateTime<Utc>) -> Result<Vec<Event>> {
     let mut events = Vec::new();
-    let cutoff = std::time::SystemTime::from(since - chrono::TimeDelta::seconds(1));
-    for (_, path) in store::list(&dir.answers(), ".json")? {
-        let recent = std::fs::symlink_metadata(&path)
-            .and_then(|meta| meta.modified())
-            .is_ok_and(|modified| modified >= cutoff);
-        if !recent {
-            continue;
-        }
-        if let Ok(Some(resolution)) = store::read_json::<Resolution>(&path) {
-            if resolution.at > since {
-                events.push(Event::Resolved(resolution));
+    // The index of recent resolutions names what was resolved lately; only a moment it does
+    // not cover needs a look at every answer ever given.
+    match Mailbox::new(dir.clone()).resolved_since(since)? {
+        Some(resolved) => events.extend(resolved.into_iter().map(Event::Resolved)),
+        None => {
+            let cutoff = std::time::SystemTime::from(since - chrono::TimeDelta::seconds(1));
+            for (_, path) in store::list(&dir.answers(), ".json")? {
+                let recent = std::fs::symlink_metadata(&path)
+                    .and_then(|meta| meta.modified())
+                    .is_ok_and(|modified| modified >= cutoff);
+                if !recent {
+                    continue;
+                }
+                if let Ok(Some(resolution)) = store::read_json::<Resolution>(&path) {
+                    if resolution.at > since {
+                        events.push(Event::Resolved(resolution));
+                    }
+                }
             }
         }
     }

@@ -602,6 +602,9 @@ impl Mailbox {
             at: Utc::now(),
             reason,
         };
+        // Listed in the index before it exists: an index entry whose answer never came (a
+        // lost race, a crash) points at nothing new and is passed over.
+        self.index_resolution(id, resolution.at)?;
         if store::create_exclusive(&self.dir.answer(id), &store::to_json_bytes(&resolution))? {
             return Ok(AnswerOutcome::Accepted(resolution));
         }
@@ -610,6 +613,62 @@ impl Mailbox {
             detail: "the answer vanished while it was being read".into(),
         })?;
         Ok(AnswerOutcome::AlreadyResolved(winner))
+    }
+
+    /// Adds a resolution of `id` at `at` to `answers/.recent/`, the index that lets a reader
+    /// find what was resolved since a moment without a look at every answer ever given;
+    /// entries older than [`RECENT_PRUNED_AFTER`] go, at most every ten minutes.
+    fn index_resolution(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
+        let index = self.dir.recent_answers();
+        store::ensure_dir(&index)?;
+        // What the index covers begins when it was made.
+        let start = index.join(".start");
+        if !start.exists() {
+            store::create_exclusive(&start, format!("{}\n", Utc::now().to_rfc3339()).as_bytes())?;
+        }
+        store::touch(&index.join(format!("{:020}-{id}", at.timestamp_micros().max(0))))?;
+        let pruned = index.join(".pruned");
+        if store::older_than(&pruned, std::time::Duration::from_secs(600))? {
+            let horizon = (Utc::now() - RECENT_PRUNED_AFTER).timestamp_micros();
+            for (micros, _, path) in recent_entries(&index)? {
+                if micros < horizon {
+                    store::remove_file(&path)?;
+                }
+            }
+            store::touch(&pruned)?;
+        }
+        Ok(())
+    }
+
+    /// The resolutions given after `since`, found through `answers/.recent/` when it covers
+    /// that moment (it began before it, `since` is within [`RECENT_TRUSTED`], and since the
+    /// machine's last boot, since an index entry is not flushed to disk); `None` when only a
+    /// look at every answer can tell.
+    pub fn resolved_since(&self, since: DateTime<Utc>) -> Result<Option<Vec<Resolution>>> {
+        let index = self.dir.recent_answers();
+        let start = store::read_text(&index.join(".start"))?
+            .and_then(|text| DateTime::parse_from_rfc3339(text.trim()).ok())
+            .map(|at| at.with_timezone(&Utc));
+        let covered = start.is_some_and(|start| start <= since)
+            && since >= Utc::now() - RECENT_TRUSTED
+            && boot_time().is_some_and(|boot| boot <= since);
+        if !covered {
+            return Ok(None);
+        }
+        // Entries are named by the resolution's own time: one a second older is still read,
+        // in case a clock step put it just before.
+        let from = (since - chrono::TimeDelta::seconds(1)).timestamp_micros();
+        let mut seen = HashSet::new();
+        let mut resolved = Vec::new();
+        for (micros, id, _) in recent_entries(&index)? {
+            if micros < from || !seen.insert(id.clone()) {
+                continue;
+            }
+            if let Some(resolution) = self.resolution(&id)?.filter(|r| r.at > since) {
+                resolved.push(resolution);
+            }
+        }
+        Ok(Some(resolved))
     }
 
     /// Blocks until the ask is resolved or the deadline passes. Only the ask's own answer file
@@ -709,6 +768,46 @@ impl Mailbox {
     }
 }
 
+/// How far back `answers/.recent/` is trusted to list every resolution.
+pub const RECENT_TRUSTED: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+/// How old an entry of `answers/.recent/` gets before it is pruned.
+pub const RECENT_PRUNED_AFTER: chrono::TimeDelta = chrono::TimeDelta::hours(2);
+
+/// The entries of `answers/.recent/`: (time in microseconds, ask id, path), oldest first.
+fn recent_entries(index: &std::path::Path) -> Result<Vec<(i64, String, PathBuf)>> {
+    let entries = match std::fs::read_dir(index) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("listing", index, e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("listing", index, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((micros, id)) = name.split_once('-') else {
+            continue;
+        };
+        let (Ok(micros), Ok(())) = (micros.parse::<i64>(), store::validate_id("ask id", id)) else {
+            continue;
+        };
+        found.push((micros, id.to_owned(), entry.path()));
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// When the machine last booted (`btime` in /proc/stat).
+fn boot_time() -> Option<DateTime<Utc>> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let seconds = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("btime "))?
+        .trim()
+        .parse::<i64>()
+        .ok()?;
+    DateTime::from_timestamp(seconds, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -726,6 +825,85 @@ mod tests {
             reference: None,
             options: options.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn resolutions_since_a_moment_come_from_the_index_of_recent_ones() {
+        let (_dir, mailbox) = mailbox();
+        let (early, _) = mailbox.file(&new_ask("early?", &[])).expect("file");
+        let (late, _) = mailbox.file(&new_ask("late?", &[])).expect("file");
+        let (gone, _) = mailbox.file(&new_ask("gone?", &[])).expect("file");
+        let (never, _) = mailbox.file(&new_ask("never?", &[])).expect("file");
+        let before_any = Utc::now();
+        assert!(
+            mailbox.resolved_since(before_any).expect("look").is_none(),
+            "no index yet: only a look at every answer can tell"
+        );
+        mailbox.answer(&early.id, "yes", "cli:ana").expect("answer");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let between = Utc::now();
+        mailbox.answer(&late.id, "no", "cli:ana").expect("answer");
+        mailbox.withdraw(&gone.id, "cli:ana").expect("withdraw");
+        // A second answer loses, and its index entry points at the first.
+        mailbox
+            .answer(&late.id, "again", "cli:bob")
+            .expect("answer");
+        let ids = |since| -> Vec<(String, Option<String>)> {
+            let mut found: Vec<_> = mailbox
+                .resolved_since(since)
+                .expect("look")
+                .expect("covered by the index")
+                .into_iter()
+                .map(|r| (r.ask, r.text))
+                .collect();
+            found.sort();
+            found
+        };
+        let mut expected = vec![
+            (late.id.clone(), Some("no".to_owned())),
+            (gone.id.clone(), None),
+        ];
+        expected.sort();
+        assert_eq!(ids(between), expected);
+        assert!(ids(Utc::now()).is_empty());
+        assert!(!ids(between).iter().any(|(id, _)| *id == never.id));
+        // A moment before the index began, or past what it keeps, needs the full look.
+        let start = mailbox.data_dir().recent_answers().join(".start");
+        std::fs::write(&start, format!("{}\n", Utc::now().to_rfc3339())).expect("start");
+        assert!(mailbox.resolved_since(between).expect("look").is_none());
+        std::fs::write(&start, "2000-01-01T00:00:00Z\n").expect("start");
+        let long_ago = Utc::now() - RECENT_TRUSTED - chrono::TimeDelta::minutes(1);
+        assert!(mailbox.resolved_since(long_ago).expect("look").is_none());
+    }
+
+    #[test]
+    fn old_entries_of_the_index_of_recent_resolutions_are_pruned() {
+        let (_dir, mailbox) = mailbox();
+        let (first, _) = mailbox.file(&new_ask("one?", &[])).expect("file");
+        let (second, _) = mailbox.file(&new_ask("two?", &[])).expect("file");
+        let (third, _) = mailbox.file(&new_ask("three?", &[])).expect("file");
+        mailbox.answer(&first.id, "yes", "cli:ana").expect("answer");
+        let index = mailbox.data_dir().recent_answers();
+        let old =
+            (Utc::now() - RECENT_PRUNED_AFTER - chrono::TimeDelta::minutes(1)).timestamp_micros();
+        let planted = index.join(format!("{old:020}-{}", first.id));
+        std::fs::write(&planted, "").expect("plant");
+        // Pruned at most every ten minutes: not at the next answer, then once that passed.
+        mailbox
+            .answer(&second.id, "yes", "cli:ana")
+            .expect("answer");
+        assert!(planted.exists());
+        let pruned = index.join(".pruned");
+        std::fs::File::options()
+            .write(true)
+            .open(&pruned)
+            .and_then(|f| {
+                f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(601))
+            })
+            .expect("age .pruned");
+        mailbox.withdraw(&third.id, "cli:ana").expect("withdraw");
+        assert!(!planted.exists(), "an entry past two hours is pruned");
+        assert_eq!(recent_entries(&index).expect("entries").len(), 3);
     }
 
     #[test]

@@ -174,6 +174,11 @@ impl DataDir {
     pub fn answers(&self) -> PathBuf {
         self.root.join("answers")
     }
+    /// The index of recent resolutions: `answers/.recent/MICROS-ID`, one empty file per
+    /// resolution, named by its time.
+    pub fn recent_answers(&self) -> PathBuf {
+        self.answers().join(".recent")
+    }
     pub fn answer(&self, id: &str) -> PathBuf {
         self.answers().join(format!("{id}.json"))
     }
