@@ -156,3 +156,22 @@ fn init_is_idempotent_and_keeps_edits() {
         "the seeded sensor works: {sensed}"
     );
 }
+
+/// Output into a pipe nobody reads any more (`rein state --json | head -1`) ends quietly,
+/// in JSON as in text.
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let rein = Rein::new();
+    rein.ok(&["notify", "make the data dir"]);
+    for args in [&["state", "--json"][..], &["state"][..]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = rein
+            .command(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run rein");
+        assert_eq!(stderr_of(&out), "", "rein {args:?}");
+    }
+}

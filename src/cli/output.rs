@@ -11,19 +11,23 @@ use crate::text::{inert, inert_line};
 
 /// Prints a value as pretty JSON on stdout.
 pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut stdout, value)?;
+    // Buffered: stdout flushes every line, and pretty JSON of 10,000 asks has 100,000 lines.
+    let mut stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    // As an io::Error, a closed pipe is recognised as one and ends quietly.
+    serde_json::to_writer_pretty(&mut stdout, value).map_err(std::io::Error::from)?;
     writeln!(stdout)?;
+    stdout.flush()?;
     Ok(())
 }
 
 /// Prints lines on stdout with control characters made visible (a closed pipe ends quietly,
 /// see `cli::main`).
 pub fn lines(lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     for line in lines {
         writeln!(stdout, "{}", inert(&line))?;
     }
+    stdout.flush()?;
     Ok(())
 }
 
