@@ -451,14 +451,15 @@ async fn retries_honour_retry_after_and_fatal_errors_are_journaled() {
         "not before its time"
     );
     assert!(recorder.log().posts.is_empty());
-    // Make the retry due now, as the clock would.
-    let ledger = Ledger::open(&data, "slack").expect("ledger");
-    let mut entry = ledger
+    // Make the retry due now, as the clock would (through the engine's own ledger: the
+    // running bridge is its only writer).
+    let mut entry = engine
+        .ledger()
         .get(Kind::Ask, &ask.id, "C1")
         .expect("get")
         .expect("entry");
     entry.retry_at = Some(chrono::Utc::now());
-    ledger.put(&entry).expect("put");
+    engine.ledger().put(&entry).expect("put");
     assert!(engine.sync().await.expect("sync").is_none());
     assert_eq!(
         recorder.log().posts,
@@ -472,7 +473,8 @@ async fn retries_honour_retry_after_and_fatal_errors_are_journaled() {
         .failures
         .push_back(SendError::Fatal("channel_not_found".into()));
     engine.sync().await.expect("sync");
-    let entry = ledger
+    let entry = engine
+        .ledger()
         .get(Kind::Ask, &other.id, "C1")
         .expect("get")
         .expect("entry");
@@ -513,15 +515,17 @@ async fn a_link_back_up_retries_now_and_reposts_what_went_away() {
     let mut engine = new_engine(recorder.clone(), "konsole", &["konsole:u"], &["1"], &data);
     engine.sync().await.expect("sync");
     assert_eq!(recorder.log().posts.len(), 2);
-    let ledger = Ledger::open(&data, "konsole").expect("ledger");
-    let post_of = |id: &str| {
-        ledger
+    // What the engine has recorded by now (a Ledger sees only its own writes after its first
+    // look, so the engine's).
+    let post_of = |engine: &Engine<Recorder>, id: &str| {
+        engine
+            .ledger()
             .get(Kind::Ask, id, "1")
             .expect("get")
             .and_then(|entry| entry.post)
             .expect("posted")
     };
-    recorder.log().gone.push(post_of(&lost.id));
+    recorder.log().gone.push(post_of(&engine, &lost.id));
     assert!(
         engine.status().starts_with("delivered 2"),
         "{}",
@@ -567,17 +571,20 @@ async fn a_link_back_up_retries_now_and_reposts_what_went_away() {
     posted_sorted.sort();
     assert_eq!(posted_sorted, expected, "{posted:?}");
     assert_ne!(
-        post_of(&lost.id),
+        post_of(&engine, &lost.id),
         recorder.log().gone[0],
         "the new post is recorded"
     );
-    assert_eq!(post_of(&shown.id).id, format!("msg-{}-1", shown.id));
+    assert_eq!(
+        post_of(&engine, &shown.id).id,
+        format!("msg-{}-1", shown.id)
+    );
 
     // A restarted engine checks too; an answered ask is not asked about.
     Mailbox::new(data.clone())
         .answer(&shown.id, "done", "cli:u")
         .expect("answer");
-    recorder.log().gone.push(post_of(&waiting.id));
+    recorder.log().gone.push(post_of(&engine, &waiting.id));
     recorder.log().checked.clear();
     drop(engine);
     let mut restarted = new_engine(recorder.clone(), "konsole", &["konsole:u"], &["1"], &data);
@@ -744,4 +751,88 @@ async fn delivered_notes_are_pruned_and_not_sent_again() {
     let mut restarted = new_engine(recorder.clone(), "slack", &["slack:U1"], &["C1"], &data);
     restarted.sync().await.expect("sync");
     assert_eq!(recorder.log().posts.len(), 3, "nothing sent twice");
+}
+
+/// Once the engine has read its ledger, a sync reads none of the entry files again, so its
+/// work per event does not grow with the asks it has sent: here the files turn unreadable
+/// under it, and a new ask is still delivered, an answer still posted, the rest left alone.
+#[tokio::test]
+async fn a_sync_does_not_read_the_ledger_entry_files_again() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(temp.path());
+    let asks: Vec<Ask> = (0..3)
+        .map(|n| file_ask(&data, &format!("question {n}?"), &[]))
+        .collect();
+    let recorder = Recorder::default();
+    let mut engine = new_engine(recorder.clone(), "slack", &["slack:U1"], &["C1"], &data);
+    engine.sync().await.expect("sync");
+    assert_eq!(recorder.log().posts.len(), 3);
+    let dir = data.bridge("slack").expect("bridge dir").join("ledger");
+    for file in std::fs::read_dir(&dir).expect("ledger dir") {
+        let path = file.expect("ledger file").path();
+        if path.extension().is_some_and(|ext| ext == "json") {
+            std::fs::write(&path, "not an entry").expect("overwrite");
+        }
+    }
+    assert!(
+        Ledger::open(&data, "slack")
+            .expect("ledger")
+            .entries()
+            .is_err(),
+        "the entry files are unreadable now"
+    );
+
+    let new = file_ask(&data, "one more?", &[]);
+    Mailbox::new(data.clone())
+        .answer(&asks[0].id, "yes", "cli:ana")
+        .expect("answer");
+    assert_eq!(engine.sync().await.expect("sync"), None);
+    assert_eq!(
+        recorder.log().posts[3..],
+        [(new.id.clone(), "C1".to_owned(), false)],
+        "only the new ask is sent"
+    );
+    assert_eq!(
+        recorder.log().resolved,
+        [(
+            asks[0].id.clone(),
+            "answered: yes — by cli:ana via cli".to_owned()
+        )]
+    );
+}
+
+/// An ask answered (here on the command line) while its send waits for a retry needs no
+/// send any more: its entry is settled, and the engine does not keep waking for it.
+#[tokio::test]
+async fn an_ask_resolved_while_its_send_waits_is_not_retried() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(temp.path());
+    let ask = file_ask(&data, "deploy?", &[]);
+    let recorder = Recorder::default();
+    let mut engine = new_engine(recorder.clone(), "slack", &["slack:U1"], &["C1"], &data);
+    recorder.log().failures.push_back(SendError::Retry {
+        after: Some(Duration::from_millis(100)),
+        reason: "network down".into(),
+    });
+    assert!(engine.sync().await.expect("sync").is_some(), "a retry due");
+    Mailbox::new(data.clone())
+        .answer(&ask.id, "yes", "cli:ana")
+        .expect("answer");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        engine.sync().await.expect("sync"),
+        None,
+        "nothing is due any more"
+    );
+    assert!(
+        recorder.log().posts.is_empty(),
+        "{:?}",
+        recorder.log().posts
+    );
+    assert!(
+        engine.status().ends_with(" 0 pending"),
+        "{}",
+        engine.status()
+    );
+    assert!(engine.ledger().entries().expect("entries").is_empty());
 }

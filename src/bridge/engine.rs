@@ -12,7 +12,7 @@
 //! engine retries at once what waits for a retry and re-posts pending asks whose posts the
 //! channel says went away ([`Channel::still_posted`], also asked at start).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -25,7 +25,7 @@ use crate::bridge::ledger::{Entry, Kind, Ledger, RefusedLedger, SeenLedger, Stag
 use crate::bridge::secrets::{self, Secrets};
 use crate::bridge::{Backoff, Channel, Inbound, Link, PostRef, SendError, Target};
 
-use crate::mailbox::{AnswerOutcome, Ask, ListingCache, Mailbox};
+use crate::mailbox::{AnswerOutcome, Ask, ListingCache, Mailbox, Resolution};
 use crate::notes::Note;
 use crate::paths::Paths;
 use crate::store::{self, DataDir};
@@ -193,19 +193,22 @@ impl<C: Channel> Engine<C> {
         item: &str,
         route: &str,
     ) -> crate::error::Result<Option<Entry>> {
-        let Some(mut entry) = self.ledger.get(kind, item, route)? else {
-            return Ok(Some(Entry::new(kind, item, route)));
-        };
-        match entry.stage {
-            Stage::Sent | Stage::Closed | Stage::Failed => Ok(None),
-            Stage::Retrying if entry.retry_at.is_some_and(|at| at > Utc::now()) => Ok(None),
-            Stage::Retrying => Ok(Some(entry)),
-            Stage::Sending => {
+        // Asked for every pending ask at every sync: an entry is copied only to be sent.
+        self.ledger.with_entry(kind, item, route, |entry| {
+            let Some(entry) = entry else {
+                return Some(Entry::new(kind, item, route));
+            };
+            match entry.stage {
+                Stage::Sent | Stage::Closed | Stage::Failed => None,
+                Stage::Retrying if entry.retry_at.is_some_and(|at| at > Utc::now()) => None,
+                Stage::Retrying => Some(entry.clone()),
                 // We died between calling the channel and recording the outcome.
-                entry.resent = true;
-                Ok(Some(entry))
+                Stage::Sending => Some(Entry {
+                    resent: true,
+                    ..entry.clone()
+                }),
             }
-        }
+        })
     }
 
     async fn begin(&mut self, entry: &mut Entry) -> crate::error::Result<()> {
@@ -368,24 +371,42 @@ impl<C: Channel> Engine<C> {
                 self.deliver_ask(&record.ask, &route).await?;
             }
         }
+        // Each listed ask's resolution, None while it is pending. An ask still pending has
+        // nothing to settle, and those are most of a big ledger: only the rest is looked at.
+        let listed: HashMap<&str, Option<&Resolution>> = listing
+            .records
+            .iter()
+            .map(|record| (record.ask.id.as_str(), record.resolution.as_ref()))
+            .collect();
+        let unsettled = self.ledger.entries_where(|entry| {
+            entry.kind == Kind::Ask && !matches!(listed.get(entry.item.as_str()), Some(None))
+        })?;
         let mut settled = Vec::new();
-        for mut entry in self.ledger.entries()? {
-            if entry.kind != Kind::Ask {
-                continue;
-            }
+        for mut entry in unsettled {
             if matches!(entry.stage, Stage::Closed | Stage::Failed) {
                 // Done with: a closed ask, or one that failed and is resolved by now.
-                if entry.stage == Stage::Closed || self.mailbox.resolution(&entry.item)?.is_some() {
+                if entry.stage == Stage::Closed
+                    || resolution_of(&self.mailbox, &listed, &entry.item)?.is_some()
+                {
                     settled.push(entry);
                 }
                 continue;
             }
-            if entry.stage != Stage::Sent || entry.retry_at.is_some_and(|at| at > Utc::now()) {
+            if matches!(entry.stage, Stage::Sending | Stage::Retrying) {
+                // Resolved before it was sent: there is nothing left to send, and a retry
+                // kept due would wake the engine at once, again and again.
+                if resolution_of(&self.mailbox, &listed, &entry.item)?.is_some() {
+                    settled.push(entry);
+                }
                 continue;
             }
-            let (Some(resolution), Some(post)) =
-                (self.mailbox.resolution(&entry.item)?, entry.post.clone())
-            else {
+            if entry.retry_at.is_some_and(|at| at > Utc::now()) {
+                continue;
+            }
+            let (Some(resolution), Some(post)) = (
+                resolution_of(&self.mailbox, &listed, &entry.item)?,
+                entry.post.clone(),
+            ) else {
                 continue;
             };
             let ask = self.mailbox.get(&entry.item)?.ask;
@@ -425,12 +446,14 @@ impl<C: Channel> Engine<C> {
         if self.settings.notes {
             self.sync_notes().await?;
         }
-        let entries = self.ledger.entries()?;
-        self.pending = entries
+        let waiting = self.ledger.entries_where(|e| {
+            matches!(e.stage, Stage::Retrying | Stage::Sending) || e.retry_at.is_some()
+        })?;
+        self.pending = waiting
             .iter()
             .filter(|e| matches!(e.stage, Stage::Retrying | Stage::Sending))
             .count();
-        Ok(entries
+        Ok(waiting
             .into_iter()
             .filter(|e| matches!(e.stage, Stage::Retrying | Stage::Sent))
             .filter_map(|e| e.retry_at)
@@ -672,6 +695,18 @@ impl<C: Channel> Engine<C> {
             Some(Link::Up) => format!("connected; {counts}"),
             Some(Link::Down(why)) => format!("{RECONNECTING}: {why}; {counts}"),
         }
+    }
+}
+
+/// An ask's resolution: as listed, for an ask in `asks/`; else (archived) read from disk.
+fn resolution_of(
+    mailbox: &Mailbox,
+    listed: &HashMap<&str, Option<&Resolution>>,
+    id: &str,
+) -> crate::error::Result<Option<Resolution>> {
+    match listed.get(id) {
+        Some(resolution) => Ok(resolution.cloned()),
+        None => mailbox.resolution(id),
     }
 }
 

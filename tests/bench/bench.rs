@@ -11,7 +11,9 @@
 //!   `rein worker start` from command to unit active over 50 starts, `rein worker ls --json`
 //!   with 100 live workers, and rein processes alive half-way between beats.
 //! - bridges: from an ask file landing to the bridge engine calling the channel's send, with
-//!   the real engine and inotify and a channel that only records the time.
+//!   the real engine and inotify and a channel that only records the time; then with 100,
+//!   1,000 and 10,000 asks already sent and pending in the ledger: that latency, and the
+//!   engine thread's CPU for each new ask.
 //! - tui (needs a user manager): `rein tui` in a pseudo-terminal this program reads, with
 //!   10, 100 and 500 live workers: spawn to the first frame, to the fleet read from systemd,
 //!   redraw after an event (an ask filed by this process until its prompt reaches the
@@ -402,6 +404,173 @@ fn systemd_section(starts: usize, listed: usize) {
     println!();
 }
 
+/// CPU time (ns) every thread of `pid` has run, from the scheduler's own accounting.
+fn cpu_ns_of(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Pids of processes whose command name is `comm`.
+fn pids_named(comm: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .collect()
+}
+
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after_name = &stat[stat.rfind(')').expect("stat has a name") + 2..];
+    after_name
+        .split_whitespace()
+        .nth(1)
+        .and_then(|ppid| ppid.parse().ok())
+        .expect("ppid")
+}
+
+/// CPU (µs) used by every process ever in the cgroup `slice` of the unified hierarchy.
+fn slice_cpu_us(slice: &str) -> u64 {
+    let roots = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"];
+    for root in roots {
+        if let Ok(stat) = std::fs::read_to_string(format!("{root}/{slice}/cpu.stat")) {
+            return stat
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    0
+}
+
+/// The pulse with 5 sensors and an unchanged world: CPU per beat of every process involved
+/// (the beat and its sensors, the user manager, journald, the bus), and how far apart beats
+/// really come.
+fn beat_section(beats: u64) {
+    ensure_user_manager();
+    let profile = Profile::new();
+    std::fs::write(
+        &profile.config,
+        "[pulse]\ninterval = \"1s\"\n[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n",
+    )
+    .expect("config");
+    timed(&profile, &["init"]);
+    for n in 0..5 {
+        timed(
+            &profile,
+            &[
+                "sensor",
+                "write",
+                &format!("s{n}"),
+                &format!("echo '{{\"n\": {n}}}'"),
+            ],
+        );
+    }
+    // The user manager is the parent of every unit's main process.
+    timed(&profile, &["worker", "start", "probe", "bench"]);
+    let ls = Command::new(REIN)
+        .args(["worker", "ls", "--json"])
+        .env("REIN_DATA_DIR", &profile.data)
+        .env("REIN_CONFIG", &profile.config)
+        .output()
+        .expect("worker ls");
+    let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("ls json");
+    let host = listed[0]["pid"].as_u64().expect("the probe's pid") as u32;
+    let manager = parent_of(host);
+    timed(&profile, &["worker", "kill", "probe"]);
+    let others: Vec<u32> = ["systemd-journal", "dbus-daemon", "dbus-broker"]
+        .iter()
+        .flat_map(|comm| pids_named(comm))
+        .collect();
+    let slice = std::fs::read_to_string(format!("/proc/{host}/cgroup"))
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+        })
+        .unwrap_or_else(|| "/app.slice/x".to_owned());
+    let slice = Path::new(&slice)
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let pulse = profile.data.join("pulse.json");
+    let beat_at = || -> Option<(u64, chrono::DateTime<chrono::Utc>)> {
+        let text = std::fs::read_to_string(&pulse).ok()?;
+        let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some((value["beat"].as_u64()?, value["at"].as_str()?.parse().ok()?))
+    };
+    let next_beat = |after: u64| -> (u64, chrono::DateTime<chrono::Utc>) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((beat, at)) = beat_at().filter(|(beat, _)| *beat > after) {
+                return (beat, at);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no beat after {after} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    timed(&profile, &["up"]);
+    // The first beats sense a new world; measure from the third on.
+    let (mut last, _) = next_beat(2);
+    // Half-way between beats nothing runs: read the counters there.
+    std::thread::sleep(Duration::from_millis(500));
+    let counters = || {
+        (
+            slice_cpu_us(&slice) * 1000,
+            cpu_ns_of(manager),
+            others.iter().map(|pid| cpu_ns_of(*pid)).sum::<u64>(),
+        )
+    };
+    let before = counters();
+    let first = last;
+    let mut stamps = Vec::new();
+    while last < first + beats {
+        let (beat, at) = next_beat(last);
+        last = beat;
+        stamps.push(at);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = counters();
+    timed(&profile, &["down"]);
+    let counted = (last - first) as f64;
+    let per_beat = |before: u64, after: u64| (after - before) as f64 / counted / 1e6;
+    let beat_ms = per_beat(before.0, after.0);
+    let manager_ms = per_beat(before.1, after.1);
+    let others_ms = per_beat(before.2, after.2);
+    let gaps: Vec<Duration> = stamps
+        .windows(2)
+        .filter_map(|w| (w[1] - w[0]).to_std().ok())
+        .collect();
+    println!("## beat\n");
+    println!("| a 1 s pulse, 5 sensors, unchanged world, over {counted} beats | CPU per beat |");
+    println!("|---|---|");
+    println!("| `rein tick` and its sensors (the beat unit's cgroup) | {beat_ms:.2} ms |");
+    println!("| the user manager | {manager_ms:.2} ms |");
+    println!("| journald and the bus | {others_ms:.2} ms |");
+    println!("| all | {:.2} ms |", beat_ms + manager_ms + others_ms);
+    println!();
+    println!("| measurement | rounds | p50 | p99 | max |");
+    println!("|---|---|---|---|---|");
+    report(
+        "time between beats (`at` of consecutive beats), 1 s pulse",
+        gaps,
+    );
+    println!();
+}
+
 /// A channel that only reports when the engine calls it: the network is excluded.
 struct Stopwatch(std::sync::mpsc::Sender<Instant>);
 
@@ -449,7 +618,7 @@ impl rein::bridge::Channel for Stopwatch {
     }
 }
 
-fn bridges_section(rounds: usize) {
+fn bridges_section(rounds: usize, ledger_sizes: &[usize]) {
     let profile = Profile::new();
     let data = DataDir::new(&profile.data);
     data.create_dirs().expect("data dir");
@@ -508,6 +677,130 @@ fn bridges_section(rounds: usize) {
         samples,
     );
     println!();
+    println!("| ledger entries (asks sent, pending) | rounds | engine CPU per new ask p50 | p99 | ask file landing → send call p50 | p99 |");
+    println!("|---|---|---|---|---|---|");
+    for &size in ledger_sizes {
+        bridge_ledger_row(size, rounds.min(20));
+    }
+    println!();
+}
+
+/// The CPU time a thread has used so far, read from another thread.
+fn thread_cpu(clock: libc::clockid_t) -> Duration {
+    // SAFETY: zeroed timespec is a valid value for clock_gettime to fill.
+    let mut now: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `clock` is the CPU clock of a thread that is still running (it is joined later).
+    let done = unsafe { libc::clock_gettime(clock, &mut now) };
+    assert_eq!(done, 0, "clock_gettime");
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// Waits (bounded) until a thread has used no CPU for 50 ms; returns its CPU time then.
+fn thread_settled(clock: libc::clockid_t) -> Duration {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = thread_cpu(clock);
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        let now = thread_cpu(clock);
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        } else if quiet_since.elapsed() >= Duration::from_millis(50) {
+            return now;
+        }
+    }
+    panic!("the bridge thread did not go idle within 60 s");
+}
+
+/// One row of the ledger-size table: a bridge whose ledger holds `size` asks sent and still
+/// pending (each with its ask in the mailbox); then `rounds` times, one more ask is filed,
+/// and the engine thread's CPU from before the filing until it is idle again is measured
+/// with the latency to its send call. Each ask is then answered and archived, so the ledger
+/// stays at `size`.
+fn bridge_ledger_row(size: usize, rounds: usize) {
+    use rein::bridge::ledger::{Entry, Kind, Ledger, Stage};
+    use std::os::unix::thread::JoinHandleExt;
+    let profile = Profile::new();
+    populate_mailbox(&profile.data, size, 0);
+    let data = DataDir::new(&profile.data);
+    data.create_dirs().expect("data dir");
+    let ledger = Ledger::open(&data, "bench").expect("ledger");
+    for n in 0..size {
+        let id = bench_id(n);
+        let mut entry = Entry::new(Kind::Ask, &id, "room");
+        entry.stage = Stage::Sent;
+        entry.attempts = 1;
+        entry.post = Some(rein::bridge::PostRef {
+            route: "room".into(),
+            id,
+        });
+        ledger.put(&entry).expect("ledger entry");
+    }
+    let settings = rein::bridge::config::BridgeSettings {
+        name: "bench".into(),
+        allow: vec!["bench:me".into()],
+        routes: vec!["room".into()],
+        worker_routes: Default::default(),
+        rate_per_minute: 100_000,
+        notes: false,
+        secret_file: None,
+        credential: None,
+        channel: Default::default(),
+    };
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let engine = rein::bridge::engine::Engine::new(Stopwatch(sent_tx), settings, data.clone())
+        .expect("engine");
+    let (_inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let bridge = std::thread::spawn(move || {
+        runtime.block_on(rein::bridge::engine::run(engine, inbound_rx, async {
+            let _ = stop_rx.await;
+        }))
+    });
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: the thread is alive until joined below, so its pthread_t is valid.
+    let found = unsafe { libc::pthread_getcpuclockid(bridge.as_pthread_t(), &mut clock) };
+    assert_eq!(found, 0, "pthread_getcpuclockid");
+    let mailbox = Mailbox::new(data);
+    let mut cpu = Vec::with_capacity(rounds);
+    let mut latency = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        // The start-up sync (or the last round's answer) is done.
+        let before = thread_settled(clock);
+        let started = Instant::now();
+        let (ask, _) = mailbox
+            .file(&rein::mailbox::NewAsk {
+                worker: "w1".into(),
+                prompt: format!("one more {round}"),
+                reference: None,
+                options: vec![],
+            })
+            .expect("file");
+        let sent = sent_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the bridge sent");
+        latency.push(sent.duration_since(started));
+        cpu.push(thread_settled(clock) - before);
+        mailbox.answer(&ask.id, "ok", "bench:me").expect("answer");
+        mailbox.deliver(&ask.id).expect("deliver");
+    }
+    let _ = stop_tx.send(());
+    bridge.join().expect("bridge thread").expect("engine");
+    cpu.sort();
+    latency.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "| {size} | {rounds} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms |",
+        ms(percentile(&cpu, 0.5)),
+        ms(percentile(&cpu, 0.99)),
+        ms(percentile(&latency, 0.5)),
+        ms(percentile(&latency, 0.99)),
+    );
 }
 
 /// Reads a unit property with `systemctl --user show`.
@@ -1332,13 +1625,21 @@ fn main() {
     for section in sections {
         match section.as_str() {
             "mailbox" => mailbox_section(rounds, window),
-            "bridges" => bridges_section(rounds),
+            "bridges" => bridges_section(
+                rounds,
+                if benching {
+                    &[100, 1_000, 10_000]
+                } else {
+                    &[10]
+                },
+            ),
             "agents" => agents_section(if benching { 5 } else { 1 }),
             "tui" => tui_section(
                 if benching { &[10, 100, 500] } else { &[3] },
                 if benching { 100 } else { 3 },
                 window,
             ),
+            "beat" => beat_section(if benching { 60 } else { 3 }),
             "systemd" => systemd_section(
                 if benching { 50 } else { 3 },
                 if benching { 100 } else { 3 },
