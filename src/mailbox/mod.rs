@@ -236,6 +236,42 @@ pub struct Mailbox {
 pub struct ListingCache {
     asks: HashMap<String, (u64, Ask)>,
     answers: HashMap<String, (u64, Resolution)>,
+    /// `answers/` as it was (inode, modification time) when every kept ask's answer was last
+    /// looked up: while it is unchanged, no answer came, and none is looked up again.
+    answers_dir: Option<DirStamp>,
+}
+
+/// A directory's inode and modification time: any entry added or removed changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DirStamp {
+    inode: u64,
+    seconds: i64,
+    nanos: i64,
+}
+
+impl DirStamp {
+    fn of(dir: &std::path::Path) -> Result<Option<DirStamp>> {
+        match std::fs::symlink_metadata(dir) {
+            Ok(meta) => Ok(Some(DirStamp {
+                inode: meta.ino(),
+                seconds: meta.mtime(),
+                nanos: meta.mtime_nsec(),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("inspecting", dir, e)),
+        }
+    }
+
+    /// Whether a change made from now on is sure to move the stamp: file times come from a
+    /// clock that advances in ticks of a few milliseconds, so a stamp of this very moment
+    /// could be given again to the next change.
+    fn settled(&self) -> bool {
+        let at = std::time::UNIX_EPOCH
+            + std::time::Duration::new(self.seconds.max(0) as u64, self.nanos.max(0) as u32);
+        std::time::SystemTime::now()
+            .duration_since(at)
+            .is_ok_and(|age| age >= std::time::Duration::from_millis(100))
+    }
 }
 
 /// Makes `kept` hold exactly the files `listed`, reading those whose inode it does not have.
@@ -723,22 +759,37 @@ impl Mailbox {
     /// listings and the files that changed, not every pending ask.
     pub fn list_cached(&self, cache: &mut ListingCache) -> Result<Listing> {
         let mut listing = Listing::default();
+        // answers/ before asks/: an answer is made after its ask, so every answer there at
+        // this moment belongs to an ask the listing below finds (or one archived meanwhile).
+        let answers_dir = DirStamp::of(&self.dir.answers())?;
         // Asks first, then their answers: an answer written meanwhile is seen with its ask.
         let asks = store::list_with_inodes(&self.dir.asks(), ".json")?;
         refresh(&mut cache.asks, asks, &mut listing.problems);
-        // answers/ keeps every resolution ever made; only those of the asks here matter, and
-        // each is looked up by name (a stat), not the whole directory listed.
-        let mut answers = Vec::new();
-        for id in cache.asks.keys() {
-            let path = self.dir.answer(id);
-            match std::fs::symlink_metadata(&path) {
-                Ok(meta) => answers.push((id.clone(), path, meta.ino())),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => listing.problems.push(Error::io("inspecting", &path, e)),
+        let unreadable = if answers_dir.is_some() && answers_dir == cache.answers_dir {
+            // No answer came since every kept ask's answer was looked up, and an ask new
+            // since then has none: what is kept is what a look would find.
+            cache.answers.retain(|id, _| cache.asks.contains_key(id));
+            HashSet::new()
+        } else {
+            // answers/ keeps every resolution ever made; only those of the asks here matter,
+            // and each is looked up by name (a stat), not the whole directory listed.
+            let mut answers = Vec::new();
+            for id in cache.asks.keys() {
+                let path = self.dir.answer(id);
+                match std::fs::symlink_metadata(&path) {
+                    Ok(meta) => answers.push((id.clone(), path, meta.ino())),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => listing.problems.push(Error::io("inspecting", &path, e)),
+                }
             }
-        }
-        // An ask whose answer cannot be read is a problem, not a pending ask.
-        let unreadable = refresh(&mut cache.answers, answers, &mut listing.problems);
+            // An ask whose answer cannot be read is a problem, not a pending ask.
+            let unreadable = refresh(&mut cache.answers, answers, &mut listing.problems);
+            // Kept only when nothing is left to look at again and a later change is sure to
+            // move the stamp.
+            cache.answers_dir =
+                answers_dir.filter(|stamp| stamp.settled() && listing.problems.is_empty());
+            unreadable
+        };
         for (id, (_, ask)) in &cache.asks {
             if unreadable.contains(id) {
                 continue;
@@ -946,6 +997,46 @@ mod tests {
         mailbox.deliver(&second.id).expect("deliver");
         let delivered = mailbox.list_cached(&mut cache).expect("list");
         assert_eq!(ids(&delivered), vec![(first.id.clone(), true)]);
+
+        // While answers/ is unchanged, no answer is looked up again: one slipped in with the
+        // directory's time put back is not seen (which only this test can do) ...
+        let answers = dir.path().join("answers");
+        let (third, _) = mailbox.file(&new_ask("three?", &[])).expect("file");
+        let age = |path: &std::path::Path| {
+            std::fs::File::open(path)
+                .and_then(|d| {
+                    d.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(5))
+                })
+                .expect("age answers/");
+        };
+        age(&answers);
+        mailbox.list_cached(&mut cache).expect("a full look");
+        let stamp = std::fs::metadata(&answers)
+            .expect("answers/")
+            .modified()
+            .expect("mtime");
+        mailbox
+            .answer(&third.id, "yes", "cli:test")
+            .expect("answer");
+        std::fs::File::open(&answers)
+            .and_then(|d| d.set_modified(stamp))
+            .expect("put the time back");
+        let shortcut = mailbox.list_cached(&mut cache).expect("list");
+        assert!(
+            ids(&shortcut).contains(&(third.id.clone(), true)),
+            "the unchanged directory was trusted"
+        );
+        // ... while any answer made moves the directory's time, and is seen at once.
+        age(&answers);
+        mailbox.list_cached(&mut cache).expect("a full look");
+        let (fourth, _) = mailbox.file(&new_ask("four?", &[])).expect("file");
+        mailbox
+            .answer(&fourth.id, "no", "cli:test")
+            .expect("answer");
+        let seen = mailbox.list_cached(&mut cache).expect("list");
+        assert!(ids(&seen).contains(&(fourth.id.clone(), false)));
+        mailbox.deliver(&third.id).expect("deliver");
+        mailbox.deliver(&fourth.id).expect("deliver");
 
         // A corrupt answer (written as rein writes: a new file) hides its ask, as uncached.
         let answer = dir
