@@ -656,7 +656,12 @@ impl Mailbox {
     /// entries older than [`RECENT_PRUNED_AFTER`] go, at most every ten minutes.
     fn index_resolution(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
         let index = self.dir.recent_answers();
-        store::ensure_dir(&index)?;
+        // Something planted in its place (a symlink) is not written through; the readers do
+        // not trust it either, and look at every answer instead.
+        if let Err(problem) = store::ensure_real_dir(&index) {
+            tracing::warn!("not indexing the resolution of {id}: {problem}");
+            return Ok(());
+        }
         // What the index covers begins when it was made.
         let start = index.join(".start");
         if !start.exists() {
@@ -682,6 +687,9 @@ impl Mailbox {
     /// look at every answer can tell.
     pub fn resolved_since(&self, since: DateTime<Utc>) -> Result<Option<Vec<Resolution>>> {
         let index = self.dir.recent_answers();
+        if !std::fs::symlink_metadata(&index).is_ok_and(|meta| meta.is_dir()) {
+            return Ok(None);
+        }
         let start = store::read_text(&index.join(".start"))?
             .and_then(|text| DateTime::parse_from_rfc3339(text.trim()).ok())
             .map(|at| at.with_timezone(&Utc));
@@ -925,6 +933,16 @@ mod tests {
         std::fs::write(&start, "2000-01-01T00:00:00Z\n").expect("start");
         let long_ago = Utc::now() - RECENT_TRUSTED - chrono::TimeDelta::minutes(1);
         assert!(mailbox.resolved_since(long_ago).expect("look").is_none());
+        // An index replaced by a symlink is neither trusted nor written through; answering
+        // still works.
+        let index = mailbox.data_dir().recent_answers();
+        let elsewhere = mailbox.data_dir().root().join("elsewhere");
+        std::fs::rename(&index, &elsewhere).expect("move the index");
+        std::os::unix::fs::symlink(&elsewhere, &index).expect("plant");
+        assert!(mailbox.resolved_since(between).expect("look").is_none());
+        let before = std::fs::read_dir(&elsewhere).expect("list").count();
+        mailbox.answer(&never.id, "yes", "cli:ana").expect("answer");
+        assert_eq!(std::fs::read_dir(&elsewhere).expect("list").count(), before);
     }
 
     #[test]
