@@ -768,11 +768,8 @@ async fn a_sync_does_not_read_the_ledger_entry_files_again() {
     engine.sync().await.expect("sync");
     assert_eq!(recorder.log().posts.len(), 3);
     let dir = data.bridge("slack").expect("bridge dir").join("ledger");
-    for file in std::fs::read_dir(&dir).expect("ledger dir") {
-        let path = file.expect("ledger file").path();
-        if path.extension().is_some_and(|ext| ext == "json") {
-            std::fs::write(&path, "not an entry").expect("overwrite");
-        }
+    for (_, path) in rein::store::list(&dir, ".json").expect("ledger dir") {
+        std::fs::write(&path, "not an entry").expect("overwrite");
     }
     assert!(
         Ledger::open(&data, "slack")

@@ -877,6 +877,17 @@ mod tests {
         (dir, mailbox)
     }
 
+    /// Sets a file's or directory's modification time.
+    fn set_modified(path: &std::path::Path, at: std::time::SystemTime) {
+        std::fs::File::open(path)
+            .and_then(|file| file.set_modified(at))
+            .unwrap_or_else(|error| panic!("cannot set the time of {}: {error}", path.display()));
+    }
+
+    fn ago(seconds: u64) -> std::time::SystemTime {
+        std::time::SystemTime::now() - std::time::Duration::from_secs(seconds)
+    }
+
     fn new_ask(prompt: &str, options: &[&str]) -> NewAsk {
         NewAsk {
             worker: "w1".into(),
@@ -962,14 +973,7 @@ mod tests {
             .answer(&second.id, "yes", "cli:ana")
             .expect("answer");
         assert!(planted.exists());
-        let pruned = index.join(".pruned");
-        std::fs::File::options()
-            .write(true)
-            .open(&pruned)
-            .and_then(|f| {
-                f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(601))
-            })
-            .expect("age .pruned");
+        set_modified(&index.join(".pruned"), ago(601));
         mailbox.withdraw(&third.id, "cli:ana").expect("withdraw");
         assert!(!planted.exists(), "an entry past two hours is pruned");
         assert_eq!(recent_entries(&index).expect("entries").len(), 3);
@@ -1020,14 +1024,7 @@ mod tests {
         // directory's time put back is not seen (which only this test can do) ...
         let answers = dir.path().join("answers");
         let (third, _) = mailbox.file(&new_ask("three?", &[])).expect("file");
-        let age = |path: &std::path::Path| {
-            std::fs::File::open(path)
-                .and_then(|d| {
-                    d.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(5))
-                })
-                .expect("age answers/");
-        };
-        age(&answers);
+        set_modified(&answers, ago(5));
         mailbox.list_cached(&mut cache).expect("a full look");
         let stamp = std::fs::metadata(&answers)
             .expect("answers/")
@@ -1036,16 +1033,14 @@ mod tests {
         mailbox
             .answer(&third.id, "yes", "cli:test")
             .expect("answer");
-        std::fs::File::open(&answers)
-            .and_then(|d| d.set_modified(stamp))
-            .expect("put the time back");
+        set_modified(&answers, stamp);
         let shortcut = mailbox.list_cached(&mut cache).expect("list");
         assert!(
             ids(&shortcut).contains(&(third.id.clone(), true)),
             "the unchanged directory was trusted"
         );
         // ... while any answer made moves the directory's time, and is seen at once.
-        age(&answers);
+        set_modified(&answers, ago(5));
         mailbox.list_cached(&mut cache).expect("a full look");
         let (fourth, _) = mailbox.file(&new_ask("four?", &[])).expect("file");
         mailbox

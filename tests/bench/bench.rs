@@ -325,15 +325,20 @@ fn timed(profile: &Profile, args: &[&str]) -> Duration {
     took
 }
 
-/// Pids of running processes whose executable is the rein binary.
-fn rein_processes() -> Vec<u32> {
-    let target = std::fs::canonicalize(REIN).expect("rein path");
+/// Pids of running processes for which `keep` holds.
+fn pids_where(keep: impl Fn(u32) -> bool) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .expect("/proc")
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == target))
+        .filter(|pid| keep(*pid))
         .collect()
+}
+
+/// Pids of running processes whose executable is the rein binary.
+fn rein_processes() -> Vec<u32> {
+    let target = std::fs::canonicalize(REIN).expect("rein path");
+    pids_where(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == target))
 }
 
 fn systemd_section(starts: usize, listed: usize) {
@@ -418,14 +423,9 @@ fn cpu_ns_of(pid: u32) -> u64 {
 
 /// Pids of processes whose command name is `comm`.
 fn pids_named(comm: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
-        })
-        .collect()
+    pids_where(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+    })
 }
 
 fn parent_of(pid: u32) -> u32 {
@@ -618,35 +618,59 @@ impl rein::bridge::Channel for Stopwatch {
     }
 }
 
+/// A bridge engine with the [`Stopwatch`] channel, running on a thread of its own.
+struct BenchBridge {
+    sent: std::sync::mpsc::Receiver<Instant>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl BenchBridge {
+    fn start(data: &DataDir, rate_per_minute: u32) -> BenchBridge {
+        let settings = rein::bridge::config::BridgeSettings {
+            name: "bench".into(),
+            allow: vec!["bench:me".into()],
+            routes: vec!["room".into()],
+            worker_routes: Default::default(),
+            rate_per_minute,
+            notes: false,
+            secret_file: None,
+            credential: None,
+            channel: Default::default(),
+        };
+        let (sent_tx, sent) = std::sync::mpsc::channel();
+        let engine = rein::bridge::engine::Engine::new(Stopwatch(sent_tx), settings, data.clone())
+            .expect("engine");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let (_inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(1);
+            runtime.block_on(rein::bridge::engine::run(engine, inbound_rx, async {
+                let _ = stop_rx.await;
+            }))
+        });
+        BenchBridge { sent, stop, thread }
+    }
+
+    /// When the engine next called the channel's send.
+    fn sent(&self, within: Duration) -> Instant {
+        self.sent.recv_timeout(within).expect("the bridge sent")
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        self.thread.join().expect("bridge thread").expect("engine");
+    }
+}
+
 fn bridges_section(rounds: usize, ledger_sizes: &[usize]) {
     let profile = Profile::new();
     let data = DataDir::new(&profile.data);
     data.create_dirs().expect("data dir");
-    let settings = rein::bridge::config::BridgeSettings {
-        name: "bench".into(),
-        allow: vec!["bench:me".into()],
-        routes: vec!["room".into()],
-        worker_routes: Default::default(),
-        rate_per_minute: 10_000,
-        notes: false,
-        secret_file: None,
-        credential: None,
-        channel: Default::default(),
-    };
-    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
-    let engine = rein::bridge::engine::Engine::new(Stopwatch(sent_tx), settings, data.clone())
-        .expect("engine");
-    let (_inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(1);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = std::thread::spawn(move || {
-        runtime.block_on(rein::bridge::engine::run(engine, inbound_rx, async {
-            let _ = stop_rx.await;
-        }))
-    });
+    let bridge = BenchBridge::start(&data, 10_000);
     let mailbox = Mailbox::new(data);
     let mut samples = Vec::with_capacity(rounds);
     for round in 0..rounds {
@@ -659,16 +683,13 @@ fn bridges_section(rounds: usize, ledger_sizes: &[usize]) {
                 options: vec![],
             })
             .expect("file");
-        let sent = sent_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the bridge sent");
+        let sent = bridge.sent(Duration::from_secs(10));
         samples.push(sent.duration_since(started));
         // Steady state: the ask is answered and delivered, so the mailbox stays small.
         mailbox.answer(&ask.id, "ok", "bench:me").expect("answer");
         mailbox.deliver(&ask.id).expect("deliver");
     }
-    let _ = stop_tx.send(());
-    bridge.join().expect("bridge thread").expect("engine");
+    bridge.stop();
     println!("## bridges\n");
     println!("| measurement | rounds | p50 | p99 | max |");
     println!("|---|---|---|---|---|");
@@ -737,34 +758,10 @@ fn bridge_ledger_row(size: usize, rounds: usize) {
         });
         ledger.put(&entry).expect("ledger entry");
     }
-    let settings = rein::bridge::config::BridgeSettings {
-        name: "bench".into(),
-        allow: vec!["bench:me".into()],
-        routes: vec!["room".into()],
-        worker_routes: Default::default(),
-        rate_per_minute: 100_000,
-        notes: false,
-        secret_file: None,
-        credential: None,
-        channel: Default::default(),
-    };
-    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
-    let engine = rein::bridge::engine::Engine::new(Stopwatch(sent_tx), settings, data.clone())
-        .expect("engine");
-    let (_inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(1);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = std::thread::spawn(move || {
-        runtime.block_on(rein::bridge::engine::run(engine, inbound_rx, async {
-            let _ = stop_rx.await;
-        }))
-    });
+    let bridge = BenchBridge::start(&data, 100_000);
     let mut clock: libc::clockid_t = 0;
     // SAFETY: the thread is alive until joined below, so its pthread_t is valid.
-    let found = unsafe { libc::pthread_getcpuclockid(bridge.as_pthread_t(), &mut clock) };
+    let found = unsafe { libc::pthread_getcpuclockid(bridge.thread.as_pthread_t(), &mut clock) };
     assert_eq!(found, 0, "pthread_getcpuclockid");
     let mailbox = Mailbox::new(data);
     let mut cpu = Vec::with_capacity(rounds);
@@ -781,16 +778,13 @@ fn bridge_ledger_row(size: usize, rounds: usize) {
                 options: vec![],
             })
             .expect("file");
-        let sent = sent_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the bridge sent");
+        let sent = bridge.sent(Duration::from_secs(30));
         latency.push(sent.duration_since(started));
         cpu.push(thread_settled(clock) - before);
         mailbox.answer(&ask.id, "ok", "bench:me").expect("answer");
         mailbox.deliver(&ask.id).expect("deliver");
     }
-    let _ = stop_tx.send(());
-    bridge.join().expect("bridge thread").expect("engine");
+    bridge.stop();
     cpu.sort();
     latency.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
