@@ -46,3 +46,19 @@ pub fn init(profile: &str, worker: Option<&str>) {
         .with(journald)
         .try_init();
 }
+
+/// Whether stdout is a stream to journald (`$JOURNAL_STREAM` names its device and inode), as
+/// it is for a process systemd started with the journal as its output.
+pub fn stdout_is_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((device, inode)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let Ok(stat) = rustix::fs::fstat(std::io::stdout()) else {
+        return false;
+    };
+    device.parse::<u64>().ok() == Some(stat.st_dev)
+        && inode.parse::<u64>().ok() == Some(stat.st_ino)
+}

@@ -141,6 +141,16 @@ fn parse_days(spec: &str, text: &str) -> Result<Vec<Weekday>> {
         .collect())
 }
 
+/// `AccuracySec=` for a timer that fires every `interval` (`OnUnitActiveSec=`): a hundredth
+/// of it, from a millisecond to a minute. systemd's event loop fires such a timer at the last
+/// moment the accuracy allows unless a moment it shares with other timers falls inside it, and
+/// the next interval counts from that start, so each interval is stretched by about the whole
+/// accuracy: systemd's default (a minute) would make a 1 s interval a minute long, and a
+/// twentieth made it 5% long before anything else was counted.
+pub fn interval_accuracy(interval: Duration) -> Duration {
+    (interval / 100).clamp(Duration::from_millis(1), Duration::from_secs(60))
+}
+
 impl Schedule {
     /// Parses a spec. Bad input is exit 2 with the problem named; a raw calendar expression
     /// is accepted here and checked by [`Schedule::check_with_systemd`].
@@ -257,14 +267,11 @@ impl Schedule {
         !matches!(self, Schedule::None)
     }
 
-    /// The timer's `AccuracySec=`: a twentieth of the interval (at most a minute), so a short
-    /// interval is not stretched by systemd's default of one minute; a second for calendar
-    /// times.
+    /// The timer's `AccuracySec=`: see [`interval_accuracy`] for `every`; a second for
+    /// calendar times.
     pub fn accuracy(&self) -> Duration {
         match self {
-            Schedule::Every(interval) => {
-                (*interval / 20).clamp(Duration::from_millis(1), Duration::from_secs(60))
-            }
+            Schedule::Every(interval) => interval_accuracy(*interval),
             _ => Duration::from_secs(1),
         }
     }

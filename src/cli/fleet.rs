@@ -77,16 +77,21 @@ pub fn tick(context: &Context) -> anyhow::Result<()> {
     if context.json {
         output::json(&report)?;
     } else {
-        let mut lines = vec![format!(
-            "beat {}: world {} ({})",
-            report.record.beat,
-            report.record.world,
-            if report.record.changed {
-                "changed"
-            } else {
-                "unchanged"
-            }
-        )];
+        // Under the pulse, stdout is the journal, which already has the beat as an entry of
+        // its own (with REIN_BEAT): a second copy from stdout would only double it.
+        let mut lines = Vec::new();
+        if !crate::logging::stdout_is_journal() {
+            lines.push(format!(
+                "beat {}: world {} ({})",
+                report.record.beat,
+                report.record.world,
+                if report.record.changed {
+                    "changed"
+                } else {
+                    "unchanged"
+                }
+            ));
+        }
         for sensor in &report.record.failed_sensors {
             lines.push(format!("sensor {sensor} failed; `rein sensor ls` says why"));
         }

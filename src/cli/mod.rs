@@ -209,6 +209,10 @@ pub enum Command {
     /// again is always safe.
     Down,
     /// Run one beat now: sense, journal, worker health, judgment hook.
+    ///
+    /// Prints the beat's line, then any failed sensor or worker. Run by the pulse, whose
+    /// output is the journal, it leaves the beat's line out: the journal has it already as
+    /// an entry of its own, with REIN_EVENT=beat and REIN_BEAT.
     Tick,
     /// Install and enable a static unit that runs `rein up` at login.
     ///

@@ -174,11 +174,10 @@ fn describe(paths: &Paths, interval: Duration) -> String {
     )
 }
 
-/// How late systemd may fire the pulse: a twentieth of the interval (at least a millisecond),
-/// so a beat comes within 5% of its time. systemd's default (a minute), or any fixed second,
-/// would make a short pulse beat at twice its interval or worse.
+/// How late systemd may fire the pulse: a hundredth of the interval (see
+/// [`crate::schedule::interval_accuracy`]), so a beat comes within about 2% of its time.
 pub fn pulse_accuracy(interval: Duration) -> Duration {
-    (interval / 20).max(Duration::from_millis(1))
+    crate::schedule::interval_accuracy(interval)
 }
 
 /// How long one beat may run: every sensor's timeout (they run in parallel), the judge's
@@ -585,14 +584,18 @@ mod tests {
     }
 
     #[test]
-    fn the_pulse_fires_within_five_percent_of_its_interval() {
+    fn the_pulse_fires_within_a_hundredth_of_its_interval() {
         assert_eq!(
             pulse_accuracy(Duration::from_secs(1)),
-            Duration::from_millis(50)
+            Duration::from_millis(10)
         );
         assert_eq!(
             pulse_accuracy(Duration::from_secs(60)),
-            Duration::from_secs(3)
+            Duration::from_millis(600)
+        );
+        assert_eq!(
+            pulse_accuracy(Duration::from_secs(24 * 3600)),
+            Duration::from_secs(60)
         );
         assert_eq!(
             pulse_accuracy(Duration::from_millis(10)),
