@@ -612,3 +612,58 @@ fn a_one_program_command_leaves_no_shell_behind() {
     two.sort();
     assert_eq!(two, ["rein", "sh", "sleep"], "a list keeps its shell");
 }
+
+#[test]
+fn a_woken_wait_shows_workers_and_asks_from_one_look_at_the_mailbox() {
+    let rein = Rein::fleet("[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n");
+    let _down = Down(&rein);
+    rein.ok(&["worker", "start", "w1", "x"]);
+    let first = rein.spawn(&["ask", "--worker", "w1", "--prompt", "first look"]);
+    let id = rein.wait_for_one_ask();
+    let token = rein.json(&["state"])["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let waiter = rein.spawn(&[
+        "wait",
+        "--since",
+        &token,
+        "--only-asks",
+        "--json",
+        "--timeout",
+        "30s",
+    ]);
+    support::settled(waiter.id(), "the waiter to be blocked");
+    // Edited in place (the mailbox never does that: it renames new files in), the ask file
+    // keeps its inode, so the waiter's kept listing still has the first text. A second look
+    // at the mailbox for the workers would read the other one.
+    let path = rein.data.join(format!("asks/{id}.json"));
+    let text = std::fs::read_to_string(&path).expect("ask file");
+    std::fs::write(&path, text.replace("first look", "other look")).expect("in place");
+    let second = rein.spawn(&["ask", "--worker", "w2", "--prompt", "wake up"]);
+    let out = wait_child(waiter, Duration::from_secs(40), "the woken wait");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let prompt = state["asks"]
+        .as_array()
+        .expect("asks")
+        .iter()
+        .find(|a| a["id"] == id.as_str())
+        .and_then(|a| a["prompt"].as_str())
+        .expect("the first ask in the state")
+        .to_owned();
+    let w1 = state["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .find(|w| w["id"] == "w1")
+        .expect("w1 in the state")
+        .clone();
+    assert_eq!(w1["health"], "waiting-human", "{w1}");
+    assert_eq!(
+        w1["waiting"].as_str(),
+        Some(format!("ask {id}: {prompt}").as_str()),
+        "{state}"
+    );
+    drop((first, second));
+}

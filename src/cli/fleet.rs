@@ -115,13 +115,15 @@ pub fn tick(context: &Context) -> anyhow::Result<()> {
 pub fn status(context: &Context) -> anyhow::Result<()> {
     // A broken config is said here too, before `rein up` or the next beat trips on it.
     let config = context.config()?;
+    // One look at the mailbox serves the asks and each worker's pending ask.
+    let asks = Mailbox::new(context.data()).pending()?;
+    let pending: Vec<serde_json::Value> = asks.records.iter().map(|r| r.to_json()).collect();
     let (pulse, workers) = block_on(async {
         let manager = connect().await?;
         let pulse = pulse::status(&manager, &context.paths).await?;
-        let workers = workers::list(&manager, &context.paths).await?;
+        let workers = workers::list_given_asks(&manager, &context.paths, &pending).await?;
         anyhow::Ok((pulse, workers))
     })??;
-    let asks = Mailbox::new(context.data()).pending()?;
     let warnings: Vec<String> = context.data().mode_warning().into_iter().collect();
     let sandbox = sandbox_summary(&config, &workers);
     if context.json {
@@ -130,7 +132,7 @@ pub fn status(context: &Context) -> anyhow::Result<()> {
             "pulse": pulse,
             "sandbox": sandbox,
             "workers": workers,
-            "asks": asks.records.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+            "asks": pending,
             "warnings": warnings,
         }))?;
         return Ok(());

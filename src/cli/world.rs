@@ -64,15 +64,19 @@ impl Workers {
     }
 
     fn fill(&mut self, context: &Context, mut state: State) -> State {
+        // The state has just listed the mailbox: each worker's pending ask comes from there.
+        let asks = &state.asks;
         let listed = self.runtime.block_on(async {
             if let Some(manager) = &self.manager {
-                if let Ok(workers) = crate::fleet::workers::list(manager, &context.paths).await {
+                if let Ok(workers) =
+                    crate::fleet::workers::list_given_asks(manager, &context.paths, asks).await
+                {
                     return Ok(workers);
                 }
             }
             // No connection yet, or it went stale during a long wait: connect again.
             let manager = crate::systemd::Manager::connect().await?;
-            crate::fleet::workers::list(&manager, &context.paths).await
+            crate::fleet::workers::list_given_asks(&manager, &context.paths, asks).await
         });
         match listed {
             Ok(workers) => {

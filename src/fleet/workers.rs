@@ -24,7 +24,7 @@ use crate::error::{Error, Result, EXIT_WITHDRAWN};
 use crate::fleet::sandbox::{self, Enforcement};
 use crate::fleet::worktree::{self, Worktree, WorktreeRequest};
 use crate::fleet::{rein_bin, unit_environment, UnitNames};
-use crate::mailbox::Mailbox;
+use crate::mailbox::{AskRecord, Mailbox};
 use crate::paths::Paths;
 use crate::store::{self, validate_id};
 use crate::systemd::steady::{self, SteadyRuns};
@@ -972,6 +972,23 @@ impl From<Health> for WorkerHealth {
 /// Every worker of the profile: one `ListUnitsByPatterns` call for the list, then the few
 /// properties shown of each unit read concurrently, plus recorded workers that have no unit.
 pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<WorkerView>> {
+    let pending = Mailbox::new(paths.data())
+        .pending()?
+        .records
+        .iter()
+        .map(AskRecord::to_json)
+        .collect::<Vec<_>>();
+    list_given_asks(manager, paths, &pending).await
+}
+
+/// [`list`] for a caller that has just listed the mailbox: `asks` are its asks as
+/// [`AskRecord::to_json`] gives them, oldest first (those not pending are passed over), so
+/// the mailbox is not read a second time.
+pub async fn list_given_asks(
+    manager: &Manager,
+    paths: &Paths,
+    asks: &[serde_json::Value],
+) -> anyhow::Result<Vec<WorkerView>> {
     let names = UnitNames::new(paths);
     let entries = manager.list(&[&names.worker_pattern()]).await?;
     // Running workers whose run is unchanged since the last listing cost no call each.
@@ -997,11 +1014,12 @@ pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<Worker
     if runs != kept {
         steady::save(&kept_file, &runs);
     }
-    let mut pending: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    for record in Mailbox::new(paths.data()).pending()?.records {
-        pending
-            .entry(record.ask.worker.clone())
-            .or_insert_with(|| record.to_json());
+    // Each worker's oldest pending ask.
+    let mut pending: BTreeMap<&str, &serde_json::Value> = BTreeMap::new();
+    for ask in asks.iter().filter(|a| a["state"] == "pending") {
+        if let Some(worker) = ask["worker"].as_str() {
+            pending.entry(worker).or_insert(ask);
+        }
     }
     let records: BTreeMap<String, WorkerRecord> = records(paths)?
         .into_iter()
@@ -1024,7 +1042,7 @@ pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<Worker
         };
         let Some(state) = state? else { continue };
         let mut health = WorkerHealth::from(health(&state));
-        let ask = pending.get(id).cloned();
+        let ask = pending.get(id).map(|a| (*a).clone());
         let mut waiting = None;
         if health == WorkerHealth::Running {
             if let Some(ask) = &ask {
@@ -1076,7 +1094,7 @@ pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<Worker
                 dir,
                 branch,
                 sandbox,
-                ask: pending.get(&record.id).cloned(),
+                ask: pending.get(record.id.as_str()).map(|a| (*a).clone()),
             });
         }
     }

@@ -25,6 +25,7 @@
 //! - scale (needs a user manager): 100 and 1,000 live workers (start, `worker ls`, `tick`,
 //!   `state`, kill), and 1,000 / 10,000 pending asks beside 10,000 / 100,000 archived ones
 //!   (file, answer, `asks`, a `rein wait` woken by a new ask: latency and the waiter's CPU).
+//! - asks: the mailbox half of `scale` alone.
 //! - loops (needs a user manager): a fire (`systemctl --user start` of the loop's dispatch
 //!   unit, timed from outside) to the prompt read by the agent in the session; a session's
 //!   main process killed to its agent running again, and to its resume prompt read again;
@@ -1498,6 +1499,16 @@ fn scale_section(fleets: &[usize], mailboxes: &[(usize, usize)], rounds: usize) 
         );
     }
     println!();
+    mailbox_scale(mailboxes, rounds);
+}
+
+/// Filing, answering, listing and a woken `rein wait` beside many pending and archived asks.
+fn mailbox_scale(mailboxes: &[(usize, usize)], rounds: usize) {
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    let p = |mut v: Vec<Duration>| {
+        v.sort();
+        (percentile(&v, 0.5), percentile(&v, 0.99))
+    };
     println!("| pending / archived asks | file (`rein ask --timeout 1ms`) p50 / p99 | `rein answer` p50 / p99 | `rein asks --json` p50 | `rein wait` woken by a new ask: latency p50 / p99 | its CPU p50 |");
     println!("|---|---|---|---|---|---|");
     for &(pending, archived) in mailboxes {
@@ -1647,6 +1658,15 @@ fn main() {
                 },
                 if benching { 20 } else { 2 },
             ),
+            // The mailbox half of `scale` alone.
+            "asks" => mailbox_scale(
+                if benching {
+                    &[(1_000, 10_000), (10_000, 100_000)]
+                } else {
+                    &[(3, 10)]
+                },
+                if benching { 20 } else { 2 },
+            ),
             "loops" => loops_section(
                 if benching { 50 } else { 3 },
                 if benching { 20 } else { 2 },
@@ -1655,7 +1675,7 @@ fn main() {
             ),
             other => {
                 eprintln!(
-                    "unknown section {other:?}; known: mailbox, systemd, bridges, agents, loops, tui, scale"
+                    "unknown section {other:?}; known: mailbox, systemd, beat, bridges, agents, loops, tui, scale, asks"
                 );
                 std::process::exit(2);
             }
