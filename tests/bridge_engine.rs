@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rein::bridge::config::BridgeSettings;
-use rein::bridge::engine::Engine;
+use rein::bridge::engine::{Changes, Engine};
 use rein::bridge::ledger::{Entry, Kind, Ledger, Stage};
 use rein::bridge::{Channel, Inbound, Link, PostRef, SendError, Target};
 use rein::mailbox::{Ask, Mailbox, NewAsk, Resolution};
@@ -832,4 +832,69 @@ async fn an_ask_resolved_while_its_send_waits_is_not_retried() {
         engine.status()
     );
     assert!(engine.ledger().entries().expect("entries").is_empty());
+}
+
+/// An event names the asks it is about: the engine looks at those alone, not at every
+/// pending ask, so an event costs the same however many wait. What it does for them is what
+/// a full look does: a new ask is delivered, an answered one is posted where it was and its
+/// entry leaves the ledger. An ask no event named waits for a full look (at start, after
+/// lost events, when the link comes back).
+#[tokio::test]
+async fn a_change_is_handled_for_the_asks_it_names_alone() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(temp.path());
+    let recorder = Recorder::default();
+    let mut engine = new_engine(recorder.clone(), "slack", &["slack:U1"], &["C1"], &data);
+    engine.sync().await.expect("first look");
+    let named = file_ask(&data, "named?", &[]);
+    let unnamed = file_ask(&data, "unnamed?", &[]);
+    let about = |id: &str| Changes {
+        asks: [id.to_owned()].into(),
+        ..Changes::default()
+    };
+    engine
+        .sync_changes(about(&named.id))
+        .await
+        .expect("sync the named ask");
+    assert_eq!(
+        recorder.log().posts,
+        [(named.id.clone(), "C1".to_owned(), false)],
+        "the named ask alone is delivered"
+    );
+    Mailbox::new(data.clone())
+        .answer(&named.id, "yes", "cli:ana")
+        .expect("answer");
+    engine
+        .sync_changes(about(&named.id))
+        .await
+        .expect("sync the answer");
+    assert_eq!(
+        recorder.log().resolved.len(),
+        1,
+        "{:?}",
+        recorder.log().resolved
+    );
+    assert_eq!(recorder.log().resolved[0].0, named.id);
+    assert!(
+        engine
+            .ledger()
+            .entries_of(Kind::Ask, &named.id)
+            .expect("entries")
+            .is_empty(),
+        "the closed entry is pruned"
+    );
+    engine
+        .sync_changes(Changes {
+            everything: true,
+            ..Changes::default()
+        })
+        .await
+        .expect("a full look");
+    assert_eq!(
+        recorder.log().posts,
+        [
+            (named.id.clone(), "C1".to_owned(), false),
+            (unnamed.id.clone(), "C1".to_owned(), false)
+        ]
+    );
 }

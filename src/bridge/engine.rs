@@ -31,6 +31,41 @@ use crate::paths::Paths;
 use crate::store::{self, DataDir};
 use crate::{journal, Error as ReinError};
 
+/// What changed in the mailbox since the engine last looked, from the watcher's events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Asks whose ask or answer file was written, moved or removed.
+    pub asks: std::collections::BTreeSet<String>,
+    /// Something in `notes/` changed.
+    pub notes: bool,
+    /// Events may have been lost: look at everything.
+    pub everything: bool,
+}
+
+impl Changes {
+    /// Adds what a watcher of `data`'s `asks/`, `answers/` and `notes/` saw.
+    pub fn add(&mut self, data: &DataDir, changed: store::watch::Changed) {
+        self.everything |= changed.everything;
+        for (dir, name) in changed.names {
+            if dir == data.notes() {
+                self.notes = true;
+                continue;
+            }
+            if dir != data.asks() && dir != data.answers() {
+                self.everything = true;
+                continue;
+            }
+            // Another name there is no ask's: a full look says what it is.
+            match name.to_str().and_then(|n| n.strip_suffix(".json")) {
+                Some(id) if store::validate_id("ask id", id).is_ok() => {
+                    self.asks.insert(id.to_owned());
+                }
+                _ => self.everything = true,
+            }
+        }
+    }
+}
+
 /// What a bridge's `build` function gets to construct its channel.
 pub struct BridgeContext {
     pub settings: BridgeSettings,
@@ -382,63 +417,13 @@ impl<C: Channel> Engine<C> {
             entry.kind == Kind::Ask && !matches!(listed.get(entry.item.as_str()), Some(None))
         })?;
         let mut settled = Vec::new();
-        for mut entry in unsettled {
-            if matches!(entry.stage, Stage::Closed | Stage::Failed) {
-                // Done with: a closed ask, or one that failed and is resolved by now.
-                if entry.stage == Stage::Closed
-                    || resolution_of(&self.mailbox, &listed, &entry.item)?.is_some()
-                {
-                    settled.push(entry);
-                }
-                continue;
-            }
-            if matches!(entry.stage, Stage::Sending | Stage::Retrying) {
-                // Resolved before it was sent: there is nothing left to send, and a retry
-                // kept due would wake the engine at once, again and again.
-                if resolution_of(&self.mailbox, &listed, &entry.item)?.is_some() {
-                    settled.push(entry);
-                }
-                continue;
-            }
-            if entry.retry_at.is_some_and(|at| at > Utc::now()) {
-                continue;
-            }
-            let (Some(resolution), Some(post)) = (
-                resolution_of(&self.mailbox, &listed, &entry.item)?,
-                entry.post.clone(),
-            ) else {
-                continue;
-            };
-            let ask = self.mailbox.get(&entry.item)?.ask;
-            self.rate.acquire().await;
-            match self.channel.resolved(&ask, &resolution, &post).await {
-                Ok(()) => {
-                    entry.stage = Stage::Closed;
-                    entry.retry_at = None;
-                }
-                Err(SendError::Retry { after, reason }) => {
-                    // Kept in the ledger and tried again when due: never forgotten.
-                    entry.resolve_attempts += 1;
-                    let wait = after
-                        .unwrap_or_else(|| backoff(entry.resolve_attempts))
-                        .min(MAX_BACKOFF);
-                    entry.retry_at =
-                        Some(Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default());
-                    tracing::warn!(
-                        "{} could not post the resolution of {} ({reason}); retrying in {wait:?}",
-                        self.settings.name,
-                        entry.item
-                    );
-                    entry.error = Some(reason);
-                }
-                Err(SendError::Fatal(reason)) => {
-                    entry.stage = Stage::Closed;
-                    entry.retry_at = None;
-                    entry.error = Some(reason);
-                }
-            }
-            self.ledger.put(&entry)?;
+        for entry in unsettled {
             if entry.stage == Stage::Closed {
+                settled.push(entry);
+                continue;
+            }
+            let resolution = resolution_of(&self.mailbox, &listed, &entry.item)?;
+            if let Some(entry) = self.settle(entry, resolution).await? {
                 settled.push(entry);
             }
         }
@@ -446,6 +431,66 @@ impl<C: Channel> Engine<C> {
         if self.settings.notes {
             self.sync_notes().await?;
         }
+        self.next_retry()
+    }
+
+    /// What an ask's entry needs now that the ask is `resolution` (None: still pending, or
+    /// gone): the resolution posted where the ask was, once. Returns the entry when it is
+    /// done with and may leave the ledger.
+    async fn settle(
+        &mut self,
+        mut entry: Entry,
+        resolution: Option<Resolution>,
+    ) -> anyhow::Result<Option<Entry>> {
+        match entry.stage {
+            // Done with: a closed ask, or one that failed and is resolved by now.
+            Stage::Closed => return Ok(Some(entry)),
+            Stage::Failed => return Ok(resolution.is_some().then_some(entry)),
+            // Resolved before it was sent: there is nothing left to send, and a retry kept
+            // due would wake the engine at once, again and again.
+            Stage::Sending | Stage::Retrying => return Ok(resolution.is_some().then_some(entry)),
+            Stage::Sent => {}
+        }
+        if entry.retry_at.is_some_and(|at| at > Utc::now()) {
+            return Ok(None);
+        }
+        let (Some(resolution), Some(post)) = (resolution, entry.post.clone()) else {
+            return Ok(None);
+        };
+        let ask = self.mailbox.get(&entry.item)?.ask;
+        self.rate.acquire().await;
+        match self.channel.resolved(&ask, &resolution, &post).await {
+            Ok(()) => {
+                entry.stage = Stage::Closed;
+                entry.retry_at = None;
+            }
+            Err(SendError::Retry { after, reason }) => {
+                // Kept in the ledger and tried again when due: never forgotten.
+                entry.resolve_attempts += 1;
+                let wait = after
+                    .unwrap_or_else(|| backoff(entry.resolve_attempts))
+                    .min(MAX_BACKOFF);
+                entry.retry_at =
+                    Some(Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default());
+                tracing::warn!(
+                    "{} could not post the resolution of {} ({reason}); retrying in {wait:?}",
+                    self.settings.name,
+                    entry.item
+                );
+                entry.error = Some(reason);
+            }
+            Err(SendError::Fatal(reason)) => {
+                entry.stage = Stage::Closed;
+                entry.retry_at = None;
+                entry.error = Some(reason);
+            }
+        }
+        self.ledger.put(&entry)?;
+        Ok((entry.stage == Stage::Closed).then_some(entry))
+    }
+
+    /// Sends still to do, and when the next retry is due.
+    fn next_retry(&mut self) -> anyhow::Result<Option<DateTime<Utc>>> {
         let waiting = self.ledger.entries_where(|e| {
             matches!(e.stage, Stage::Retrying | Stage::Sending) || e.retry_at.is_some()
         })?;
@@ -458,6 +503,55 @@ impl<C: Channel> Engine<C> {
             .filter(|e| matches!(e.stage, Stage::Retrying | Stage::Sent))
             .filter_map(|e| e.retry_at)
             .min())
+    }
+
+    /// [`Engine::sync`] for what the watcher saw change: only the asks named are looked at
+    /// (their ask and answer files, their ledger entries), and the notes when they changed,
+    /// so an event costs the same however many asks are pending and however big the ledger
+    /// is. Everything is looked at when events may have been lost, and when the link came
+    /// back or a retry is asked for.
+    pub async fn sync_changes(
+        &mut self,
+        changes: Changes,
+    ) -> anyhow::Result<Option<DateTime<Utc>>> {
+        if changes.everything || self.retry_now || self.recheck_posts {
+            return self.sync().await;
+        }
+        for id in &changes.asks {
+            self.sync_ask(id).await?;
+        }
+        if changes.notes && self.settings.notes {
+            self.sync_notes().await?;
+        }
+        self.next_retry()
+    }
+
+    /// One ask, as a full sync would treat it: delivered while pending, its entries settled
+    /// once it is resolved.
+    async fn sync_ask(&mut self, id: &str) -> anyhow::Result<()> {
+        let record = match self.mailbox.get(id) {
+            Ok(record) => Some(record),
+            Err(ReinError::NotFound(_)) => None,
+            Err(error) => {
+                tracing::warn!("{error}");
+                return Ok(());
+            }
+        };
+        if let Some(record) = record.as_ref().filter(|r| r.is_pending() && !r.archived) {
+            for route in self.settings.routes_for(&record.ask.worker).to_vec() {
+                self.deliver_ask(&record.ask, &route).await?;
+            }
+            return Ok(());
+        }
+        let resolution = record.and_then(|r| r.resolution);
+        let mut settled = Vec::new();
+        for entry in self.ledger.entries_of(Kind::Ask, id)? {
+            if let Some(entry) = self.settle(entry, resolution.clone()).await? {
+                settled.push(entry);
+            }
+        }
+        self.ledger.prune(&settled)?;
+        Ok(())
     }
 
     /// Delivers the notes after the `notes-done` cursor, then moves the cursor past every
@@ -727,12 +821,22 @@ pub async fn run<C: Channel>(
         engine.data.notes(),
     ];
     let mut watcher = store::watch::Watcher::new(&dirs)?;
+    watcher.record_names();
+    // What changed, gathered until the engine takes it: an event wakes the engine for the
+    // asks it names, not for the whole mailbox.
+    let changes = std::sync::Arc::new(std::sync::Mutex::new(Changes::default()));
+    let seen = changes.clone();
+    let data = engine.data.clone();
     std::thread::spawn(move || loop {
         match watcher.wait(None) {
             Ok(_) => {
                 if wake_tx.is_closed() {
                     return;
                 }
+                let changed = watcher.take_changed();
+                seen.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .add(&data, changed);
                 let _ = wake_tx.try_send(());
             }
             Err(error) => {
@@ -762,7 +866,13 @@ pub async fn run<C: Channel>(
             .unwrap_or(Duration::from_secs(86_400 * 365));
         tokio::select! {
             () = &mut shutdown => break,
-            Some(()) = wake_rx.recv() => next_retry = sync_logged(&mut engine).await,
+            Some(()) = wake_rx.recv() => {
+                let changed = std::mem::take(
+                    &mut *changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+                );
+                let synced = engine.sync_changes(changed).await;
+                next_retry = logged(&engine.settings.name, synced);
+            }
             Some(message) = inbound.recv() => {
                 if let Err(error) = engine.handle(message).await {
                     tracing::error!("handling an inbound message failed: {error:#}");
@@ -802,10 +912,17 @@ async fn link_changed(link: &mut Option<tokio::sync::watch::Receiver<Link>>) -> 
 }
 
 async fn sync_logged<C: Channel>(engine: &mut Engine<C>) -> Option<DateTime<Utc>> {
-    match engine.sync().await {
+    let synced = engine.sync().await;
+    logged(&engine.settings.name, synced)
+}
+
+/// When to look again after a sync: when its next retry is due, or (it failed, and what it
+/// was to look at may be lost) a full look in five seconds.
+fn logged(bridge: &str, synced: anyhow::Result<Option<DateTime<Utc>>>) -> Option<DateTime<Utc>> {
+    match synced {
         Ok(next) => next,
         Err(error) => {
-            tracing::error!("bringing the channel up to date failed: {error:#}");
+            tracing::error!("{bridge}: bringing the channel up to date failed: {error:#}");
             Some(Utc::now() + chrono::Duration::seconds(5))
         }
     }
@@ -954,6 +1071,55 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watched_names_become_asks_notes_or_a_full_look() {
+        use crate::store::watch::Changed;
+        let data = DataDir::new("/data");
+        let mut changes = Changes::default();
+        changes.add(
+            &data,
+            Changed {
+                names: vec![
+                    (data.asks(), "ab3x9k.json".into()),
+                    (data.answers(), "cd4y2m.json".into()),
+                    (data.answers(), "ab3x9k.json".into()),
+                    (data.notes(), "20261130-xyz.json".into()),
+                ],
+                everything: false,
+            },
+        );
+        assert_eq!(
+            changes,
+            Changes {
+                asks: ["ab3x9k".to_owned(), "cd4y2m".to_owned()].into(),
+                notes: true,
+                everything: false,
+            }
+        );
+        for odd in [
+            Changed {
+                names: vec![(data.asks(), "not-an-ask".into())],
+                everything: false,
+            },
+            Changed {
+                names: vec![(data.asks(), "UPPER.json".into())],
+                everything: false,
+            },
+            Changed {
+                names: vec![(data.root().join("elsewhere"), "ab3x9k.json".into())],
+                everything: false,
+            },
+            Changed {
+                names: Vec::new(),
+                everything: true,
+            },
+        ] {
+            let mut changes = Changes::default();
+            changes.add(&data, odd.clone());
+            assert!(changes.everything, "{odd:?}");
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_rate_limit_holds_sends_past_it_for_the_rest_of_the_minute() {

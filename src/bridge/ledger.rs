@@ -261,6 +261,18 @@ impl Ledger {
         })
     }
 
+    /// The entries of one item, on every route: a look at one part of the ordered entries,
+    /// whatever their number.
+    pub fn entries_of(&self, kind: Kind, item: &str) -> Result<Vec<Entry>> {
+        self.look(|entries| {
+            entries
+                .range((kind, item.to_owned(), String::new())..)
+                .take_while(|((k, i, _), _)| *k == kind && i == item)
+                .map(|(_, entry)| entry.clone())
+                .collect()
+        })
+    }
+
     /// The ask a posted message belongs to, from the post index (built from the entries once
     /// for a ledger older than the index).
     pub fn ask_for_post(&self, post: &PostRef) -> Result<Option<String>> {
@@ -500,6 +512,39 @@ mod tests {
             .entries_where(|entry| entry.item == "cccccc")
             .expect("entries");
         assert_eq!(waiting, [known[2].clone()]);
+    }
+
+    #[test]
+    fn the_entries_of_one_item_are_those_of_its_every_route_and_no_other() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let data = DataDir::new(temp.path());
+        let ledger = Ledger::open(&data, "slack").expect("ledger");
+        for (kind, item, route) in [
+            (Kind::Ask, "aaaaaa", "C1"),
+            (Kind::Ask, "bbbbbb", "C1"),
+            (Kind::Ask, "bbbbbb", "C2"),
+            (Kind::Ask, "bbbbbc", "C1"),
+            (Kind::Note, "bbbbbb", "C1"),
+        ] {
+            ledger.put(&sent(kind, item, route)).expect("put");
+        }
+        let found: Vec<(Kind, String, String)> = ledger
+            .entries_of(Kind::Ask, "bbbbbb")
+            .expect("entries")
+            .into_iter()
+            .map(|e| (e.kind, e.item, e.route))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (Kind::Ask, "bbbbbb".to_owned(), "C1".to_owned()),
+                (Kind::Ask, "bbbbbb".to_owned(), "C2".to_owned()),
+            ]
+        );
+        assert!(ledger
+            .entries_of(Kind::Ask, "cccccc")
+            .expect("entries")
+            .is_empty());
     }
 
     #[test]

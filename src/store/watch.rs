@@ -76,8 +76,22 @@ impl Interest {
     }
 }
 
+/// The names that changed, for a watcher that records them ([`Watcher::record_names`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changed {
+    /// (watched directory, name) of each visible file that changed, in the order seen.
+    pub names: Vec<(PathBuf, OsString)>,
+    /// Events may have been lost, or too many names came to keep: look at everything.
+    pub everything: bool,
+}
+
+/// How many changed names a recording watcher keeps before it says "everything".
+const MAX_RECORDED: usize = 4096;
+
 pub struct Watcher {
     inotify: Inotify,
+    /// The changed names since the last [`Watcher::take_changed`], when recording.
+    recorded: Option<Changed>,
     targets: Vec<Target>,
     /// The directories watched now, with their watch and what they are watched for.
     watches: HashMap<PathBuf, (WatchDescriptor, Interest)>,
@@ -115,6 +129,7 @@ impl Watcher {
         })?;
         let mut watcher = Watcher {
             inotify,
+            recorded: None,
             targets: targets.to_vec(),
             watches: HashMap::new(),
             by_descriptor: HashMap::new(),
@@ -206,6 +221,27 @@ impl Watcher {
             if self.wanted() == wanted {
                 return;
             }
+        }
+    }
+
+    /// From now on, keeps the names of the files that change, for [`Watcher::take_changed`]:
+    /// a caller can then look at those alone.
+    pub fn record_names(&mut self) {
+        self.recorded.get_or_insert_with(Changed::default);
+    }
+
+    /// The names that changed since the last take (nothing when not recording).
+    pub fn take_changed(&mut self) -> Changed {
+        self.recorded
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn lost_events(&mut self) {
+        if let Some(recorded) = &mut self.recorded {
+            recorded.names.clear();
+            recorded.everything = true;
         }
     }
 
@@ -338,6 +374,17 @@ impl Watcher {
                     || interest.files.contains(name)
                 {
                     wake.get_or_insert(Wake::Changed);
+                    let dir = self.by_descriptor.get(&event.wd);
+                    if let (Some(recorded), Some(dir)) = (&mut self.recorded, dir) {
+                        if recorded.names.len() < MAX_RECORDED {
+                            if !recorded.everything {
+                                recorded.names.push((dir.clone(), name.to_owned()));
+                            }
+                        } else {
+                            recorded.names.clear();
+                            recorded.everything = true;
+                        }
+                    }
                 }
             }
             if !any {
@@ -345,6 +392,7 @@ impl Watcher {
             }
         }
         if resync {
+            self.lost_events();
             self.sync();
         }
         Ok(wake)
@@ -415,6 +463,46 @@ mod tests {
         assert_eq!(watcher.wait(soon()).expect("wait"), Wake::Changed);
         std::fs::write(root.join("asks/a.json"), "{}").expect("write");
         assert_eq!(watcher.wait(soon()).expect("wait"), Wake::Changed);
+    }
+
+    #[test]
+    fn a_recording_watcher_names_what_changed_and_says_when_it_cannot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let asks = dir.path().join("asks");
+        std::fs::create_dir(&asks).expect("mkdir");
+        let mut watcher = Watcher::new(std::slice::from_ref(&asks)).expect("watch");
+        watcher.record_names();
+        std::fs::write(asks.join(".tmp-a"), "{}").expect("write");
+        std::fs::rename(asks.join(".tmp-a"), asks.join("a.json")).expect("mv");
+        std::fs::remove_file(asks.join("a.json")).expect("rm");
+        assert_eq!(watcher.wait(soon()).expect("wait"), Wake::Changed);
+        let changed = watcher.take_changed();
+        assert!(!changed.everything);
+        assert!(
+            changed
+                .names
+                .iter()
+                .all(|(d, n)| *d == asks && n == "a.json")
+                && !changed.names.is_empty(),
+            "{changed:?}"
+        );
+        assert_eq!(watcher.take_changed(), Changed::default(), "taken once");
+        // The directory replaced: whatever was in the new one is unknown.
+        std::fs::remove_dir(&asks).expect("rmdir");
+        std::fs::create_dir(&asks).expect("mkdir again");
+        assert_eq!(watcher.wait(soon()).expect("wait"), Wake::Rescan);
+        assert!(watcher.take_changed().everything);
+        // More names than are kept: everything.
+        for n in 0..=MAX_RECORDED {
+            std::fs::write(asks.join(format!("{n}.json")), "{}").expect("write");
+        }
+        while watcher.wait(soon()).expect("wait") != Wake::Timeout {}
+        let changed = watcher.take_changed();
+        assert!(
+            changed.everything && changed.names.is_empty(),
+            "{}",
+            changed.names.len()
+        );
     }
 
     #[test]
