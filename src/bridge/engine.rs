@@ -2,8 +2,10 @@
 //! and turn what people send into answers — from allowlisted identities only.
 //!
 //! It wakes on inotify events in `asks/`, `answers/` and `notes/` (a blocking watcher thread
-//! feeds a channel), on inbound messages from the channel, and when a retry falls due; then
-//! it reconciles the mailbox with the [`Ledger`] ([`Engine::sync`]), which is level-triggered
+//! gathers the names that changed and wakes it), on inbound messages from the channel, and
+//! when a retry falls due; then it reconciles the mailbox with the [`Ledger`]: for the asks
+//! an event names ([`Engine::sync_changes`]), or all of it ([`Engine::sync`]) at start, after
+//! lost events, when the link comes back and when a retry is due. Both are level-triggered
 //! and so safe to run at any time, any number of times. Sends are rate-limited per channel
 //! and retried with exponential backoff, honouring the channel's Retry-After.
 //!
