@@ -1013,12 +1013,21 @@ struct Scrollback {
 }
 
 impl Scrollback {
+    /// Keeps the last [`SCROLLBACK_BYTES`]: what would go past them is dropped before the
+    /// new bytes are added, so the buffer never grows beyond them (a ring that grew first
+    /// and dropped after would double its allocation, and every agent's memory with it).
     fn push(&mut self, data: &[u8]) {
-        self.bytes.extend(data);
-        if self.bytes.len() > SCROLLBACK_BYTES {
-            self.bytes.drain(..self.bytes.len() - SCROLLBACK_BYTES);
+        let cut = data.len().saturating_sub(SCROLLBACK_BYTES);
+        let data = &data[cut..];
+        let over = (self.bytes.len() + data.len()).saturating_sub(SCROLLBACK_BYTES);
+        if cut > 0 || over > 0 {
+            self.bytes.drain(..over);
             self.truncated = true;
         }
+        if self.bytes.capacity() == 0 {
+            self.bytes.reserve_exact(SCROLLBACK_BYTES);
+        }
+        self.bytes.extend(data);
     }
 
     /// What a newly attached client is shown. After truncation the replay starts at a
@@ -1057,6 +1066,24 @@ mod tests {
         assert!(replay.len() <= SCROLLBACK_BYTES);
         assert!(replay.starts_with(line), "replay starts mid-line");
         assert!(replay.ends_with(b"tail"));
+    }
+
+    #[test]
+    fn the_scrollback_ring_stays_its_own_size() {
+        let mut scrollback = Scrollback::default();
+        for _ in 0..3 * SCROLLBACK_BYTES / 64 {
+            scrollback.push(&[b'x'; 64]);
+        }
+        assert_eq!(scrollback.bytes.len(), SCROLLBACK_BYTES);
+        assert!(
+            scrollback.bytes.capacity() < SCROLLBACK_BYTES + SCROLLBACK_BYTES / 8,
+            "a ring that grows before it drops doubles: {}",
+            scrollback.bytes.capacity()
+        );
+        let mut big = Scrollback::default();
+        big.push(&[b'y'; 3 * SCROLLBACK_BYTES]);
+        assert_eq!(big.bytes.len(), SCROLLBACK_BYTES);
+        assert!(big.truncated);
     }
 
     #[test]
