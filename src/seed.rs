@@ -40,7 +40,8 @@ Desired state: this data dir describes real work.
 
 const TODAY_SENSOR: &str = r#"#!/bin/sh
 # Prints today's date, so the world changes once a day even when nothing else does.
-printf '{"date":"%s","weekday":"%s"}\n' "$(date +%F)" "$(date +%A)"
+# One date(1) in place of the shell: the sensor runs at every beat.
+exec date '+{"date":"%F","weekday":"%A"}'
 "#;
 
 const SETUP_PROMPT: &str = "rein is set up. Review PLAYBOOK.md, goals/setup.md and sensors/today.sh in the data dir, then answer done.";
@@ -150,4 +151,34 @@ pub fn init(config_path: &Path, dir: &DataDir, preset: Option<Preset>) -> Result
     report.kept.extend(seeded.kept);
     report.setup_ask = seeded.setup_ask;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_today_sensor_prints_the_date_and_weekday_as_json() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = dir.path().join("today.sh");
+        std::fs::write(&script, TODAY_SENSOR).expect("script");
+        let before = chrono::Local::now();
+        let output = std::process::Command::new("sh")
+            .arg(&script)
+            .env("LC_ALL", "C")
+            .output()
+            .expect("sh");
+        let after = chrono::Local::now();
+        assert!(output.status.success());
+        let value: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("one JSON object");
+        let said = (
+            value["date"].as_str().expect("date").to_owned(),
+            value["weekday"].as_str().expect("weekday").to_owned(),
+        );
+        let at = |t: chrono::DateTime<chrono::Local>| {
+            (t.format("%F").to_string(), t.format("%A").to_string())
+        };
+        assert!(said == at(before) || said == at(after), "{said:?}");
+    }
 }
