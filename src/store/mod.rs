@@ -437,6 +437,40 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, &to_json_bytes(value))
 }
 
+/// [`write_json`] of several files: each is written to its temp file and synced, then all are
+/// renamed into place and each directory is synced once (a beat writes a snapshot per sensor:
+/// one directory sync, not one per file). Each file ends up old or new, never half-written.
+pub fn write_json_each<T: serde::Serialize>(files: &[(PathBuf, &T)]) -> Result<()> {
+    let mut temps: Vec<(PathBuf, &Path)> = Vec::with_capacity(files.len());
+    for (path, value) in files {
+        match write_temp(path, &to_json_bytes(value), FILE_MODE, true) {
+            Ok(temp) => temps.push((temp, path)),
+            Err(error) => {
+                for (temp, _) in &temps {
+                    let _ = fs::remove_file(temp);
+                }
+                return Err(error);
+            }
+        }
+    }
+    let mut dirs: Vec<&Path> = Vec::new();
+    for (index, (temp, path)) in temps.iter().enumerate() {
+        if let Err(e) = fs::rename(temp, path) {
+            for (temp, _) in &temps[index..] {
+                let _ = fs::remove_file(temp);
+            }
+            return Err(Error::io("renaming into place", path, e));
+        }
+        if !dirs.contains(&parent_of(path)) {
+            dirs.push(parent_of(path));
+        }
+    }
+    for dir in dirs {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
 pub fn to_json_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
     bytes.push(b'\n');
@@ -582,6 +616,25 @@ pub fn read_capped(reader: &mut impl Read, cap: usize) -> std::io::Result<(Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_files_are_written_all_or_none_left_half() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+        std::fs::write(&a, "old\n").expect("old a");
+        write_json_each(&[(a.clone(), &1), (b.clone(), &2)]).expect("write");
+        assert_eq!(std::fs::read_to_string(&a).expect("a"), "1\n");
+        assert_eq!(std::fs::read_to_string(&b).expect("b"), "2\n");
+        // One that cannot be written: nothing is renamed into place and no temp is left.
+        let missing = dir.path().join("missing/c.json");
+        assert!(write_json_each(&[(a.clone(), &3), (missing, &4)]).is_err());
+        assert_eq!(std::fs::read_to_string(&a).expect("a"), "1\n");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
 
     #[test]
     fn id_pattern() {

@@ -219,9 +219,11 @@ pub fn sense(dir: &DataDir, config: &SensorConfig) -> Result<SenseReport> {
             })
             .collect()
     });
-    for snapshot in &snapshots {
-        store::write_json(&dir.snapshot(&snapshot.sensor), snapshot)?;
-    }
+    let files: Vec<_> = snapshots
+        .iter()
+        .map(|snapshot| (dir.snapshot(&snapshot.sensor), snapshot))
+        .collect();
+    store::write_json_each(&files)?;
     // Snapshots of sensors that no longer exist are derived data: drop them.
     let current: Vec<&str> = sensors.iter().map(|(name, _)| name.as_str()).collect();
     for (name, path) in store::list(&dir.snapshots(), ".json")? {
