@@ -117,6 +117,9 @@ pub struct Manager {
     /// systemd's unique name on a bus; `None` on the peer-to-peer socket.
     systemd_sender: Option<OwnedUniqueName>,
     endpoint: Endpoint,
+    /// Set once `Subscribe` was called: only a caller that waits for signals makes systemd
+    /// send them (and track this client until it leaves), not every short-lived call.
+    subscribed: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl fmt::Debug for Manager {
@@ -191,8 +194,8 @@ impl Manager {
             .cache_properties(CacheProperties::No)
             .build()
             .await?;
-        // Proves systemd answers here, and makes it send signals.
-        proxy.subscribe().await?;
+        // On a bus, systemd's owning its name proves it answers there; the private socket is
+        // systemd's own. Signals are subscribed to when first wanted ([`Manager::signals`]).
         let systemd_sender = match endpoint {
             Endpoint::Bus(_) => Some(
                 zbus::fdo::DBusProxy::new(&connection)
@@ -207,6 +210,7 @@ impl Manager {
             proxy,
             systemd_sender,
             endpoint: endpoint.clone(),
+            subscribed: Default::default(),
         })
     }
 
@@ -757,6 +761,14 @@ impl Manager {
         Ok(Some((properties, reply.recv_position())))
     }
 
+    /// Makes systemd send this connection signals about units and jobs (`Subscribe`), once.
+    async fn subscribe(&self) -> Result<(), SystemdError> {
+        self.subscribed
+            .get_or_try_init(|| self.proxy.subscribe())
+            .await?;
+        Ok(())
+    }
+
     /// A stream of one signal from systemd, subscribed before this returns.
     async fn signals(
         &self,
@@ -765,6 +777,7 @@ impl Manager {
         member: &str,
         arg0: Option<&str>,
     ) -> Result<MessageStream, SystemdError> {
+        self.subscribe().await?;
         let mut rule = MatchRule::builder()
             .msg_type(MessageType::Signal)
             .path(path)?
@@ -906,6 +919,7 @@ impl Manager {
     /// `PropertiesChanged`), in one ordered stream, and on a bus to the manager leaving it.
     /// Subscribed before this returns, so a read made afterwards misses nothing.
     pub async fn unit_signals(&self) -> Result<UnitSignals, SystemdError> {
+        self.subscribe().await?;
         let mut rule = MatchRule::builder().msg_type(MessageType::Signal);
         if let Some(sender) = &self.systemd_sender {
             rule = rule.sender(sender.as_str())?;
