@@ -898,3 +898,35 @@ async fn a_change_is_handled_for_the_asks_it_names_alone() {
         ]
     );
 }
+
+/// A retry that falls due is handled for the items due alone: the send is tried again, and no
+/// other pending ask is looked at (one filed without an event stays unsent until a full look).
+#[tokio::test]
+async fn a_retry_due_is_handled_for_the_items_due_alone() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(temp.path());
+    let first = file_ask(&data, "first?", &[]);
+    let recorder = Recorder::default();
+    let mut engine = new_engine(recorder.clone(), "slack", &["slack:U1"], &["C1"], &data);
+    recorder.log().failures.push_back(SendError::Retry {
+        after: Some(Duration::from_millis(100)),
+        reason: "network down".into(),
+    });
+    assert!(engine.sync().await.expect("sync").is_some(), "a retry due");
+    let unnamed = file_ask(&data, "unnamed?", &[]);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(engine.sync_due().await.expect("sync due"), None);
+    assert_eq!(
+        recorder.log().posts,
+        [(first.id.clone(), "C1".to_owned(), false)],
+        "the retried ask alone"
+    );
+    engine.sync().await.expect("a full look");
+    assert_eq!(
+        recorder.log().posts,
+        [
+            (first.id.clone(), "C1".to_owned(), false),
+            (unnamed.id.clone(), "C1".to_owned(), false)
+        ]
+    );
+}

@@ -4,8 +4,9 @@
 //! It wakes on inotify events in `asks/`, `answers/` and `notes/` (a blocking watcher thread
 //! gathers the names that changed and wakes it), on inbound messages from the channel, and
 //! when a retry falls due; then it reconciles the mailbox with the [`Ledger`]: for the asks
-//! an event names ([`Engine::sync_changes`]), or all of it ([`Engine::sync`]) at start, after
-//! lost events, when the link comes back and when a retry is due. Both are level-triggered
+//! an event names ([`Engine::sync_changes`]) or whose retry is due ([`Engine::sync_due`]), or
+//! all of it ([`Engine::sync`]) at start, after lost events or a failed look, and when the
+//! link comes back. Both are level-triggered
 //! and so safe to run at any time, any number of times. Sends are rate-limited per channel
 //! and retried with exponential backoff, honouring the channel's Retry-After.
 //!
@@ -174,6 +175,9 @@ pub struct Engine<C: Channel> {
     retry_now: bool,
     /// The ask and answer files read so far: a sync re-reads only what changed.
     asks_read: ListingCache,
+    /// Set while a look is under way and left set when it fails part-way: what it was to
+    /// look at may not have been seen, so the next look is at everything.
+    look_again: bool,
 }
 
 impl<C: Channel> Engine<C> {
@@ -216,6 +220,7 @@ impl<C: Channel> Engine<C> {
             recheck_posts: true,
             retry_now: false,
             asks_read: ListingCache::default(),
+            look_again: false,
         })
     }
 
@@ -387,6 +392,7 @@ impl<C: Channel> Engine<C> {
 
     /// Brings the channel up to date with the mailbox. Returns when the next retry is due.
     pub async fn sync(&mut self) -> anyhow::Result<Option<DateTime<Utc>>> {
+        self.look_again = true;
         if std::mem::take(&mut self.retry_now) {
             for mut entry in self.ledger.entries()? {
                 if matches!(entry.stage, Stage::Retrying | Stage::Sent) && entry.retry_at.is_some()
@@ -433,7 +439,9 @@ impl<C: Channel> Engine<C> {
         if self.settings.notes {
             self.sync_notes().await?;
         }
-        self.next_retry()
+        let next = self.next_retry()?;
+        self.look_again = false;
+        Ok(next)
     }
 
     /// What an ask's entry needs now that the ask is `resolution` (None: still pending, or
@@ -510,22 +518,45 @@ impl<C: Channel> Engine<C> {
     /// [`Engine::sync`] for what the watcher saw change: only the asks named are looked at
     /// (their ask and answer files, their ledger entries), and the notes when they changed,
     /// so an event costs the same however many asks are pending and however big the ledger
-    /// is. Everything is looked at when events may have been lost, and when the link came
-    /// back or a retry is asked for.
+    /// is. Everything is looked at when events may have been lost, when the last look failed
+    /// part-way, and when the link came back or a retry is asked for.
     pub async fn sync_changes(
         &mut self,
         changes: Changes,
     ) -> anyhow::Result<Option<DateTime<Utc>>> {
-        if changes.everything || self.retry_now || self.recheck_posts {
+        if changes.everything || self.retry_now || self.recheck_posts || self.look_again {
             return self.sync().await;
         }
+        self.look_again = true;
         for id in &changes.asks {
             self.sync_ask(id).await?;
         }
         if changes.notes && self.settings.notes {
             self.sync_notes().await?;
         }
-        self.next_retry()
+        let next = self.next_retry()?;
+        self.look_again = false;
+        Ok(next)
+    }
+
+    /// [`Engine::sync_changes`] for the items whose retry fell due: a send to try again, or a
+    /// resolution to post again. Only those are looked at, not the whole mailbox.
+    pub async fn sync_due(&mut self) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let now = Utc::now();
+        let due = self.ledger.entries_where(|e| match e.retry_at {
+            Some(at) => at <= now,
+            None => e.stage == Stage::Retrying,
+        })?;
+        let mut changes = Changes::default();
+        for entry in due {
+            match entry.kind {
+                Kind::Ask => {
+                    changes.asks.insert(entry.item);
+                }
+                Kind::Note => changes.notes = true,
+            }
+        }
+        self.sync_changes(changes).await
     }
 
     /// One ask, as a full sync would treat it: delivered while pending, its entries settled
@@ -880,7 +911,10 @@ pub async fn run<C: Channel>(
                     tracing::error!("handling an inbound message failed: {error:#}");
                 }
             }
-            () = tokio::time::sleep(retry_in), if next_retry.is_some() => next_retry = sync_logged(&mut engine).await,
+            () = tokio::time::sleep(retry_in), if next_retry.is_some() => {
+                let synced = engine.sync_due().await;
+                next_retry = logged(&engine.settings.name, synced);
+            }
             changed = link_changed(&mut link) => {
                 let up = changed == Link::Up;
                 engine.link_changed(changed);
@@ -919,7 +953,7 @@ async fn sync_logged<C: Channel>(engine: &mut Engine<C>) -> Option<DateTime<Utc>
 }
 
 /// When to look again after a sync: when its next retry is due, or (it failed, and what it
-/// was to look at may be lost) a full look in five seconds.
+/// was to look at may be lost) in five seconds, at everything ([`Engine::sync_changes`]).
 fn logged(bridge: &str, synced: anyhow::Result<Option<DateTime<Utc>>>) -> Option<DateTime<Utc>> {
     match synced {
         Ok(next) => next,
