@@ -930,3 +930,35 @@ async fn a_retry_due_is_handled_for_the_items_due_alone() {
         ]
     );
 }
+
+/// An ask that is gone from the mailbox altogether (its file removed by hand) while its send
+/// waits for a retry: its entry leaves the ledger, and no retry stays due (one would wake the
+/// engine again at once, for ever).
+#[tokio::test]
+async fn an_ask_gone_while_its_send_waits_leaves_the_ledger() {
+    for full in [false, true] {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let data = DataDir::new(temp.path());
+        let ask = file_ask(&data, "gone?", &[]);
+        let recorder = Recorder::default();
+        let mut engine = new_engine(recorder.clone(), "slack", &["slack:U1"], &["C1"], &data);
+        recorder.log().failures.push_back(SendError::Retry {
+            after: Some(Duration::from_millis(50)),
+            reason: "network down".into(),
+        });
+        assert!(engine.sync().await.expect("sync").is_some(), "a retry due");
+        std::fs::remove_file(data.asks().join(format!("{}.json", ask.id))).expect("rm");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let next = if full {
+            engine.sync().await
+        } else {
+            engine.sync_due().await
+        };
+        assert_eq!(next.expect("sync"), None, "full look: {full}");
+        assert!(
+            engine.ledger().entries().expect("entries").is_empty(),
+            "full look: {full}"
+        );
+        assert!(recorder.log().posts.is_empty());
+    }
+}

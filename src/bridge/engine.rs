@@ -431,6 +431,19 @@ impl<C: Channel> Engine<C> {
                 continue;
             }
             let resolution = resolution_of(&self.mailbox, &listed, &entry.item)?;
+            if resolution.is_none()
+                && !listed.contains_key(entry.item.as_str())
+                && matches!(self.mailbox.get(&entry.item), Err(ReinError::NotFound(_)))
+            {
+                // Gone from asks/ and the archive: nothing left to send or post.
+                tracing::warn!(
+                    "{}: ask {} no longer exists; its ledger entry is dropped",
+                    self.settings.name,
+                    entry.item
+                );
+                settled.push(entry);
+                continue;
+            }
             if let Some(entry) = self.settle(entry, resolution).await? {
                 settled.push(entry);
             }
@@ -576,10 +589,22 @@ impl<C: Channel> Engine<C> {
             }
             return Ok(());
         }
-        let resolution = record.and_then(|r| r.resolution);
+        let entries = self.ledger.entries_of(Kind::Ask, id)?;
+        let Some(record) = record else {
+            // Neither in asks/ nor in the archive: there is nothing left to send or to post
+            // a resolution of, and a retry kept due would wake the engine again and again.
+            if !entries.is_empty() {
+                tracing::warn!(
+                    "{}: ask {id} no longer exists; its ledger entries are dropped",
+                    self.settings.name
+                );
+            }
+            self.ledger.prune(&entries)?;
+            return Ok(());
+        };
         let mut settled = Vec::new();
-        for entry in self.ledger.entries_of(Kind::Ask, id)? {
-            if let Some(entry) = self.settle(entry, resolution.clone()).await? {
+        for entry in entries {
+            if let Some(entry) = self.settle(entry, record.resolution.clone()).await? {
                 settled.push(entry);
             }
         }
