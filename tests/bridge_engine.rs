@@ -149,6 +149,37 @@ fn file_ask(data: &DataDir, prompt: &str, options: &[&str]) -> Ask {
         .0
 }
 
+/// A data dir with one ask whose first send failed and waits `after` for its retry, the
+/// recording channel and the engine (routes C1) that tried it. Bind `_temp` when taking it
+/// apart: the data dir lives as long as it does.
+struct SendWaiting {
+    _temp: tempfile::TempDir,
+    data: DataDir,
+    ask: Ask,
+    recorder: Recorder,
+    engine: Engine<Recorder>,
+}
+
+async fn a_send_waiting(prompt: &str, after: Duration) -> SendWaiting {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(temp.path());
+    let ask = file_ask(&data, prompt, &[]);
+    let recorder = Recorder::default();
+    let mut engine = new_engine(recorder.clone(), "slack", &["slack:U1"], &["C1"], &data);
+    recorder.log().failures.push_back(SendError::Retry {
+        after: Some(after),
+        reason: "network down".into(),
+    });
+    assert!(engine.sync().await.expect("sync").is_some(), "a retry due");
+    SendWaiting {
+        _temp: temp,
+        data,
+        ask,
+        recorder,
+        engine,
+    }
+}
+
 fn inbound(identity: &str, target: Target, text: &str, message_id: &str) -> Inbound {
     Inbound {
         identity: identity.into(),
@@ -802,16 +833,13 @@ async fn a_sync_does_not_read_the_ledger_entry_files_again() {
 /// send any more: its entry is settled, and the engine does not keep waking for it.
 #[tokio::test]
 async fn an_ask_resolved_while_its_send_waits_is_not_retried() {
-    let temp = tempfile::tempdir().expect("tempdir");
-    let data = DataDir::new(temp.path());
-    let ask = file_ask(&data, "deploy?", &[]);
-    let recorder = Recorder::default();
-    let mut engine = new_engine(recorder.clone(), "slack", &["slack:U1"], &["C1"], &data);
-    recorder.log().failures.push_back(SendError::Retry {
-        after: Some(Duration::from_millis(100)),
-        reason: "network down".into(),
-    });
-    assert!(engine.sync().await.expect("sync").is_some(), "a retry due");
+    let SendWaiting {
+        data,
+        ask,
+        recorder,
+        mut engine,
+        _temp,
+    } = a_send_waiting("deploy?", Duration::from_millis(100)).await;
     Mailbox::new(data.clone())
         .answer(&ask.id, "yes", "cli:ana")
         .expect("answer");
@@ -903,16 +931,13 @@ async fn a_change_is_handled_for_the_asks_it_names_alone() {
 /// other pending ask is looked at (one filed without an event stays unsent until a full look).
 #[tokio::test]
 async fn a_retry_due_is_handled_for_the_items_due_alone() {
-    let temp = tempfile::tempdir().expect("tempdir");
-    let data = DataDir::new(temp.path());
-    let first = file_ask(&data, "first?", &[]);
-    let recorder = Recorder::default();
-    let mut engine = new_engine(recorder.clone(), "slack", &["slack:U1"], &["C1"], &data);
-    recorder.log().failures.push_back(SendError::Retry {
-        after: Some(Duration::from_millis(100)),
-        reason: "network down".into(),
-    });
-    assert!(engine.sync().await.expect("sync").is_some(), "a retry due");
+    let SendWaiting {
+        data,
+        ask: first,
+        recorder,
+        mut engine,
+        _temp,
+    } = a_send_waiting("first?", Duration::from_millis(100)).await;
     let unnamed = file_ask(&data, "unnamed?", &[]);
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(engine.sync_due().await.expect("sync due"), None);
@@ -937,16 +962,13 @@ async fn a_retry_due_is_handled_for_the_items_due_alone() {
 #[tokio::test]
 async fn an_ask_gone_while_its_send_waits_leaves_the_ledger() {
     for full in [false, true] {
-        let temp = tempfile::tempdir().expect("tempdir");
-        let data = DataDir::new(temp.path());
-        let ask = file_ask(&data, "gone?", &[]);
-        let recorder = Recorder::default();
-        let mut engine = new_engine(recorder.clone(), "slack", &["slack:U1"], &["C1"], &data);
-        recorder.log().failures.push_back(SendError::Retry {
-            after: Some(Duration::from_millis(50)),
-            reason: "network down".into(),
-        });
-        assert!(engine.sync().await.expect("sync").is_some(), "a retry due");
+        let SendWaiting {
+            data,
+            ask,
+            recorder,
+            mut engine,
+            _temp,
+        } = a_send_waiting("gone?", Duration::from_millis(50)).await;
         std::fs::remove_file(data.asks().join(format!("{}.json", ask.id))).expect("rm");
         tokio::time::sleep(Duration::from_millis(80)).await;
         let next = if full {
