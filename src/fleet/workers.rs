@@ -972,13 +972,16 @@ impl From<Health> for WorkerHealth {
 /// Every worker of the profile: one `ListUnitsByPatterns` call for the list, then the few
 /// properties shown of each unit read concurrently, plus recorded workers that have no unit.
 pub async fn list(manager: &Manager, paths: &Paths) -> anyhow::Result<Vec<WorkerView>> {
-    let pending = Mailbox::new(paths.data())
+    // Only each worker's oldest pending ask is shown: only those are made JSON.
+    let mut workers = std::collections::HashSet::new();
+    let oldest: Vec<serde_json::Value> = Mailbox::new(paths.data())
         .pending()?
         .records
         .iter()
+        .filter(|record| workers.insert(record.ask.worker.clone()))
         .map(AskRecord::to_json)
-        .collect::<Vec<_>>();
-    list_given_asks(manager, paths, &pending).await
+        .collect();
+    list_given_asks(manager, paths, &oldest).await
 }
 
 /// [`list`] for a caller that has just listed the mailbox: `asks` are its asks as
