@@ -415,3 +415,58 @@ fn wait_blocks_without_waking_up() {
     waiter.kill().expect("kill");
     waiter.wait().expect("reap");
 }
+
+/// An unchanged world costs nothing: beats that find the same readings write no snapshot,
+/// no `world.json` (whose replacement is what makes a blocked `rein wait` look again) and no
+/// journal line; a beat that finds a change is journaled and wakes the waiter.
+#[test]
+fn quiet_beats_write_nothing_a_waiter_looks_at() {
+    use std::os::unix::fs::MetadataExt;
+    let rein = Rein::new();
+    rein.ok(&[
+        "sensor",
+        "write",
+        "flag",
+        "cat flag.json 2>/dev/null || echo '{}'",
+    ]);
+    rein.ok(&["tick"]);
+    let beat_lines = || {
+        std::fs::read_to_string(rein.data.join("journal.md"))
+            .expect("journal")
+            .lines()
+            .filter(|line| line.contains(" beat: beat "))
+            .count()
+    };
+    let inodes = || {
+        ["world.json", "snapshots/flag.json"].map(|file| {
+            std::fs::metadata(rein.data.join(file))
+                .expect("written")
+                .ino()
+        })
+    };
+    assert_eq!(beat_lines(), 1, "the first beat sensed a new world");
+    let written = inodes();
+    let token = token_of(&rein.json(&["wait"]));
+    let waiter = rein.spawn(&["wait", "--since", &token, "--json", "--timeout", "60s"]);
+    blocked_in_poll(waiter.id(), "the waiter to block");
+    for _ in 0..3 {
+        rein.ok(&["tick"]);
+    }
+    let pulse: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(rein.data.join("pulse.json")).expect("pulse"),
+    )
+    .expect("pulse json");
+    assert_eq!(pulse["beat"], 4, "every beat is counted: {pulse}");
+    assert_eq!(pulse["changed"], false);
+    assert_eq!(beat_lines(), 1, "quiet beats add no journal line");
+    assert_eq!(inodes(), written, "quiet beats replaced no world file");
+    let mut waiter = waiter;
+    assert!(still_running(&mut waiter));
+
+    std::fs::write(rein.data.join("flag.json"), "{\"raised\": true}").expect("flag");
+    rein.ok(&["tick"]);
+    let out = wait_child(waiter, Duration::from_secs(10), "the woken waiter");
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(state["woke"]["world_changed"], true, "{state}");
+    assert_eq!(beat_lines(), 2, "the beat that found a change is journaled");
+}

@@ -136,9 +136,11 @@ pub fn sensor(context: &Context, command: SensorCommand) -> anyhow::Result<()> {
                     .map(|(name, _)| {
                         let last = match snapshots.get(&name) {
                             None => "never run".to_owned(),
-                            Some(s) if s.ok => format!("ok {} ago", output::age(s.taken)),
+                            Some(s) if s.ok => {
+                                format!("ok, the same since {} ago", output::age(s.taken))
+                            }
                             Some(s) => format!(
-                                "failed {} ago: {}",
+                                "failed, the same since {} ago: {}",
                                 output::age(s.taken),
                                 s.error.as_deref().unwrap_or("")
                             ),
@@ -146,7 +148,7 @@ pub fn sensor(context: &Context, command: SensorCommand) -> anyhow::Result<()> {
                         vec![name, last]
                     })
                     .collect();
-                output::lines(output::table(&["NAME", "LAST"], rows))?;
+                output::lines(output::table(&["NAME", "LAST READING"], rows))?;
             }
         }
     }

@@ -213,6 +213,9 @@ pub enum Command {
     /// Prints the beat's line, then any failed sensor or worker. Run by the pulse, whose
     /// output is the journal, it leaves the beat's line out: the journal has it already as
     /// an entry of its own, with REIN_EVENT=beat and REIN_BEAT.
+    ///
+    /// A beat that finds the world unchanged writes only pulse.json: no snapshot, no
+    /// world.json (so no `rein wait` wakes) and no line in journal.md.
     Tick,
     /// Install and enable a static unit that runs `rein up` at login.
     ///
@@ -557,7 +560,8 @@ pub enum SensorCommand {
     },
     /// Move a sensor to the archive.
     Rm { name: String },
-    /// List sensors with their last snapshot.
+    /// List sensors with their last reading and how long it has held (a run that reads the
+    /// same leaves the snapshot as it was).
     Ls,
 }
 

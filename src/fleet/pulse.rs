@@ -106,7 +106,11 @@ pub async fn beat(
         }
     );
     tracing::info!(REIN_EVENT = "beat", REIN_BEAT = number, "{message}");
-    journal::append(&dir, "beat", &message)?;
+    // journal.md has a line per move: a beat that found the world as it was made none (it
+    // stays in journald above, and pulse.json counts it).
+    if record.changed {
+        journal::append(&dir, "beat", &message)?;
+    }
     let (failed_workers, systemd) = match manager {
         Some(manager) => {
             let names = UnitNames::new(paths);

@@ -2,10 +2,11 @@
 //!
 //! `rein sense` runs every `sensors/<name>.sh` once, in parallel, through [`crate::capture`]:
 //! a timeout that stops everything the sensor started, and caps on what it prints. Each
-//! sensor must print one JSON object. The result
-//! is written atomically to `snapshots/<name>.json` — a sensor that fails, hangs, floods or
-//! prints non-JSON yields an error snapshot, never a crash. The world hash covers what the
-//! sensors said (not when), so an unchanged world hashes the same and costs nothing.
+//! sensor must print one JSON object. A reading that differs from the kept one is written
+//! atomically to `snapshots/<name>.json` — a sensor that fails, hangs, floods or prints
+//! non-JSON yields an error snapshot, never a crash. The world hash covers what the sensors
+//! said (not when), so an unchanged world hashes the same and costs nothing: no file is
+//! written and no waiter wakes.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -40,7 +41,7 @@ pub struct Snapshot {
     pub error: Option<String>,
 }
 
-/// `world.json`: the hash of the last sense and when it was taken.
+/// `world.json`: the hash of the world, written when it changes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct World {
     pub version: u32,
@@ -49,6 +50,16 @@ pub struct World {
     pub sensors: Vec<String>,
     /// When the hash last changed (equal to `taken` when this sense changed it).
     pub changed: DateTime<Utc>,
+}
+
+impl Snapshot {
+    /// Whether `other` says the same as this one, whenever and however fast it was taken.
+    pub fn same_reading(&self, other: &Snapshot) -> bool {
+        self.sensor == other.sensor
+            && self.ok == other.ok
+            && self.value == other.value
+            && self.error == other.error
+    }
 }
 
 /// The hash of a world nobody has sensed yet.
@@ -194,11 +205,15 @@ pub struct SenseReport {
     pub snapshots: Vec<Snapshot>,
 }
 
-/// Runs every sensor in parallel, writes the snapshots and `world.json`, and returns the hash.
+/// Runs every sensor in parallel and returns the hash. Only what changed is written: the
+/// snapshot of each sensor whose reading (`ok`, `value`, `error`) differs from the one kept,
+/// and `world.json` when the hash differs. An unchanged world writes no file, so it costs no
+/// disk write and wakes no `rein wait`; a kept snapshot's `taken` is when that reading was
+/// first taken.
 pub fn sense(dir: &DataDir, config: &SensorConfig) -> Result<SenseReport> {
     dir.create_dirs()?;
     let sensors = store::list(&dir.sensors(), ".sh")?;
-    let snapshots: Vec<Snapshot> = std::thread::scope(|scope| {
+    let fresh: Vec<Snapshot> = std::thread::scope(|scope| {
         let handles: Vec<_> = sensors
             .iter()
             .map(|(name, path)| scope.spawn(move || run_sensor(dir, name, path, config)))
@@ -219,11 +234,30 @@ pub fn sense(dir: &DataDir, config: &SensorConfig) -> Result<SenseReport> {
             })
             .collect()
     });
-    let files: Vec<_> = snapshots
+    let mut changed_snapshots = Vec::new();
+    let snapshots: Vec<Snapshot> = fresh
+        .into_iter()
+        .map(|snapshot| {
+            let path = dir.snapshot(&snapshot.sensor);
+            // A snapshot that cannot be read is simply written again.
+            match store::read_json::<Snapshot>(&path).ok().flatten() {
+                Some(kept) if kept.version == FORMAT_VERSION && kept.same_reading(&snapshot) => {
+                    kept
+                }
+                _ => {
+                    changed_snapshots.push(snapshot.clone());
+                    snapshot
+                }
+            }
+        })
+        .collect();
+    let files: Vec<_> = changed_snapshots
         .iter()
         .map(|snapshot| (dir.snapshot(&snapshot.sensor), snapshot))
         .collect();
-    store::write_json_each(&files)?;
+    if !files.is_empty() {
+        store::write_json_each(&files)?;
+    }
     // Snapshots of sensors that no longer exist are derived data: drop them.
     let current: Vec<&str> = sensors.iter().map(|(name, _)| name.as_str()).collect();
     for (name, path) in store::list(&dir.snapshots(), ".json")? {
@@ -233,19 +267,24 @@ pub fn sense(dir: &DataDir, config: &SensorConfig) -> Result<SenseReport> {
     }
     let hash = world_hash(&snapshots);
     let previous = read_world(dir)?;
-    let now = Utc::now();
     let changed = previous.as_ref().map(|w| w.hash != hash).unwrap_or(true);
-    let world = World {
-        version: FORMAT_VERSION,
-        hash: hash.clone(),
-        taken: now,
-        sensors: current.iter().map(|s| s.to_string()).collect(),
-        changed: match (&previous, changed) {
-            (Some(previous), false) => previous.changed,
-            _ => now,
-        },
-    };
-    store::write_json(&dir.world(), &world)?;
+    let kept = previous
+        .as_ref()
+        .is_some_and(|w| !changed && w.version == FORMAT_VERSION && w.sensors == current);
+    if !kept {
+        let now = Utc::now();
+        let world = World {
+            version: FORMAT_VERSION,
+            hash: hash.clone(),
+            taken: now,
+            sensors: current.iter().map(|s| s.to_string()).collect(),
+            changed: match (&previous, changed) {
+                (Some(previous), false) => previous.changed,
+                _ => now,
+            },
+        };
+        store::write_json(&dir.world(), &world)?;
+    }
     Ok(SenseReport {
         hash,
         changed,
@@ -307,5 +346,85 @@ mod tests {
             snapshot("b", serde_json::json!({}), 1),
         ];
         assert_ne!(world_hash(&a), world_hash(&c));
+    }
+
+    /// The inode of each file under `dir` that a sense may write, by name.
+    fn inodes(dir: &DataDir) -> BTreeMap<String, u64> {
+        use std::os::unix::fs::MetadataExt;
+        let mut files: Vec<std::path::PathBuf> = store::list(&dir.snapshots(), ".json")
+            .expect("snapshots")
+            .into_iter()
+            .map(|(_, path)| path)
+            .collect();
+        files.push(dir.world());
+        files
+            .into_iter()
+            .map(|path| {
+                let inode = std::fs::metadata(&path).expect("written").ino();
+                (path.display().to_string(), inode)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_unchanged_world_is_sensed_without_writing_a_file() {
+        let temp = tempfile::tempdir().expect("temp");
+        let dir = DataDir::new(temp.path());
+        dir.create_dirs().expect("dirs");
+        let config = SensorConfig::default();
+        let sensor = |name: &str, body: &str| {
+            std::fs::write(dir.sensors().join(format!("{name}.sh")), body).expect("sensor")
+        };
+        sensor("a", "echo '{\"a\": 1}'");
+        sensor("b", "echo '{\"b\": 1}'");
+        sensor("broken", "echo oops; exit 1");
+        let first = sense(&dir, &config).expect("sense");
+        assert!(first.changed);
+        let written = inodes(&dir);
+        let world = read_world(&dir).expect("world").expect("written");
+
+        // The same readings again: every file stays as it was (a rename would give a new
+        // inode), so a quiet beat writes nothing and wakes no waiter.
+        let second = sense(&dir, &config).expect("sense");
+        assert!(!second.changed);
+        assert_eq!(second.hash, first.hash);
+        assert_eq!(inodes(&dir), written);
+        assert_eq!(read_world(&dir).expect("world"), Some(world.clone()));
+        assert_eq!(
+            second.snapshots, first.snapshots,
+            "the report gives the readings as kept, from when each was first taken"
+        );
+
+        // One reading changes: its snapshot and the world are written, nothing else.
+        sensor("b", "echo '{\"b\": 2}'");
+        let third = sense(&dir, &config).expect("sense");
+        assert!(third.changed);
+        let now = inodes(&dir);
+        let moved: Vec<&String> = now
+            .iter()
+            .filter(|(path, inode)| written.get(*path) != Some(inode))
+            .map(|(path, _)| path)
+            .collect();
+        assert_eq!(
+            moved,
+            [
+                &dir.snapshot("b").display().to_string(),
+                &dir.world().display().to_string()
+            ],
+            "{now:?}"
+        );
+        let after = read_world(&dir).expect("world").expect("written");
+        assert!(after.changed > world.changed && after.taken == after.changed);
+
+        // A snapshot that cannot be read is written again, whatever it held.
+        std::fs::write(dir.snapshot("a"), "{not json").expect("corrupt");
+        let fourth = sense(&dir, &config).expect("a corrupt snapshot is no error");
+        assert!(!fourth.changed);
+        assert_eq!(
+            store::read_json::<Snapshot>(&dir.snapshot("a"))
+                .expect("readable again")
+                .and_then(|s| s.value),
+            Some(serde_json::json!({"a": 1}))
+        );
     }
 }
