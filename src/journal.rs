@@ -57,7 +57,7 @@ pub fn append(dir: &DataDir, event: &str, message: &str) -> Result<()> {
     store::append_line(&dir.journal(), &line)
 }
 
-/// How much of the end of `journal.md` a tail reads: the journal grows by a line per beat,
+/// How much of the end of `journal.md` a tail reads: the journal grows by a line per move,
 /// and a tail must not cost more as it does.
 const TAIL_WINDOW: u64 = 256 * 1024;
 

@@ -1509,8 +1509,8 @@ fn mailbox_scale(mailboxes: &[(usize, usize)], rounds: usize) {
         v.sort();
         (percentile(&v, 0.5), percentile(&v, 0.99))
     };
-    println!("| pending / archived asks | file (`rein ask --timeout 1ms`) p50 / p99 | `rein answer` p50 / p99 | `rein asks --json` p50 | `rein wait` woken by a new ask: latency p50 / p99 | its CPU p50 |");
-    println!("|---|---|---|---|---|---|");
+    println!("| pending / archived asks | file (`rein ask --timeout 1ms`) p50 / p99 | `rein answer` p50 / p99 | `rein asks --json` p50 | `rein wait` woken by a new ask: latency p50 / p99 | its CPU p50 | a blocked `rein wait`: CPU per quiet beat |");
+    println!("|---|---|---|---|---|---|---|");
     for &(pending, archived) in mailboxes {
         let profile = Profile::new();
         populate_mailbox(&profile.data, pending, archived);
@@ -1572,11 +1572,39 @@ fn mailbox_scale(mailboxes: &[(usize, usize)], rounds: usize) {
             let _ = std::io::copy(&mut stdout, &mut std::io::sink());
             cpus.push(reap_cpu(waiter));
         }
+        // A waiter for anything (not only asks) beside beats that find the world unchanged:
+        // its CPU over QUIET_BEATS beats, from the kernel's own accounting.
+        const QUIET_BEATS: u32 = 10;
+        timed(
+            &profile,
+            &["sensor", "write", "constant", "echo '{\"n\": 1}'"],
+        );
+        timed(&profile, &["tick"]);
+        let output = Command::new(REIN)
+            .args(["wait", "--json"])
+            .env("REIN_DATA_DIR", &profile.data)
+            .env("REIN_CONFIG", &profile.config)
+            .output()
+            .expect("rein wait");
+        let token = serde_json::from_slice::<serde_json::Value>(&output.stdout)
+            .ok()
+            .and_then(|v| v["token"].as_str().map(str::to_owned))
+            .expect("a token");
+        let mut waiter = profile.spawn(&["wait", "--since", &token, "--json"]);
+        wait_blocked(waiter.id());
+        let before = cpu_ns_of(waiter.id());
+        for _ in 0..QUIET_BEATS {
+            timed(&profile, &["tick"]);
+        }
+        let quiet =
+            Duration::from_nanos((cpu_ns_of(waiter.id()) - before) / u64::from(QUIET_BEATS));
+        let _ = waiter.kill();
+        let _ = waiter.wait();
         let (file50, file99) = p(files);
         let (answer50, answer99) = p(answers);
         let (wake50, wake99) = p(wakes);
         println!(
-            "| {pending} / {archived} | {} / {} | {} / {} | {} | {} / {} | {} |",
+            "| {pending} / {archived} | {} / {} | {} / {} | {} | {} / {} | {} | {:.3} ms |",
             ms(file50),
             ms(file99),
             ms(answer50),
@@ -1585,6 +1613,7 @@ fn mailbox_scale(mailboxes: &[(usize, usize)], rounds: usize) {
             ms(wake50),
             ms(wake99),
             ms(p(cpus).0),
+            quiet.as_secs_f64() * 1000.0,
         );
     }
     println!();
