@@ -26,6 +26,9 @@
 //!   `state`, kill), and 1,000 / 10,000 pending asks beside 10,000 / 100,000 archived ones
 //!   (file, answer, `asks`, a `rein wait` woken by a new ask: latency and the waiter's CPU).
 //! - asks: the mailbox half of `scale` alone.
+//! - memory (needs a user manager, `script` and `tmux`): 10 rein workers whose agent is
+//!   `sleep`, each unit's memory as the kernel charges it, beside the same agent alone in a
+//!   unit, under `script`, and as tmux sessions (what each session past the first adds).
 //! - loops (needs a user manager): a fire (`systemctl --user start` of the loop's dispatch
 //!   unit, timed from outside) to the prompt read by the agent in the session; a session's
 //!   main process killed to its agent running again, and to its resume prompt read again;
@@ -805,6 +808,171 @@ fn unit_property(unit: &str, property: &str) -> String {
         .output()
         .expect("systemctl show");
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// What a unit's processes hold as the kernel charges it, in KiB: on cgroup v1 the memory
+/// controller's `rss` + `cache` + kernel memory (its `usage_in_bytes`, which systemd reports
+/// as MemoryCurrent, also counts pages a CPU charged ahead and is documented as fuzzy); on
+/// cgroup v2 `memory.current`.
+fn unit_memory_kib(unit: &str) -> Option<u64> {
+    let cgroup = unit_property(unit, "ControlGroup");
+    let cgroup = cgroup.trim_start_matches('/');
+    if cgroup.is_empty() {
+        return None;
+    }
+    let number = |path: std::path::PathBuf| -> Option<u64> {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    };
+    let v1 = Path::new("/sys/fs/cgroup/memory").join(cgroup);
+    if v1.is_dir() {
+        let stat = std::fs::read_to_string(v1.join("memory.stat")).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            stat.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        };
+        let kernel = number(v1.join("memory.kmem.usage_in_bytes"))?;
+        return Some((field("rss")? + field("cache")? + kernel) / 1024);
+    }
+    Some(
+        number(
+            Path::new("/sys/fs/cgroup")
+                .join(cgroup)
+                .join("memory.current"),
+        )? / 1024,
+    )
+}
+
+/// Starts `command` as a transient user service named `unit`.
+fn run_unit(unit: &str, command: &[&str]) {
+    let status = Command::new("systemd-run")
+        .args(["--user", "--quiet", "--collect", "--unit", unit])
+        .args(command)
+        .status()
+        .expect("systemd-run");
+    assert!(status.success(), "systemd-run {unit}");
+}
+
+fn stop_units(units: &[String]) {
+    let _ = Command::new("systemctl")
+        .args(["--user", "stop"])
+        .args(units)
+        .status();
+}
+
+/// Memory per agent: `count` rein workers whose agent is `sleep`, beside the same agent alone
+/// in a unit, under `script` (util-linux's PTY host, a small C program), and in tmux sessions
+/// (one server: what each session past the first adds). Each figure is a unit's memory as the
+/// kernel charges it ([`unit_memory_kib`]), read once the units have settled.
+fn memory_section(count: usize) {
+    ensure_user_manager();
+    const SETTLE: Duration = Duration::from_secs(8);
+    let median = |mut values: Vec<u64>| -> String {
+        values.sort_unstable();
+        match values.get(values.len() / 2) {
+            Some(median) => format!("{median} KiB ({}–{})", values[0], values[values.len() - 1]),
+            None => "not reported (no memory accounting here)".to_owned(),
+        }
+    };
+    println!("## memory\n");
+    println!("| {count} of each, agent `sleep` | memory per agent, median (min–max) |");
+    println!("|---|---|");
+
+    let profile = Profile::new();
+    std::fs::write(
+        &profile.config,
+        "[runner]\npreset = \"custom\"\ncommand = \"exec sleep 100000\"\n",
+    )
+    .expect("config");
+    for n in 0..count {
+        timed(&profile, &["worker", "start", &format!("m{n}"), "bench"]);
+    }
+    std::thread::sleep(SETTLE);
+    let name = profile_name(&profile);
+    let workers: Vec<u64> = (0..count)
+        .filter_map(|n| unit_memory_kib(&format!("rein.{name}.worker-m{n}.service")))
+        .collect();
+    for n in 0..count {
+        timed(&profile, &["worker", "kill", &format!("m{n}")]);
+    }
+    println!(
+        "| a rein worker (the PTY host and the agent) | {} |",
+        median(workers)
+    );
+
+    let tag = std::process::id();
+    let mut units = Vec::new();
+    for n in 0..count {
+        let alone = format!("rein-bench-memory-{tag}-alone-{n}.service");
+        run_unit(&alone, &["/bin/sh", "-c", "exec sleep 100000"]);
+        let script = format!("rein-bench-memory-{tag}-script-{n}.service");
+        run_unit(
+            &script,
+            &[
+                "script",
+                "--quiet",
+                "--command",
+                "exec sleep 100000",
+                "/dev/null",
+            ],
+        );
+        units.push(alone);
+        units.push(script);
+    }
+    std::thread::sleep(SETTLE);
+    let of = |kind: &str| -> Vec<u64> {
+        units
+            .iter()
+            .filter(|unit| unit.contains(&format!("-{kind}-")))
+            .filter_map(|unit| unit_memory_kib(unit))
+            .collect()
+    };
+    println!("| the agent alone in a unit | {} |", median(of("alone")));
+    println!(
+        "| the agent under `script` (util-linux, a PTY host in C) | {} |",
+        median(of("script"))
+    );
+    stop_units(&units);
+
+    // tmux: one server in its own unit, in the foreground (-D); its growth per session.
+    let server = format!("rein-bench-memory-{tag}-tmux.service");
+    let socket = format!("rein-bench-memory-{tag}");
+    run_unit(&server, &["tmux", "-L", &socket, "-f", "/dev/null", "-D"]);
+    let tmux = |args: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Command::new("tmux")
+            .args(["-L", &socket])
+            .args(args)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(Instant::now() < deadline, "tmux {args:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    tmux(&["new-session", "-d", "-s", "first", "exec sleep 100000"]);
+    std::thread::sleep(SETTLE);
+    let one = unit_memory_kib(&server);
+    for n in 0..count {
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &format!("s{n}"),
+            "exec sleep 100000",
+        ]);
+    }
+    std::thread::sleep(SETTLE);
+    let all = unit_memory_kib(&server);
+    stop_units(std::slice::from_ref(&server));
+    match one.zip(all) {
+        Some((one, all)) => println!(
+            "| a tmux session past the first (one server for all) | {} KiB (the server with one session: {one} KiB) |",
+            all.saturating_sub(one) / count as u64
+        ),
+        None => println!("| a tmux session | not reported (no memory accounting here) |"),
+    }
+    println!();
 }
 
 fn agents_section(rounds: usize) {
@@ -1674,6 +1842,7 @@ fn main() {
                 window,
             ),
             "beat" => beat_section(if benching { 60 } else { 3 }),
+            "memory" => memory_section(if benching { 10 } else { 2 }),
             "systemd" => systemd_section(
                 if benching { 50 } else { 3 },
                 if benching { 100 } else { 3 },
@@ -1704,7 +1873,7 @@ fn main() {
             ),
             other => {
                 eprintln!(
-                    "unknown section {other:?}; known: mailbox, systemd, beat, bridges, agents, loops, tui, scale, asks"
+                    "unknown section {other:?}; known: mailbox, systemd, beat, memory, bridges, agents, loops, tui, scale, asks"
                 );
                 std::process::exit(2);
             }
