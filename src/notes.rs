@@ -50,14 +50,3 @@ pub fn notify(dir: &DataDir, worker: &str, message: &str) -> Result<Note> {
     crate::journal::record_or_warn(dir, "notify", &format!("{worker}: {message}"));
     Ok(note)
 }
-
-/// Every note, oldest first.
-pub fn list(dir: &DataDir) -> Result<Vec<Note>> {
-    let mut notes = Vec::new();
-    for (_, path) in store::list(&dir.notes(), ".json")? {
-        if let Some(note) = store::read_json(&path)? {
-            notes.push(note);
-        }
-    }
-    Ok(notes)
-}
