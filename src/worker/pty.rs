@@ -57,6 +57,8 @@ mod attach;
 mod host;
 #[path = "pty_request.rs"]
 pub mod request;
+#[path = "pty_screen.rs"]
+mod screen;
 #[path = "pty_sys.rs"]
 mod sys;
 #[path = "pty_transcript.rs"]

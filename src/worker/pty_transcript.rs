@@ -1,6 +1,6 @@
 //! The agent's screen as a person sees it, and the transcript made from it.
 //!
-//! Every byte the agent prints goes through a terminal emulator (the `vt100` crate) the size
+//! Every byte the agent prints goes through a terminal emulator ([`super::screen`]) the size
 //! of the agent's terminal, so cursor movement, erasing and redrawing end up as the text on
 //! screen: an interactive TUI that moves the cursor instead of printing spaces still reads
 //! "Unable to connect", not "Unabletoconnect".
@@ -13,15 +13,15 @@
 //!
 //! [`Terminal::screen`] is the current screen as text, for the host's Screen request.
 //!
-//! Memory: one grid of `rows × cols` cells of 32 bytes (about 150 KiB at 120×40), a second
+//! Memory: one grid of `rows × cols` cells of 4 bytes (about 19 KiB at 120×40), a second
 //! one only while the agent uses the alternate screen, no scrollback, one `u64` per row.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::num::NonZeroU16;
 use std::time::Instant;
 
 use super::protocol::WindowSize;
+use super::screen::Emulator;
 
 /// What the host's Screen request returns: the screen as text and what a caller needs to
 /// judge whether the agent is ready for input.
@@ -57,7 +57,7 @@ impl ScreenText {
 
 /// The emulated screen and the transcript writer over it.
 pub(super) struct Terminal {
-    parser: vt100::Parser,
+    parser: Emulator,
     sink: Box<dyn Write + Send>,
     failed: bool,
     /// A hash of the text last written from each row; 0 for none.
@@ -105,10 +105,6 @@ fn valid_utf8(carry: &mut Vec<u8>, bytes: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-fn nonzero(value: u16) -> NonZeroU16 {
-    NonZeroU16::new(value).unwrap_or(NonZeroU16::MIN)
-}
-
 fn text_hash(text: &str) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut hasher);
@@ -119,7 +115,7 @@ fn text_hash(text: &str) -> u64 {
 impl Terminal {
     pub fn new(sink: Box<dyn Write + Send>, size: WindowSize) -> Self {
         Self {
-            parser: vt100::Parser::new(nonzero(size.rows), nonzero(size.cols), 0),
+            parser: Emulator::new(size.rows, size.cols),
             sink,
             failed: false,
             written: vec![0; usize::from(size.rows.max(1))],
@@ -147,9 +143,7 @@ impl Terminal {
     }
 
     pub fn resize(&mut self, size: WindowSize) {
-        self.parser
-            .screen_mut()
-            .set_size(nonzero(size.rows), nonzero(size.cols));
+        self.parser.set_size(size.rows, size.cols);
         self.written = vec![0; usize::from(size.rows.max(1))];
     }
 
@@ -176,7 +170,6 @@ impl Terminal {
     pub fn screen(&self) -> ScreenText {
         let screen = self.parser.screen();
         let (rows, cols) = screen.size();
-        let (rows, cols) = (rows.get(), cols.get());
         let (row, col) = screen.cursor_position();
         ScreenText {
             cols,
@@ -192,7 +185,7 @@ impl Terminal {
                 .as_millis()
                 .try_into()
                 .unwrap_or(u64::MAX),
-            lines: (0..rows).map(|row| row_text(screen, row)).collect(),
+            lines: (0..rows).map(|row| screen.row_text(row)).collect(),
         }
     }
 
@@ -218,7 +211,7 @@ impl Terminal {
         }
         let mut line = String::new();
         for part in first..=row {
-            line.push_str(&row_text(screen, part));
+            line.push_str(&screen.row_text(part));
         }
         let line = line.trim_end();
         let Some(slot) = self.written.get_mut(usize::from(row)) else {
@@ -242,28 +235,6 @@ impl Terminal {
             self.failed = true;
         }
     }
-}
-
-/// One screen row as text: empty cells are spaces, wide characters count once, trailing
-/// blanks are trimmed.
-fn row_text(screen: &vt100::Screen, row: u16) -> String {
-    let (_, cols) = screen.size();
-    let mut text = String::new();
-    for col in 0..cols.get() {
-        let Some(cell) = screen.cell(row, col) else {
-            break;
-        };
-        if cell.is_wide_continuation() {
-            continue;
-        }
-        if cell.has_contents() {
-            text.push_str(cell.contents());
-        } else {
-            text.push(' ');
-        }
-    }
-    text.truncate(text.trim_end().len());
-    text
 }
 
 /// The transcript lines that `chunks` of raw terminal output become, as one string: what a
