@@ -66,6 +66,28 @@ impl Profile {
         }
     }
 
+    /// A profile whose config file holds `config`.
+    fn with_config(config: &str) -> Profile {
+        let profile = Profile::new();
+        std::fs::write(&profile.config, config).expect("config");
+        profile
+    }
+
+    /// The token that `rein wait --json` with `args` prints (at once, given no token).
+    fn token(&self, args: &[&str]) -> String {
+        let output = Command::new(REIN)
+            .args(["wait", "--json"])
+            .args(args)
+            .env("REIN_DATA_DIR", &self.data)
+            .env("REIN_CONFIG", &self.config)
+            .output()
+            .expect("rein wait");
+        serde_json::from_slice::<serde_json::Value>(&output.stdout)
+            .ok()
+            .and_then(|v| v["token"].as_str().map(str::to_owned))
+            .expect("a token")
+    }
+
     fn spawn(&self, args: &[&str]) -> Child {
         Command::new(REIN)
             .args(args)
@@ -347,12 +369,9 @@ fn rein_processes() -> Vec<u32> {
 
 fn systemd_section(starts: usize, listed: usize) {
     ensure_user_manager();
-    let profile = Profile::new();
-    std::fs::write(
-        &profile.config,
+    let profile = Profile::with_config(
         "[pulse]\ninterval = \"2s\"\n[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n",
-    )
-    .expect("config");
+    );
     println!("## systemd\n");
     println!("| measurement | rounds | p50 | p99 | max |");
     println!("|---|---|---|---|---|");
@@ -462,12 +481,9 @@ fn slice_cpu_us(slice: &str) -> u64 {
 /// really come.
 fn beat_section(beats: u64) {
     ensure_user_manager();
-    let profile = Profile::new();
-    std::fs::write(
-        &profile.config,
+    let profile = Profile::with_config(
         "[pulse]\ninterval = \"1s\"\n[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n",
-    )
-    .expect("config");
+    );
     timed(&profile, &["init"]);
     for n in 0..5 {
         timed(
@@ -877,12 +893,8 @@ fn memory_section(count: usize) {
     println!("| {count} of each, agent `sleep` | memory per agent, median (min–max) |");
     println!("|---|---|");
 
-    let profile = Profile::new();
-    std::fs::write(
-        &profile.config,
-        "[runner]\npreset = \"custom\"\ncommand = \"exec sleep 100000\"\n",
-    )
-    .expect("config");
+    let profile =
+        Profile::with_config("[runner]\npreset = \"custom\"\ncommand = \"exec sleep 100000\"\n");
     for n in 0..count {
         timed(&profile, &["worker", "start", &format!("m{n}"), "bench"]);
     }
@@ -1089,14 +1101,10 @@ fn profile_env(profile: &Profile, name: &str) -> String {
 
 fn loops_section(fires: usize, kills: usize, idle: usize, window: Duration) {
     ensure_user_manager();
-    let profile = Profile::new();
-    let name = format!("bench{}", std::process::id());
     // Sessions are killed over and over here: lift the start limit that would mark them failed.
-    std::fs::write(
-        &profile.config,
-        "[pulse]\ninterval = \"1h\"\n[workers]\nstart_limit_burst = 10000\n",
-    )
-    .expect("config");
+    let profile =
+        Profile::with_config("[pulse]\ninterval = \"1h\"\n[workers]\nstart_limit_burst = 10000\n");
+    let name = format!("bench{}", std::process::id());
     let work = profile.data.parent().expect("temp").join("work");
     std::fs::create_dir_all(&work).expect("work dir");
     let run = |args: &[&str]| -> Duration {
@@ -1434,12 +1442,9 @@ fn tui_section(fleets: &[usize], rounds: usize, window: Duration) {
     println!("| workers | first frame | fleet read | redraw after an ask p50 | p99 | filing the ask p50 | p99 | shown after filing returned p50 | p99 | redraw after a kill p50 | p99 | idle context switches in {}s |", window.as_secs());
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &count in fleets {
-        let profile = Profile::new();
-        std::fs::write(
-            &profile.config,
+        let profile = Profile::with_config(
             "[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n[workers]\nrestart_sec = \"1s\"\n",
-        )
-        .expect("config");
+        );
         for n in 0..count {
             timed(&profile, &["worker", "start", &format!("s{n:03}"), "bench"]);
         }
@@ -1625,12 +1630,8 @@ fn scale_section(fleets: &[usize], mailboxes: &[(usize, usize)], rounds: usize) 
         (percentile(&v, 0.5), percentile(&v, 0.99))
     };
     for &count in fleets {
-        let profile = Profile::new();
-        std::fs::write(
-            &profile.config,
-            "[runner]\npreset = \"custom\"\ncommand = \"exec sleep 3600\"\n",
-        )
-        .expect("config");
+        let profile =
+            Profile::with_config("[runner]\npreset = \"custom\"\ncommand = \"exec sleep 3600\"\n");
         let all = Instant::now();
         let mut starts = Vec::new();
         for n in 0..count {
@@ -1714,16 +1715,7 @@ fn mailbox_scale(mailboxes: &[(usize, usize)], rounds: usize) {
         let mut wakes = Vec::new();
         let mut cpus = Vec::new();
         for round in 0..rounds {
-            let output = Command::new(REIN)
-                .args(["wait", "--json", "--only-asks"])
-                .env("REIN_DATA_DIR", &profile.data)
-                .env("REIN_CONFIG", &profile.config)
-                .output()
-                .expect("rein wait");
-            let token = serde_json::from_slice::<serde_json::Value>(&output.stdout)
-                .ok()
-                .and_then(|v| v["token"].as_str().map(str::to_owned))
-                .expect("a token");
+            let token = profile.token(&["--only-asks"]);
             let mut waiter = profile.spawn(&["wait", "--since", &token, "--only-asks", "--json"]);
             wait_blocked(waiter.id());
             let started = Instant::now();
@@ -1750,16 +1742,7 @@ fn mailbox_scale(mailboxes: &[(usize, usize)], rounds: usize) {
             &["sensor", "write", "constant", "echo '{\"n\": 1}'"],
         );
         timed(&profile, &["tick"]);
-        let output = Command::new(REIN)
-            .args(["wait", "--json"])
-            .env("REIN_DATA_DIR", &profile.data)
-            .env("REIN_CONFIG", &profile.config)
-            .output()
-            .expect("rein wait");
-        let token = serde_json::from_slice::<serde_json::Value>(&output.stdout)
-            .ok()
-            .and_then(|v| v["token"].as_str().map(str::to_owned))
-            .expect("a token");
+        let token = profile.token(&[]);
         let mut waiter = profile.spawn(&["wait", "--since", &token, "--json"]);
         wait_blocked(waiter.id());
         let before = cpu_ns_of(waiter.id());
