@@ -25,7 +25,7 @@ const TAB_WIDTH: u16 = 8;
 /// The most bytes of combining characters kept on one cell.
 const MARK_BYTES: usize = 16;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Line {
     cells: Vec<u32>,
     /// Characters of width 0 that follow the character of a cell, by column.
@@ -89,13 +89,24 @@ impl Line {
     }
 }
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Saved {
     row: u16,
     col: u16,
     pending_wrap: bool,
     origin_mode: bool,
     autowrap: bool,
+}
+
+impl Saved {
+    /// What restoring a cursor never saved gives: the top left, the modes' defaults.
+    const HOME: Saved = Saved {
+        row: 0,
+        col: 0,
+        pending_wrap: false,
+        origin_mode: false,
+        autowrap: true,
+    };
 }
 
 /// The screen: size, the main grid and the alternate one, the cursor and the modes.
@@ -173,14 +184,8 @@ impl Screen {
             insert_mode: false,
             bracketed_paste: false,
             tabs: default_tabs(cols),
-            saved_main: Saved {
-                autowrap: true,
-                ..Saved::default()
-            },
-            saved_alternate: Saved {
-                autowrap: true,
-                ..Saved::default()
-            },
+            saved_main: Saved::HOME,
+            saved_alternate: Saved::HOME,
             last_printed: None,
         }
     }
@@ -351,46 +356,36 @@ impl Screen {
 
     /// Moves the rows of the scroll region up by `n`; blank rows come in at its bottom.
     fn scroll_up(&mut self, n: u16) {
-        let (top, bottom, cols) = (usize::from(self.top), usize::from(self.bottom), self.cols);
-        let n = usize::from(n).min(bottom + 1 - top);
-        let grid = self.grid_mut();
-        grid[top..=bottom].rotate_left(n);
-        for line in &mut grid[bottom + 1 - n..=bottom] {
-            *line = Line::new(cols);
-        }
+        self.shift_rows(self.top, n, true);
     }
 
     /// Moves the rows of the scroll region down by `n`; blank rows come in at its top.
     fn scroll_down(&mut self, n: u16) {
-        let (top, bottom, cols) = (usize::from(self.top), usize::from(self.bottom), self.cols);
-        let n = usize::from(n).min(bottom + 1 - top);
-        let grid = self.grid_mut();
-        grid[top..=bottom].rotate_right(n);
-        for line in &mut grid[top..top + n] {
-            *line = Line::new(cols);
+        self.shift_rows(self.top, n, false);
+    }
+
+    /// Moves rows `from` to the scroll region's bottom up (or down) by `n`; blank rows come in
+    /// where they left.
+    fn shift_rows(&mut self, from: u16, n: u16, up: bool) {
+        let (from, end) = (usize::from(from), usize::from(self.bottom) + 1);
+        let n = usize::from(n).min(end - from);
+        let rows = &mut self.grid_mut()[from..end];
+        if up {
+            rows.rotate_left(n);
+            self.blank_rows(end - n..end);
+        } else {
+            rows.rotate_right(n);
+            self.blank_rows(from..from + n);
         }
     }
 
-    fn insert_lines(&mut self, n: u16) {
+    /// IL (`up` false) and DL (`up` true): the rows from the cursor's to the region's bottom
+    /// move by `n`; nothing happens with the cursor outside the region.
+    fn edit_lines(&mut self, n: u16, up: bool) {
         if self.row < self.top || self.row > self.bottom {
             return;
         }
-        let top = self.top;
-        self.top = self.row;
-        self.scroll_down(n);
-        self.top = top;
-        self.col = 0;
-        self.pending_wrap = false;
-    }
-
-    fn delete_lines(&mut self, n: u16) {
-        if self.row < self.top || self.row > self.bottom {
-            return;
-        }
-        let top = self.top;
-        self.top = self.row;
-        self.scroll_up(n);
-        self.top = top;
+        self.shift_rows(self.row, n, up);
         self.col = 0;
         self.pending_wrap = false;
     }
@@ -413,28 +408,27 @@ impl Screen {
     }
 
     fn erase_in_display(&mut self, mode: u16) {
-        let (row, cols) = (self.row, self.cols);
+        let row = usize::from(self.row);
         match mode {
             0 => {
                 self.erase_in_line(0);
-                for below in row + 1..self.rows {
-                    *self.line_mut(below) = Line::new(cols);
-                }
+                self.blank_rows(row + 1..usize::from(self.rows));
             }
             1 => {
-                for above in 0..row {
-                    *self.line_mut(above) = Line::new(cols);
-                }
+                self.blank_rows(0..row);
                 self.erase_in_line(1);
             }
-            2 | 3 => {
-                for any in 0..self.rows {
-                    *self.line_mut(any) = Line::new(cols);
-                }
-            }
+            2 | 3 => self.blank_rows(0..usize::from(self.rows)),
             _ => {}
         }
         self.pending_wrap = false;
+    }
+
+    fn blank_rows(&mut self, rows: std::ops::Range<usize>) {
+        let cols = self.cols;
+        for line in &mut self.grid_mut()[rows] {
+            *line = Line::new(cols);
+        }
     }
 
     fn erase_chars(&mut self, n: u16) {
@@ -776,8 +770,8 @@ impl vte::Perform for Screen {
             ([], 'J') => self.erase_in_display(first),
             ([], 'K') => self.erase_in_line(first),
             ([], 'X') => self.erase_chars(n),
-            ([], 'L') => self.insert_lines(n),
-            ([], 'M') => self.delete_lines(n),
+            ([], 'L') => self.edit_lines(n, false),
+            ([], 'M') => self.edit_lines(n, true),
             ([], 'P') => self.delete_chars(n),
             ([], 'S') => self.scroll_up(n),
             ([], 'T') if numbers.len() <= 1 => self.scroll_down(n),
