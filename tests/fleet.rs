@@ -68,12 +68,7 @@ fn the_pulse_beats_runs_sensors_and_wakes_wait() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs();
-    rein.ok(&[
-        "sensor",
-        "write",
-        "flag",
-        "cat flag.json 2>/dev/null || echo '{}'",
-    ]);
+    rein.flag_sensor();
     rein.ok(&["up"]);
     wait_until(Duration::from_secs(20), "the first beat", || {
         rein.json(&["status"])["pulse"]["last_beat"]["beat"].as_u64() >= Some(1)

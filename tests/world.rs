@@ -13,12 +13,7 @@ fn token_of(value: &serde_json::Value) -> String {
 #[test]
 fn wait_tokens_wake_on_new_asks_and_world_changes_only() {
     let rein = Rein::new();
-    rein.ok(&[
-        "sensor",
-        "write",
-        "flag",
-        "cat flag.json 2>/dev/null || echo '{}'",
-    ]);
+    rein.flag_sensor();
     rein.ok(&["sense"]);
     let first = rein.json(&["wait"]);
     let t0 = token_of(&first);
@@ -423,12 +418,7 @@ fn wait_blocks_without_waking_up() {
 fn quiet_beats_write_nothing_a_waiter_looks_at() {
     use std::os::unix::fs::MetadataExt;
     let rein = Rein::new();
-    rein.ok(&[
-        "sensor",
-        "write",
-        "flag",
-        "cat flag.json 2>/dev/null || echo '{}'",
-    ]);
+    rein.flag_sensor();
     rein.ok(&["tick"]);
     let beat_lines = || {
         std::fs::read_to_string(rein.data.join("journal.md"))

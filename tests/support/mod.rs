@@ -115,6 +115,17 @@ impl Rein {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Writes the sensor `flag`: it prints the data dir's `flag.json`, or `{}` while there is
+    /// none, so a test changes the world by writing that file.
+    pub fn flag_sensor(&self) {
+        self.ok(&[
+            "sensor",
+            "write",
+            "flag",
+            "cat flag.json 2>/dev/null || echo '{}'",
+        ]);
+    }
+
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = args.to_vec();
         all.push("--json");
