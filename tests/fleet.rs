@@ -4,10 +4,10 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{stderr_of, stdout_of, tree, wait_child, wait_until, Down, Rein};
+use support::{stderr_of, stdout_of, tree, wait_child, wait_until, Down, Rein, REIN};
 
 fn units_of(rein: &Rein) -> Vec<String> {
     let output = std::process::Command::new("systemctl")
@@ -581,6 +581,50 @@ fn unit_processes(rein: &Rein, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// A `rein` copied without `rein-host` beside it still runs workers, in its own copy of the
+/// host, and says what is missing and how to fix it.
+#[test]
+fn a_rein_without_rein_host_beside_it_runs_workers_in_itself_and_says_so() {
+    let rein = Rein::fleet("");
+    let _down = Down(&rein);
+    let alone = rein.temp.path().join("bin");
+    std::fs::create_dir_all(&alone).expect("bin dir");
+    let copy = alone.join("rein");
+    std::fs::hard_link(REIN, &copy)
+        .or_else(|_| std::fs::copy(REIN, &copy).map(|_| ()))
+        .expect("rein on its own");
+    let command = rein.command(&["worker", "start", "lone", "x", "--command", "sleep 600"]);
+    let output = Command::new(&copy)
+        .args(command.get_args())
+        .envs(
+            command
+                .get_envs()
+                .filter_map(|(key, value)| value.map(|value| (key, value))),
+        )
+        .env_remove("REIN_WORKER_ID")
+        .output()
+        .expect("run the lone rein");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} is missing", alone.join("rein-host").display()))
+            && stderr.contains("install rein-host beside rein"),
+        "{stderr}"
+    );
+    wait_until(Duration::from_secs(10), "the agent running", || {
+        unit_processes(&rein, "lone").contains(&"sleep".to_owned())
+    });
+    let mut processes = unit_processes(&rein, "lone");
+    processes.sort();
+    assert_eq!(processes, ["rein", "sleep"], "rein hosts the agent itself");
+    assert_eq!(
+        rein.worker("lone")["health"],
+        "running",
+        "{}",
+        rein.worker("lone")
+    );
+}
+
 /// A command that is one program replaces the shell that starts it, so a worker's unit holds
 /// its host and its agent only; anything else keeps the shell it needs.
 #[test]
@@ -602,10 +646,11 @@ fn a_one_program_command_leaves_no_shell_behind() {
     });
     let mut one = unit_processes(&rein, "one");
     one.sort();
-    assert_eq!(one, ["rein", "sleep"], "host and agent only");
+    // The host is rein-host, a program of its own without the CLI, not rein itself.
+    assert_eq!(one, ["rein-host", "sleep"], "host and agent only");
     let mut two = unit_processes(&rein, "two");
     two.sort();
-    assert_eq!(two, ["rein", "sh", "sleep"], "a list keeps its shell");
+    assert_eq!(two, ["rein-host", "sh", "sleep"], "a list keeps its shell");
 }
 
 #[test]

@@ -307,6 +307,10 @@ pub enum WorkerCommand {
     /// Start a worker: write prompts/ID.md (the worker contract, then the brief) and start
     /// rein-worker-ID.service running the configured agent in a PTY host.
     ///
+    /// The PTY host is the program rein-host, which must sit beside rein; without it the
+    /// worker runs in `rein worker host`, which costs more memory per agent, and a warning
+    /// says so.
+    ///
     /// The command template's {{prompt_file}} and {{model}} are filled in shell-quoted, so an
     /// id or brief can never inject shell. Exit 5 if the worker is already running.
     Start {

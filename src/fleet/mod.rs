@@ -131,6 +131,25 @@ pub fn rein_bin() -> anyhow::Result<String> {
     Ok(exe.display().to_string())
 }
 
+/// The name of the worker units' host program, installed beside `rein`.
+pub const HOST_PROGRAM: &str = "rein-host";
+
+/// The start of a worker unit's command line: `rein-host` beside rein's binary `bin`, or,
+/// when it is missing (rein copied on its own), rein's own `worker host`, which does the same
+/// with the whole CLI loaded and so costs each agent's unit more memory (said once here).
+pub fn host_exec(bin: &str) -> Vec<String> {
+    let host = std::path::Path::new(bin).with_file_name(HOST_PROGRAM);
+    if host.is_file() {
+        return vec![host.display().to_string()];
+    }
+    tracing::warn!(
+        "{} is missing; workers run in `rein worker host` instead, which takes more memory \
+         per agent: install {HOST_PROGRAM} beside rein (cargo install --path . installs both)",
+        host.display()
+    );
+    vec![bin.to_owned(), "worker".to_owned(), "host".to_owned()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

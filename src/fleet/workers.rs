@@ -228,7 +228,11 @@ fn needs(paths: &Paths, record: &WorkerRecord, bin: &str) -> Result<sandbox::Nee
         own: Some(dir.agent_dir(&record.id)?),
         writable: Vec::new(),
         read_only: Vec::new(),
-        visible: vec![PathBuf::from(bin)],
+        // rein for the agent ($REIN_BIN), and the host the unit runs.
+        visible: vec![
+            PathBuf::from(bin),
+            Path::new(bin).with_file_name(crate::fleet::HOST_PROGRAM),
+        ],
     };
     match (&record.worktree, &record.dir) {
         (Some(worktree), _) => {
@@ -323,12 +327,8 @@ fn service_spec(
         }
         SandboxMode::Off => None,
     };
-    let mut exec = vec![
-        bin.clone(),
-        "worker".to_owned(),
-        "host".to_owned(),
-        record.id.clone(),
-    ];
+    let mut exec = crate::fleet::host_exec(&bin);
+    exec.push(record.id.clone());
     // A loop's session comes back whatever ended it, quickly, and gets its resume prompt.
     let (restart, restart_sec) = match &record.loop_name {
         Some(name) => {

@@ -1,4 +1,9 @@
-//! `rein worker host ID -- CMD...`: the main process of a worker unit.
+//! `rein-host ID [--loop NAME] [-- CMD...]` (and the same as `rein worker host`, for units
+//! started before `rein-host` existed): the main process of a worker unit.
+//!
+//! `rein-host` is a program of its own so that what stays beside every agent for its whole
+//! life is only the host: no command-line definition, no span registry, and a small
+//! executable whose page tables stay small ([`standalone_main`]).
 //!
 //! Runs the agent in the PTY host; every transcript line goes to journald as an event with
 //! `REIN_WORKER`, `REIN_PROFILE` and `REIN_STREAM=transcript` (the logging layer adds the
@@ -209,46 +214,106 @@ fn dialog_watch(socket: &std::path::Path) -> Option<crate::worker::pty::DialogWa
     })
 }
 
-/// Hands back to the kernel the main thread's stack pages below this call, which start-up
-/// dirtied (building the whole command-line definition takes about 100 KiB of stack) and
-/// which would otherwise stay charged to the agent's unit for as long as it runs. What the
-/// host uses later is faulted in again as zeroed pages.
-#[inline(never)]
-fn release_stack_below_here() {
-    const PAGE: usize = 4096;
-    // Whatever the calls below need (reading the map, the system call) stays untouched.
-    const MARGIN: usize = 16 * 1024;
-    let here = std::hint::black_box(0u8);
-    let here = std::ptr::addr_of!(here) as usize;
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
-    };
-    let Some((low, high)) = maps
-        .lines()
-        .find(|line| line.ends_with("[stack]"))
-        .and_then(|line| line.split_once(' '))
-        .and_then(|(range, _)| range.split_once('-'))
-        .and_then(|(low, high)| {
-            Some((
-                usize::from_str_radix(low, 16).ok()?,
-                usize::from_str_radix(high, 16).ok()?,
-            ))
-        })
-    else {
-        return;
-    };
-    // Only on the main thread's stack.
-    let end = (here.saturating_sub(MARGIN)) & !(PAGE - 1);
-    if !(low..high).contains(&here) || end <= low {
-        return;
+/// What `rein-host` was asked to run.
+#[derive(Debug, PartialEq)]
+pub struct HostArgs {
+    pub id: String,
+    pub loop_name: Option<String>,
+    pub command: Vec<String>,
+}
+
+pub const HOST_USAGE: &str = "usage: rein-host ID [--loop NAME] [-- COMMAND...]";
+
+/// Parses `ID [--loop NAME] [-- COMMAND...]`, the arguments rein gives `rein-host` in a
+/// worker unit's ExecStart.
+pub fn parse_host_args(args: impl IntoIterator<Item = String>) -> Result<HostArgs, String> {
+    let mut args = args.into_iter();
+    let mut id = None;
+    let mut loop_name = None;
+    let mut command = Vec::new();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--" => {
+                command = args.by_ref().collect();
+                break;
+            }
+            "--loop" => match args.next() {
+                Some(name) if !name.is_empty() => loop_name = Some(name),
+                _ => return Err("--loop needs a loop's name".to_owned()),
+            },
+            _ if arg.starts_with("--loop=") => {
+                let name = &arg["--loop=".len()..];
+                if name.is_empty() {
+                    return Err("--loop needs a loop's name".to_owned());
+                }
+                loop_name = Some(name.to_owned());
+            }
+            _ if arg.starts_with('-') => return Err(format!("unknown option {arg}")),
+            _ if id.is_none() => id = Some(arg),
+            _ => {
+                return Err(format!(
+                    "unexpected argument {arg}; the command goes after --"
+                ))
+            }
+        }
     }
-    // SAFETY: the range is the main thread's stack below the current frame (and a margin
-    // past the red zone and the calls made here): no live value is there, and a page
-    // touched again later is a fresh zeroed one, as on first use of the stack.
-    let released =
-        unsafe { rustix::mm::madvise(low as *mut _, end - low, rustix::mm::Advice::LinuxDontNeed) };
-    if let Err(error) = released {
-        tracing::debug!("could not release the unused stack: {error}");
+    Ok(HostArgs {
+        id: id.ok_or("no worker id given")?,
+        loop_name,
+        command,
+    })
+}
+
+/// `rein-host`'s main: the worker's PTY host, as `rein worker host` runs it, without the
+/// CLI. Returns the exit code: the agent's, 2 for bad arguments or environment.
+pub fn standalone_main() -> i32 {
+    let args: Vec<String> = match std::env::args_os()
+        .skip(1)
+        .map(|arg| arg.into_string())
+        .collect()
+    {
+        Ok(args) => args,
+        Err(arg) => {
+            eprintln!("rein-host: an argument is not UTF-8: {arg:?}\n{HOST_USAGE}");
+            return 2;
+        }
+    };
+    let args = match parse_host_args(args) {
+        Ok(args) => args,
+        Err(problem) => {
+            eprintln!("rein-host: {problem}\n{HOST_USAGE}");
+            return 2;
+        }
+    };
+    let paths = match crate::paths::Paths::from_env() {
+        Ok(paths) => paths,
+        Err(error) => {
+            eprintln!("rein-host: {error}");
+            return error.exit_code();
+        }
+    };
+    crate::logging::init_lean(&paths.profile, Some(&args.id));
+    let result = paths
+        .data()
+        .worker_socket(&args.id)
+        .map_err(anyhow::Error::from)
+        .and_then(|socket| {
+            let on_ready = args
+                .loop_name
+                .as_deref()
+                .and_then(|name| resume_input(&paths, name));
+            run(socket, args.command, on_ready)
+        });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            // The unit's stderr is the journal.
+            eprintln!(
+                "rein-host: {}",
+                crate::text::inert(&crate::error::describe(&error))
+            );
+            crate::error::exit_code_of(&error)
+        }
     }
 }
 
@@ -268,12 +333,6 @@ pub fn run(
     let env = credentials_as_environment();
     prepare_agent(&env);
     let dialogs = dialog_watch(&socket);
-    // The host lives as long as its agent, one per agent: hand back to the kernel the heap
-    // pages that argument parsing and set-up used and freed, so they are not charged to the
-    // agent's unit for weeks.
-    // SAFETY: malloc_trim only releases free memory of the allocator; no pointer is touched.
-    unsafe { libc::malloc_trim(0) };
-    release_stack_below_here();
     let code = run_host(HostOptions {
         dialogs,
         command,
@@ -360,7 +419,48 @@ fn is_one_program(command: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_one_program;
+    use super::{is_one_program, parse_host_args, HostArgs};
+
+    fn parse(args: &[&str]) -> Result<HostArgs, String> {
+        parse_host_args(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn host_arguments_are_an_id_a_loop_and_a_command_after_the_dashes() {
+        assert_eq!(
+            parse(&["w1"]),
+            Ok(HostArgs {
+                id: "w1".into(),
+                loop_name: None,
+                command: vec![],
+            })
+        );
+        assert_eq!(
+            parse(&["w1", "--loop", "nightly", "--", "sleep", "--loop", "x"]),
+            Ok(HostArgs {
+                id: "w1".into(),
+                loop_name: Some("nightly".into()),
+                command: vec!["sleep".into(), "--loop".into(), "x".into()],
+            })
+        );
+        assert_eq!(
+            parse(&["--loop=n", "w1"]).map(|a| (a.id, a.loop_name)),
+            Ok(("w1".into(), Some("n".into())))
+        );
+        for (bad, problem) in [
+            (&[][..], "no worker id given"),
+            (&["--", "sleep"][..], "no worker id given"),
+            (&["w1", "--loop"][..], "--loop needs a loop's name"),
+            (&["w1", "--loop="][..], "--loop needs a loop's name"),
+            (&["w1", "--json"][..], "unknown option --json"),
+            (
+                &["w1", "sleep"][..],
+                "unexpected argument sleep; the command goes after --",
+            ),
+        ] {
+            assert_eq!(parse(bad), Err(problem.to_owned()), "{bad:?}");
+        }
+    }
 
     #[test]
     fn one_program_is_told_from_what_only_a_shell_can_run() {

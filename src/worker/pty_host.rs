@@ -9,7 +9,8 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, DirBuilder, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -167,6 +168,8 @@ pub fn run_host(options: HostOptions) -> anyhow::Result<i32> {
         pending: Vec::new(),
         next_connection: 1,
     };
+    // From here on the host only waits and relays, for as long as the agent runs.
+    sys::release_start_up_memory();
     host.run()
 }
 
@@ -302,11 +305,14 @@ impl Host {
         }
     }
 
+    // Not inlined: its read buffer stays out of the loop's frame, so the loop's stack is as
+    // small as the loop.
+    #[inline(never)]
     fn read_agent_output(&mut self) {
-        let mut buffer = [0u8; READ_CHUNK];
-        match (&self.master).read(&mut buffer) {
-            Ok(0) => self.close_master(),
-            Ok(n) => self.relay_output(&buffer[..n]),
+        let mut buffer = [MaybeUninit::uninit(); READ_CHUNK];
+        match read_once(&self.master, &mut buffer) {
+            Ok([]) => self.close_master(),
+            Ok(read) => self.relay_output(read),
             Err(error) if is_transient(&error) => {}
             Err(error) => {
                 // EIO is the normal hangup: every process closed the terminal.
@@ -691,6 +697,7 @@ impl Host {
         }
     }
 
+    #[inline(never)]
     fn finish(&mut self) -> anyhow::Result<i32> {
         let code = self
             .agent
@@ -701,9 +708,9 @@ impl Host {
             if !self.master_open {
                 break;
             }
-            let mut buffer = [0u8; READ_CHUNK];
-            match (&self.master).read(&mut buffer) {
-                Ok(n @ 1..) => self.relay_output(&buffer[..n]),
+            let mut buffer = [MaybeUninit::uninit(); READ_CHUNK];
+            match read_once(&self.master, &mut buffer) {
+                Ok(read @ [_, ..]) => self.relay_output(read),
                 _ => break,
             }
         }
@@ -717,6 +724,16 @@ impl Host {
             client.close_with(Some(Frame::Exited { code }));
         }
         Ok(code)
+    }
+}
+
+/// One read into `buffer`, which is not zeroed first: the host lives as long as its agent,
+/// and a read buffer costs it no stack page until the kernel writes there (nor a 16 KiB
+/// memset per read).
+fn read_once(fd: impl AsFd, buffer: &mut [MaybeUninit<u8>]) -> io::Result<&[u8]> {
+    match rustix::io::read(fd, buffer) {
+        Ok((read, _)) => Ok(read),
+        Err(errno) => Err(errno.into()),
     }
 }
 
@@ -951,12 +968,13 @@ impl Connection {
         }
     }
 
+    #[inline(never)]
     fn receive(&mut self) -> Received {
-        let mut buffer = [0u8; READ_CHUNK];
-        match self.stream.read(&mut buffer) {
-            Ok(0) => Received::Closed,
-            Ok(n) => {
-                self.decoder.push(&buffer[..n]);
+        let mut buffer = [MaybeUninit::uninit(); READ_CHUNK];
+        match read_once(&self.stream, &mut buffer) {
+            Ok([]) => Received::Closed,
+            Ok(read) => {
+                self.decoder.push(read);
                 Received::Bytes
             }
             Err(error) if is_transient(&error) => Received::Nothing,

@@ -27,7 +27,11 @@ const MARK_BYTES: usize = 16;
 
 #[derive(Clone)]
 struct Line {
+    /// One cell per column, or none while the whole row is blank: a row costs memory only
+    /// once something is written on it (a host lives as long as its agent, and most of an
+    /// agent's rows are often empty).
     cells: Vec<u32>,
+    cols: u16,
     /// Characters of width 0 that follow the character of a cell, by column.
     marks: Vec<(u16, String)>,
     /// The text went on past the end of this row into the next one.
@@ -37,15 +41,33 @@ struct Line {
 impl Line {
     fn new(cols: u16) -> Line {
         Line {
-            cells: vec![BLANK; usize::from(cols)],
+            cells: Vec::new(),
+            cols,
             marks: Vec::new(),
             wrapped: false,
         }
     }
 
+    fn cell(&self, col: usize) -> u32 {
+        self.cells.get(col).copied().unwrap_or(BLANK)
+    }
+
+    /// The cells, for writing: a blank row gets its cells now.
+    fn cells_mut(&mut self) -> &mut [u32] {
+        if self.cells.is_empty() {
+            self.cells = vec![BLANK; usize::from(self.cols)];
+        }
+        &mut self.cells
+    }
+
     fn clear_range(&mut self, from: u16, to: u16) {
-        let to = to.min(self.cells.len() as u16);
-        if from >= to {
+        let to = to.min(self.cols);
+        if from >= to || self.cells.is_empty() {
+            return;
+        }
+        self.marks.retain(|(col, _)| *col < from || *col >= to);
+        if from == 0 && to == self.cols {
+            self.cells = Vec::new();
             return;
         }
         // A wide character cut in half by the range is blanked whole.
@@ -56,20 +78,23 @@ impl Line {
             self.cells[usize::from(to)] = BLANK;
         }
         self.cells[usize::from(from)..usize::from(to)].fill(BLANK);
-        self.marks.retain(|(col, _)| *col < from || *col >= to);
     }
 
     fn resize(&mut self, cols: u16) {
+        if cols < self.cols {
+            self.wrapped = false;
+        }
+        self.cols = cols;
+        self.marks.retain(|(col, _)| *col < cols);
+        if self.cells.is_empty() {
+            return;
+        }
         let cols = usize::from(cols);
         // A wide character whose right half is cut off is blanked.
         if cols < self.cells.len() && self.cells[cols] == WIDE_RIGHT {
             self.cells[cols - 1] = BLANK;
         }
-        if cols < self.cells.len() {
-            self.wrapped = false;
-        }
         self.cells.resize(cols, BLANK);
-        self.marks.retain(|(col, _)| usize::from(*col) < cols);
     }
 
     fn text(&self) -> String {
@@ -442,17 +467,21 @@ impl Screen {
         let (row, col, cols) = (self.row, usize::from(self.col), usize::from(self.cols));
         let n = usize::from(n).min(cols - col);
         let line = self.line_mut(row);
-        if col > 0 && line.cells[col] == WIDE_RIGHT {
-            line.cells[col - 1] = BLANK;
-            line.cells[col] = BLANK;
-        }
-        line.cells[col..].rotate_right(n);
-        line.cells[col..col + n].fill(BLANK);
-        // A wide character pushed half off the end is blanked.
-        if line.cells[cols - 1] != WIDE_RIGHT
-            && char::from_u32(line.cells[cols - 1]).and_then(|c| c.width()) == Some(2)
-        {
-            line.cells[cols - 1] = BLANK;
+        // Blanks shifted along a blank row leave it as it was.
+        if !line.cells.is_empty() {
+            let cells = line.cells_mut();
+            if col > 0 && cells[col] == WIDE_RIGHT {
+                cells[col - 1] = BLANK;
+                cells[col] = BLANK;
+            }
+            cells[col..].rotate_right(n);
+            cells[col..col + n].fill(BLANK);
+            // A wide character pushed half off the end is blanked.
+            if cells[cols - 1] != WIDE_RIGHT
+                && char::from_u32(cells[cols - 1]).and_then(|c| c.width()) == Some(2)
+            {
+                cells[cols - 1] = BLANK;
+            }
         }
         line.marks.retain_mut(|(at, _)| {
             if usize::from(*at) >= col {
@@ -468,13 +497,16 @@ impl Screen {
         let (row, col, cols) = (self.row, usize::from(self.col), usize::from(self.cols));
         let n = usize::from(n).min(cols - col);
         let line = self.line_mut(row);
-        if col > 0 && line.cells[col] == WIDE_RIGHT {
-            line.cells[col - 1] = BLANK;
-        }
-        line.cells[col..].rotate_left(n);
-        line.cells[cols - n..].fill(BLANK);
-        if line.cells[col] == WIDE_RIGHT {
-            line.cells[col] = BLANK;
+        if !line.cells.is_empty() {
+            let cells = line.cells_mut();
+            if col > 0 && cells[col] == WIDE_RIGHT {
+                cells[col - 1] = BLANK;
+            }
+            cells[col..].rotate_left(n);
+            cells[cols - n..].fill(BLANK);
+            if cells[col] == WIDE_RIGHT {
+                cells[col] = BLANK;
+            }
         }
         line.marks.retain_mut(|(at, _)| {
             let at_col = usize::from(*at);
@@ -528,9 +560,10 @@ impl Screen {
         let (row, col) = (self.row, self.col);
         let line = self.line_mut(row);
         line.clear_range(col, col + width);
-        line.cells[usize::from(col)] = c as u32;
+        let cells = line.cells_mut();
+        cells[usize::from(col)] = c as u32;
         if width == 2 {
-            line.cells[usize::from(col) + 1] = WIDE_RIGHT;
+            cells[usize::from(col) + 1] = WIDE_RIGHT;
         }
         self.last_printed = Some(c);
         if col + width >= self.cols {
@@ -551,14 +584,14 @@ impl Screen {
             col.checked_sub(1)
         };
         if let Some(left) = at {
-            if line.cells[usize::from(left)] == WIDE_RIGHT {
+            if line.cell(usize::from(left)) == WIDE_RIGHT {
                 at = left.checked_sub(1);
             }
         }
         let Some(at) = at else {
             return;
         };
-        if line.cells[usize::from(at)] == BLANK {
+        if line.cell(usize::from(at)) == BLANK {
             return;
         }
         match line.marks.iter_mut().find(|(col, _)| *col == at) {
@@ -932,6 +965,36 @@ mod tests {
         assert_eq!(lines(&e), ["3", "4", ""]);
         e.process(b"\x1b[1;20Hz\t");
         assert_eq!(e.screen().cursor_position(), (0, 19));
+    }
+
+    #[test]
+    fn a_row_holds_cells_only_while_it_has_text() {
+        let rows_with_cells = |e: &Emulator| {
+            e.screen()
+                .main
+                .iter()
+                .filter(|l| !l.cells.is_empty())
+                .count()
+        };
+        let mut e = Emulator::new(5, 10);
+        assert_eq!(rows_with_cells(&e), 0, "a new screen is all blank rows");
+        e.process(b"\x1b[3;4Hx\x1b[1;1H\x1b[2P\x1b[3@\x1b[K\x1b[3X");
+        assert_eq!(rows_with_cells(&e), 1, "only the row written on");
+        assert_eq!(e.screen().row_text(2), "   x");
+        // Editing a blank row leaves it blank; erasing a whole row gives its cells back.
+        e.process(b"\x1b[3;1H\x1b[2K");
+        assert_eq!(rows_with_cells(&e), 0);
+        assert_eq!(e.screen().row_text(2), "");
+        e.process(b"ab\x1b[2J");
+        assert_eq!(rows_with_cells(&e), 0, "ED 2 erases every row");
+        e.process("\x1b[2;9H\u{4e2d}".as_bytes());
+        assert_eq!(e.screen().row_text(1), "        \u{4e2d}");
+        e.set_size(5, 9);
+        assert_eq!(
+            e.screen().row_text(1),
+            "",
+            "a wide character cut in half is blanked"
+        );
     }
 
     #[test]

@@ -237,6 +237,60 @@ fn is_default(signal: i32) -> io::Result<bool> {
     Ok(current.sa_sigaction == libc::SIG_DFL)
 }
 
+/// The host lives as long as its agent, one per agent: hands back to the kernel what
+/// start-up used and freed (argument parsing, configuration, starting the agent), so it is
+/// not charged to the agent's unit for weeks. Called once, as the host's loop begins.
+#[inline(never)]
+pub fn release_start_up_memory() {
+    release_stack_below_here();
+    // SAFETY: malloc_trim only releases free memory of the allocator; no pointer is touched.
+    unsafe { libc::malloc_trim(0) };
+}
+
+/// Hands back to the kernel the main thread's stack pages below this call, which start-up
+/// dirtied (rein's whole command-line definition, when the host runs as `rein worker host`,
+/// takes about 100 KiB of stack). What the host uses later is faulted in again as zeroed
+/// pages.
+#[inline(never)]
+fn release_stack_below_here() {
+    const PAGE: usize = 4096;
+    // Below the current stack pointer nothing is live but this frame's own locals (which
+    // may sit below `here`) and the system call's: a page of margin covers both.
+    const MARGIN: usize = 4 * 1024;
+    let here = std::hint::black_box(0u8);
+    let here = std::ptr::addr_of!(here) as usize;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let Some((low, high)) = maps
+        .lines()
+        .find(|line| line.ends_with("[stack]"))
+        .and_then(|line| line.split_once(' '))
+        .and_then(|(range, _)| range.split_once('-'))
+        .and_then(|(low, high)| {
+            Some((
+                usize::from_str_radix(low, 16).ok()?,
+                usize::from_str_radix(high, 16).ok()?,
+            ))
+        })
+    else {
+        return;
+    };
+    // Only on the main thread's stack (tests run hosts on threads of their own).
+    let end = (here.saturating_sub(MARGIN)) & !(PAGE - 1);
+    if !(low..high).contains(&here) || end <= low {
+        return;
+    }
+    // SAFETY: the range is the main thread's stack below the current frame (and a margin
+    // past the red zone and the calls made here): no live value is there, and a page
+    // touched again later is a fresh zeroed one, as on first use of the stack.
+    let released =
+        unsafe { rustix::mm::madvise(low as *mut _, end - low, rustix::mm::Advice::LinuxDontNeed) };
+    if let Err(error) = released {
+        tracing::debug!("could not release the unused stack: {error}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -951,6 +951,18 @@ fn memory_section(count: usize) {
     let server = format!("rein-bench-memory-{tag}-tmux.service");
     let socket = format!("rein-bench-memory-{tag}");
     run_unit(&server, &["tmux", "-L", &socket, "-f", "/dev/null", "-D"]);
+    // A client that came before the unit's server is listening would start a server of its
+    // own outside the unit (and the unit's tmux, finding it, would exit as a client).
+    let tmux_dir = std::env::var("TMUX_TMPDIR").unwrap_or_else(|_| "/tmp".to_owned());
+    // SAFETY: geteuid has no preconditions.
+    let listening = Path::new(&tmux_dir)
+        .join(format!("tmux-{}", unsafe { libc::geteuid() }))
+        .join(&socket);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !listening.exists() {
+        assert!(Instant::now() < deadline, "tmux's server made no socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let tmux = |args: &[&str]| {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !Command::new("tmux")
