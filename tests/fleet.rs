@@ -707,3 +707,80 @@ fn a_woken_wait_shows_workers_and_asks_from_one_look_at_the_mailbox() {
     );
     drop((first, second));
 }
+
+/// A beat asks systemd about workers only when there is one to watch: with none (or only
+/// killed ones), a quiet beat opens no connection to the bus or the manager at all.
+#[test]
+fn a_beat_with_no_worker_to_watch_does_not_talk_to_systemd() {
+    let rein = Rein::fleet("[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n");
+    let _down = Down(&rein);
+    rein.ok(&["init"]);
+    // A bus that only counts who connects; a runtime dir with no bus and no manager.
+    let fake = rein.temp.path().join("fake");
+    std::fs::create_dir_all(&fake).expect("fake runtime dir");
+    let listener =
+        std::os::unix::net::UnixListener::bind(fake.join("bus")).expect("fake bus socket");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let tick = || {
+        rein.command(&["tick", "--json"])
+            .env(
+                "DBUS_SESSION_BUS_ADDRESS",
+                format!("unix:path={}", fake.join("bus").display()),
+            )
+            .env("XDG_RUNTIME_DIR", &fake)
+            .output()
+            .expect("tick")
+    };
+    let connections = || {
+        let mut count = 0;
+        while listener.accept().is_ok() {
+            count += 1;
+        }
+        count
+    };
+
+    let output = tick();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(report["systemd"], serde_json::Value::Null, "{report}");
+    assert_eq!(connections(), 0, "no worker: the beat did not connect");
+
+    // A live worker is watched: the beat tries the bus, and says it could not check. (The
+    // fake bus hangs up at once, so the beat does not wait out the connect timeout.)
+    rein.ok(&["worker", "start", "w1", "x"]);
+    let child = rein
+        .command(&["tick", "--json"])
+        .env(
+            "DBUS_SESSION_BUS_ADDRESS",
+            format!("unix:path={}", fake.join("bus").display()),
+        )
+        .env("XDG_RUNTIME_DIR", &fake)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tick");
+    let output = std::thread::scope(|scope| {
+        let waited = scope.spawn(|| wait_child(child, Duration::from_secs(30), "tick"));
+        let mut accepted = 0;
+        while !waited.is_finished() {
+            accepted += connections();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(accepted >= 1, "a live worker: the beat asked systemd");
+        waited.join().expect("tick thread")
+    });
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert!(
+        report["systemd"]
+            .as_str()
+            .is_some_and(|s| s.contains("worker health not checked")),
+        "{report}"
+    );
+
+    // Killed, it is not watched any more.
+    rein.ok(&["worker", "kill", "w1"]);
+    let output = tick();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(connections(), 0, "only a killed worker: no connection");
+}

@@ -70,10 +70,7 @@ pub fn down(context: &Context) -> anyhow::Result<()> {
 
 pub fn tick(context: &Context) -> anyhow::Result<()> {
     let config = context.config()?;
-    let report = block_on(async {
-        let manager = Manager::connect().await.ok();
-        pulse::beat(&context.paths, &config, manager.as_ref()).await
-    })??;
+    let report = block_on(pulse::beat(&context.paths, &config))??;
     if context.json {
         output::json(&report)?;
     } else {

@@ -55,13 +55,11 @@ pub fn last_beat(paths: &Paths) -> Result<Option<BeatRecord>> {
     store::read_json(&paths.data().pulse())
 }
 
-/// One beat. `manager` is None when no user manager is reachable (then worker health is
-/// skipped and said so).
-pub async fn beat(
-    paths: &Paths,
-    config: &Config,
-    manager: Option<&Manager>,
-) -> anyhow::Result<BeatReport> {
+/// One beat. It asks systemd about workers only when one is to be watched (see
+/// [`workers::any_to_watch`]) or the judge runs as an LLM, so a quiet beat of a fleet with no
+/// worker opens no connection at all; when no user manager is reachable, worker health is
+/// skipped and said so.
+pub async fn beat(paths: &Paths, config: &Config) -> anyhow::Result<BeatReport> {
     let dir = paths.data();
     // Temp files of writers killed mid-write are swept once they are clearly stale. A temp is
     // stale only after STALE_TEMP, so a look every STALE_TEMP/2 finds each one soon enough,
@@ -111,7 +109,16 @@ pub async fn beat(
     if record.changed {
         journal::append(&dir, "beat", &message)?;
     }
+    let watch = workers::any_to_watch(paths)?;
+    let llm = config.judge.mode == crate::config::JudgeMode::Llm;
+    let manager = if watch || llm {
+        Manager::connect().await.ok()
+    } else {
+        None
+    };
+    let manager = manager.as_ref();
     let (failed_workers, systemd) = match manager {
+        _ if !watch => (Vec::new(), None),
         Some(manager) => {
             let names = UnitNames::new(paths);
             let fleet_up = manager

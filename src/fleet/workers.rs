@@ -744,6 +744,14 @@ pub async fn resume(
     Ok(record)
 }
 
+/// Whether a beat has a worker to watch: one whose record `rein worker kill` has not marked
+/// stopped. A killed worker's unit is gone, so it can neither fail nor exit on its own.
+pub fn any_to_watch(paths: &Paths) -> Result<bool> {
+    Ok(records(paths)?
+        .iter()
+        .any(|record| record.stopped.is_none()))
+}
+
 pub fn records(paths: &Paths) -> Result<Vec<WorkerRecord>> {
     let mut records = Vec::new();
     for (_, path) in store::list(&paths.data().workers(), ".json")? {
