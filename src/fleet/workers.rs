@@ -1138,7 +1138,8 @@ pub async fn report_failures(
 ) -> anyhow::Result<Vec<String>> {
     let dir = paths.data();
     let mut reported = Vec::new();
-    let views = list(manager, paths).await?;
+    // Health only: what each worker waits on is not the beat's, so the mailbox is not read.
+    let views = list_given_asks(manager, paths, &[]).await?;
     for view in &views {
         let failed = view.health == WorkerHealth::Failed;
         let exited = view.health == WorkerHealth::Exited
