@@ -460,3 +460,36 @@ fn quiet_beats_write_nothing_a_waiter_looks_at() {
     assert_eq!(state["woke"]["world_changed"], true, "{state}");
     assert_eq!(beat_lines(), 2, "the beat that found a change is journaled");
 }
+
+/// notes/ keeps a day of notes: a beat's housekeeping moves older ones to archive/notes/,
+/// keeping each, so what lists notes/ on every change does not grow with every note ever left.
+#[test]
+fn a_beat_archives_notes_older_than_a_day() {
+    let rein = Rein::new();
+    rein.ok(&["init"]);
+    rein.ok(&["notify", "fresh news"]);
+    let old_id = "20200101t000000000-abcdef";
+    let old = format!(
+        "{{\"version\":1,\"id\":\"{old_id}\",\"message\":\"old news\",\"worker\":\"w1\",\"at\":\"2020-01-01T00:00:00Z\"}}"
+    );
+    let notes = rein.data.join("notes");
+    std::fs::write(notes.join(format!("{old_id}.json")), &old).expect("old note");
+    rein.ok(&["tick"]);
+    let left: Vec<String> = std::fs::read_dir(&notes)
+        .expect("notes")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !left.is_empty() && left.iter().all(|name| !name.starts_with("2020")),
+        "only fresh notes stay: {left:?}"
+    );
+    let archived = rein
+        .data
+        .join("archive/notes")
+        .join(format!("{old_id}.json"));
+    assert_eq!(
+        std::fs::read_to_string(&archived).expect("the old note, archived"),
+        old,
+        "kept as it was"
+    );
+}

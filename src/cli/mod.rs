@@ -215,7 +215,12 @@ pub enum Command {
     /// an entry of its own, with REIN_EVENT=beat and REIN_BEAT.
     ///
     /// A beat that finds the world unchanged writes only pulse.json: no snapshot, no
-    /// world.json (so no `rein wait` wakes) and no line in journal.md.
+    /// world.json (so no `rein wait` wakes) and no line in journal.md. It asks systemd about
+    /// workers only when there is one that `rein worker kill` has not stopped, or when the
+    /// judge is an LLM.
+    ///
+    /// At most every five minutes a beat also sweeps stale temp files and moves notes more
+    /// than a day old to archive/notes/.
     Tick,
     /// Install and enable a static unit that runs `rein up` at login.
     ///

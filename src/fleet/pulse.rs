@@ -1,7 +1,8 @@
 //! The pulse: a transient timer whose every activation runs `rein tick` — one beat — in a
 //! short-lived oneshot service, so nothing of rein runs between beats.
 //!
-//! A beat sweeps stale temp files (at most every five minutes), senses the world, records itself (`pulse.json`,
+//! A beat sweeps stale temp files and archives notes older than a day (at most every five
+//! minutes), senses the world, records itself (`pulse.json`,
 //! `journal.md`, journald with `REIN_BEAT`), checks worker health (a worker that failed past
 //! its start limit gets a journal entry and a note, once; one that exited on its own a
 //! journal entry, once), and runs the judgment hook (agent mode: nothing more; the judge
@@ -69,6 +70,10 @@ pub async fn beat(paths: &Paths, config: &Config) -> anyhow::Result<BeatReport> 
             if let Err(error) = store::sweep_temps(&swept, store::STALE_TEMP) {
                 tracing::warn!("sweeping stale temp files: {error}");
             }
+        }
+        // The same look keeps notes/ to the last day's notes.
+        if let Err(error) = crate::notes::archive_old(&dir, Utc::now()) {
+            tracing::warn!("archiving old notes: {error}");
         }
         store::touch(&dir.swept())?;
     }

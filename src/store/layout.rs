@@ -209,6 +209,9 @@ impl DataDir {
     pub fn note(&self, id: &str) -> PathBuf {
         self.notes().join(format!("{id}.json"))
     }
+    pub fn archived_notes(&self) -> PathBuf {
+        self.root.join("archive/notes")
+    }
     pub fn reports(&self) -> PathBuf {
         self.root.join("reports")
     }

@@ -528,6 +528,39 @@ pub fn move_file(from: &Path, to: &Path) -> Result<bool> {
     }
 }
 
+/// Moves each file of `files` into the directory `to` under its own name, keeping it, with
+/// one sync of each directory for the lot. A move is a rename: a crash leaves each file in
+/// one place or the other, never in both or neither. Returns how many were moved (a file
+/// already gone is passed over).
+pub fn move_files_into(files: &[PathBuf], to: &Path) -> Result<usize> {
+    ensure_dir(to)?;
+    let mut moved = 0;
+    let mut sources = Vec::new();
+    for from in files {
+        let Some(name) = from.file_name() else {
+            continue;
+        };
+        match fs::rename(from, to.join(name)) {
+            Ok(()) => {
+                moved += 1;
+                let source = parent_of(from);
+                if !sources.contains(&source) {
+                    sources.push(source);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("moving", from, e)),
+        }
+    }
+    if moved > 0 {
+        sync_dir(to)?;
+        for source in sources {
+            sync_dir(source)?;
+        }
+    }
+    Ok(moved)
+}
+
 /// Removes a file that is derived or ephemeral (a lease, a stale snapshot). Missing is fine.
 pub fn remove_file(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {
