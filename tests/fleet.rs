@@ -721,66 +721,65 @@ fn a_beat_with_no_worker_to_watch_does_not_talk_to_systemd() {
     let listener =
         std::os::unix::net::UnixListener::bind(fake.join("bus")).expect("fake bus socket");
     listener.set_nonblocking(true).expect("nonblocking");
+    // One beat against the fake bus: its output, and how many connections it made (each is
+    // hung up at once, so a beat that tries does not wait out the connect timeout).
     let tick = || {
-        rein.command(&["tick", "--json"])
+        let child = rein
+            .command(&["tick", "--json"])
             .env(
                 "DBUS_SESSION_BUS_ADDRESS",
                 format!("unix:path={}", fake.join("bus").display()),
             )
             .env("XDG_RUNTIME_DIR", &fake)
-            .output()
-            .expect("tick")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tick");
+        std::thread::scope(|scope| {
+            let waited = scope.spawn(|| wait_child(child, Duration::from_secs(30), "tick"));
+            let mut accepted = 0;
+            loop {
+                let finished = waited.is_finished();
+                while listener.accept().is_ok() {
+                    accepted += 1;
+                }
+                if finished {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let output = waited.join().expect("tick thread");
+            assert!(output.status.success(), "{}", stderr_of(&output));
+            let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+            (report, accepted)
+        })
     };
-    let connections = || {
-        let mut count = 0;
-        while listener.accept().is_ok() {
-            count += 1;
-        }
-        count
-    };
-
-    let output = tick();
-    assert!(output.status.success(), "{}", stderr_of(&output));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
-    assert_eq!(report["systemd"], serde_json::Value::Null, "{report}");
-    assert_eq!(connections(), 0, "no worker: the beat did not connect");
-
-    // A live worker is watched: the beat tries the bus, and says it could not check. (The
-    // fake bus hangs up at once, so the beat does not wait out the connect timeout.)
-    rein.ok(&["worker", "start", "w1", "x"]);
-    let child = rein
-        .command(&["tick", "--json"])
-        .env(
-            "DBUS_SESSION_BUS_ADDRESS",
-            format!("unix:path={}", fake.join("bus").display()),
-        )
-        .env("XDG_RUNTIME_DIR", &fake)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tick");
-    let output = std::thread::scope(|scope| {
-        let waited = scope.spawn(|| wait_child(child, Duration::from_secs(30), "tick"));
-        let mut accepted = 0;
-        while !waited.is_finished() {
-            accepted += connections();
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(accepted >= 1, "a live worker: the beat asked systemd");
-        waited.join().expect("tick thread")
-    });
-    assert!(output.status.success(), "{}", stderr_of(&output));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
-    assert!(
+    let not_checked = |report: &serde_json::Value| {
         report["systemd"]
             .as_str()
-            .is_some_and(|s| s.contains("worker health not checked")),
-        "{report}"
-    );
+            .is_some_and(|s| s.contains("worker health not checked"))
+    };
+
+    let (report, accepted) = tick();
+    assert_eq!(report["systemd"], serde_json::Value::Null, "{report}");
+    assert_eq!(accepted, 0, "no worker: the beat did not connect");
+
+    // A live worker is watched: the beat tries the bus, and says it could not check.
+    rein.ok(&["worker", "start", "w1", "x"]);
+    let (report, accepted) = tick();
+    assert!(accepted >= 1, "a live worker: the beat asked systemd");
+    assert!(not_checked(&report), "{report}");
 
     // Killed, it is not watched any more.
     rein.ok(&["worker", "kill", "w1"]);
-    let output = tick();
-    assert!(output.status.success(), "{}", stderr_of(&output));
-    assert_eq!(connections(), 0, "only a killed worker: no connection");
+    let (report, accepted) = tick();
+    assert_eq!(accepted, 0, "only a killed worker: no connection");
+    assert_eq!(report["systemd"], serde_json::Value::Null, "{report}");
+
+    // A record that cannot be read is not taken for a killed worker: the beat still checks,
+    // and does not fail on it.
+    std::fs::write(rein.data.join("workers/w2.json"), "{ damaged").expect("damage");
+    let (report, accepted) = tick();
+    assert!(accepted >= 1, "a damaged record: the beat asked systemd");
+    assert!(not_checked(&report), "{report}");
 }

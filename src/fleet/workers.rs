@@ -746,10 +746,19 @@ pub async fn resume(
 
 /// Whether a beat has a worker to watch: one whose record `rein worker kill` has not marked
 /// stopped. A killed worker's unit is gone, so it can neither fail nor exit on its own.
+///
+/// It stops at the first such record, so a fleet of running workers costs one read here; a
+/// record that cannot be read counts as one to watch (the health check then goes on as
+/// `rein worker ls` does, past the damaged file).
 pub fn any_to_watch(paths: &Paths) -> Result<bool> {
-    Ok(records(paths)?
-        .iter()
-        .any(|record| record.stopped.is_none()))
+    for (_, path) in store::list(&paths.data().workers(), ".json")? {
+        match store::read_json::<WorkerRecord>(&path) {
+            Ok(Some(record)) if record.stopped.is_some() => continue,
+            Ok(None) => continue,
+            _ => return Ok(true),
+        }
+    }
+    Ok(false)
 }
 
 pub fn records(paths: &Paths) -> Result<Vec<WorkerRecord>> {
