@@ -4,7 +4,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use support::{stderr_of, stdout_of, tree, wait_child, wait_until, Down, Rein, REIN};
@@ -593,15 +593,11 @@ fn a_rein_without_rein_host_beside_it_runs_workers_in_itself_and_says_so() {
     std::fs::hard_link(REIN, &copy)
         .or_else(|_| std::fs::copy(REIN, &copy).map(|_| ()))
         .expect("rein on its own");
-    let command = rein.command(&["worker", "start", "lone", "x", "--command", "sleep 600"]);
-    let output = Command::new(&copy)
-        .args(command.get_args())
-        .envs(
-            command
-                .get_envs()
-                .filter_map(|(key, value)| value.map(|value| (key, value))),
+    let output = rein
+        .command_of(
+            &copy,
+            &["worker", "start", "lone", "x", "--command", "sleep 600"],
         )
-        .env_remove("REIN_WORKER_ID")
         .output()
         .expect("run the lone rein");
     let stderr = String::from_utf8_lossy(&output.stderr);

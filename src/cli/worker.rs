@@ -164,14 +164,12 @@ pub fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<()> {
             id,
             loop_name,
             command,
-        } => {
-            let socket = context.data().worker_socket(&id)?;
-            let on_ready = match loop_name {
-                Some(name) => crate::worker::host::resume_input(&context.paths, &name),
-                None => None,
-            };
-            crate::cli::exited(crate::worker::host::run(socket, command, on_ready)?)
-        }
+        } => crate::cli::exited(crate::worker::host::serve(
+            &context.paths,
+            &id,
+            loop_name.as_deref(),
+            command,
+        )?),
     }
 }
 

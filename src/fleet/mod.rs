@@ -134,11 +134,16 @@ pub fn rein_bin() -> anyhow::Result<String> {
 /// The name of the worker units' host program, installed beside `rein`.
 pub const HOST_PROGRAM: &str = "rein-host";
 
+/// Where `rein-host` belongs: beside rein's binary `bin`.
+pub fn host_path(bin: &str) -> std::path::PathBuf {
+    std::path::Path::new(bin).with_file_name(HOST_PROGRAM)
+}
+
 /// The start of a worker unit's command line: `rein-host` beside rein's binary `bin`, or,
 /// when it is missing (rein copied on its own), rein's own `worker host`, which does the same
 /// with the whole CLI loaded and so costs each agent's unit more memory (said once here).
 pub fn host_exec(bin: &str) -> Vec<String> {
-    let host = std::path::Path::new(bin).with_file_name(HOST_PROGRAM);
+    let host = host_path(bin);
     if host.is_file() {
         return vec![host.display().to_string()];
     }

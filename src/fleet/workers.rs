@@ -229,10 +229,7 @@ fn needs(paths: &Paths, record: &WorkerRecord, bin: &str) -> Result<sandbox::Nee
         writable: Vec::new(),
         read_only: Vec::new(),
         // rein for the agent ($REIN_BIN), and the host the unit runs.
-        visible: vec![
-            PathBuf::from(bin),
-            Path::new(bin).with_file_name(crate::fleet::HOST_PROGRAM),
-        ],
+        visible: vec![PathBuf::from(bin), crate::fleet::host_path(bin)],
     };
     match (&record.worktree, &record.dir) {
         (Some(worktree), _) => {

@@ -293,18 +293,7 @@ pub fn standalone_main() -> i32 {
         }
     };
     crate::logging::init_lean(&paths.profile, Some(&args.id));
-    let result = paths
-        .data()
-        .worker_socket(&args.id)
-        .map_err(anyhow::Error::from)
-        .and_then(|socket| {
-            let on_ready = args
-                .loop_name
-                .as_deref()
-                .and_then(|name| resume_input(&paths, name));
-            run(socket, args.command, on_ready)
-        });
-    match result {
+    match serve(&paths, &args.id, args.loop_name.as_deref(), args.command) {
         Ok(code) => code,
         Err(error) => {
             // The unit's stderr is the journal.
@@ -315,6 +304,20 @@ pub fn standalone_main() -> i32 {
             crate::error::exit_code_of(&error)
         }
     }
+}
+
+/// Hosts worker `id`'s agent at the worker's socket, typing loop `loop_name`'s resume
+/// prompt once it is ready; returns the agent's exit code. What `rein-host` and `rein worker
+/// host` both run.
+pub fn serve(
+    paths: &crate::paths::Paths,
+    id: &str,
+    loop_name: Option<&str>,
+    command: Vec<String>,
+) -> anyhow::Result<i32> {
+    let socket = paths.data().worker_socket(id)?;
+    let on_ready = loop_name.and_then(|name| resume_input(paths, name));
+    run(socket, command, on_ready)
 }
 
 /// Runs the agent; returns its exit code for the process to exit with.

@@ -52,6 +52,12 @@ impl Line {
         self.cells.get(col).copied().unwrap_or(BLANK)
     }
 
+    /// The cells of a row with something written on it; none for a blank row, which blanks
+    /// moved along leave as it is.
+    fn written_mut(&mut self) -> Option<&mut [u32]> {
+        (!self.cells.is_empty()).then_some(&mut self.cells[..])
+    }
+
     /// The cells, for writing: a blank row gets its cells now.
     fn cells_mut(&mut self) -> &mut [u32] {
         if self.cells.is_empty() {
@@ -467,9 +473,7 @@ impl Screen {
         let (row, col, cols) = (self.row, usize::from(self.col), usize::from(self.cols));
         let n = usize::from(n).min(cols - col);
         let line = self.line_mut(row);
-        // Blanks shifted along a blank row leave it as it was.
-        if !line.cells.is_empty() {
-            let cells = line.cells_mut();
+        if let Some(cells) = line.written_mut() {
             if col > 0 && cells[col] == WIDE_RIGHT {
                 cells[col - 1] = BLANK;
                 cells[col] = BLANK;
@@ -497,8 +501,7 @@ impl Screen {
         let (row, col, cols) = (self.row, usize::from(self.col), usize::from(self.cols));
         let n = usize::from(n).min(cols - col);
         let line = self.line_mut(row);
-        if !line.cells.is_empty() {
-            let cells = line.cells_mut();
+        if let Some(cells) = line.written_mut() {
             if col > 0 && cells[col] == WIDE_RIGHT {
                 cells[col - 1] = BLANK;
             }

@@ -73,19 +73,25 @@ impl Profile {
         profile
     }
 
-    /// The token that `rein wait --json` with `args` prints (at once, given no token).
-    fn token(&self, args: &[&str]) -> String {
+    /// What `rein ARGS` prints on stdout, as JSON (null when it prints none).
+    fn json(&self, args: &[&str]) -> serde_json::Value {
         let output = Command::new(REIN)
-            .args(["wait", "--json"])
             .args(args)
             .env("REIN_DATA_DIR", &self.data)
             .env("REIN_CONFIG", &self.config)
             .output()
-            .expect("rein wait");
-        serde_json::from_slice::<serde_json::Value>(&output.stdout)
-            .ok()
-            .and_then(|v| v["token"].as_str().map(str::to_owned))
+            .expect("run rein");
+        serde_json::from_slice(&output.stdout).unwrap_or_default()
+    }
+
+    /// The token that `rein wait --json` with `args` prints (at once, given no token).
+    fn token(&self, args: &[&str]) -> String {
+        let mut all = vec!["wait", "--json"];
+        all.extend_from_slice(args);
+        self.json(&all)["token"]
+            .as_str()
             .expect("a token")
+            .to_owned()
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
@@ -498,13 +504,7 @@ fn beat_section(beats: u64) {
     }
     // The user manager is the parent of every unit's main process.
     timed(&profile, &["worker", "start", "probe", "bench"]);
-    let ls = Command::new(REIN)
-        .args(["worker", "ls", "--json"])
-        .env("REIN_DATA_DIR", &profile.data)
-        .env("REIN_CONFIG", &profile.config)
-        .output()
-        .expect("worker ls");
-    let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("ls json");
+    let listed = profile.json(&["worker", "ls", "--json"]);
     let host = listed[0]["pid"].as_u64().expect("the probe's pid") as u32;
     let manager = parent_of(host);
     timed(&profile, &["worker", "kill", "probe"]);
@@ -1786,16 +1786,10 @@ fn mailbox_scale(mailboxes: &[(usize, usize)], rounds: usize) {
 
 /// The profile name rein derives from a data dir (as `rein status --json` reports it).
 fn profile_name(profile: &Profile) -> String {
-    let output = Command::new(REIN)
-        .args(["status", "--json"])
-        .env("REIN_DATA_DIR", &profile.data)
-        .env("REIN_CONFIG", &profile.config)
-        .output()
-        .expect("rein status");
-    serde_json::from_slice::<serde_json::Value>(&output.stdout)
-        .ok()
-        .and_then(|v| v["profile"].as_str().map(str::to_owned))
+    profile.json(&["status", "--json"])["profile"]
+        .as_str()
         .unwrap_or_default()
+        .to_owned()
 }
 
 fn main() {

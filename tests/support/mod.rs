@@ -64,7 +64,12 @@ impl Rein {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(REIN);
+        self.command_of(Path::new(REIN), args)
+    }
+
+    /// [`Rein::command`] with another copy of the `rein` binary.
+    pub fn command_of(&self, program: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(program);
         command
             .args(args)
             .env("REIN_DATA_DIR", &self.data)
