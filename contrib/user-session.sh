@@ -76,6 +76,12 @@ manager_reachable() {
     esac
 }
 
+# True when systemd owns its name on DIR's bus.
+systemd_on_bus() {
+    busctl --address="unix:path=$1/bus" call org.freedesktop.DBus /org/freedesktop/DBus \
+        org.freedesktop.DBus GetNameOwner s org.freedesktop.systemd1 >/dev/null 2>&1
+}
+
 # True while PID runs. A zombie counts as gone: where PID 1 is not a real init, an
 # exited manager may never be reaped.
 alive() {
@@ -202,9 +208,12 @@ cmd_start() {
         printf '%s\n' "$pid" >"$dir/$PID_FILE_NAME"
     fi
 
+    # Up means systemd answers on its bus. The bus is socket-activated: the first call starts
+    # dbus-daemon, and systemd takes its name there a moment later, so until then a client
+    # finds the bus but no systemd on it.
     local i
     for ((i = 0; i < START_TIMEOUT_DECISECONDS; i++)); do
-        if [[ -S "$dir/bus" && -S "$dir/systemd/private" ]]; then
+        if [[ -S "$dir/bus" && -S "$dir/systemd/private" ]] && systemd_on_bus "$dir"; then
             say "user manager pid $pid is up"
             print_env "$dir"
             return 0
@@ -213,7 +222,7 @@ cmd_start() {
             die "systemd --user (pid $pid) exited; see $dir/$MANAGER_LOG_NAME"
         sleep 0.1
     done
-    die "systemd --user (pid $pid) did not create $dir/bus and $dir/systemd/private within 10 s; see $dir/$MANAGER_LOG_NAME"
+    die "systemd --user (pid $pid) did not answer on $dir/bus and $dir/systemd/private within 10 s; see $dir/$MANAGER_LOG_NAME"
 }
 
 cmd_stop() {

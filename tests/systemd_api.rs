@@ -536,6 +536,44 @@ async fn the_private_socket_works_without_a_bus() {
     assert!(matches!(error, SystemdError::JobFailed { .. }), "{error:?}");
 }
 
+/// The private socket is where rein falls back when the bus has no systemd on it yet (a bus
+/// just socket-activated, before the manager has taken its name there), so it must carry
+/// everything the bus carries, file descriptors included: the judge's tick hands systemd the
+/// write ends of its output pipes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_private_socket_passes_file_descriptors() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let env = user_manager::ensure();
+    let private = env.xdg_runtime_dir.join("systemd/private");
+    let manager = Manager::connect_to(&[Endpoint::PrivateSocket(private)])
+        .await
+        .expect("connect over the private socket");
+    let (mut out_read, out_write) = std::io::pipe().expect("pipe");
+    let name = format!("{}.service", unique("p2p-fd"));
+    let _cleanup = Cleanup::new(&[&name]);
+    let spec = ServiceSpec {
+        exec: vec![
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            "echo through the pipe".to_owned(),
+        ],
+        stdout_fd: Some(out_write.as_raw_fd()),
+        ..sleeper(&name)
+    };
+    manager
+        .start_transient(&service(&spec))
+        .await
+        .expect("start with a file descriptor over the private socket");
+    drop(out_write);
+    manager.wait_unloaded(&name, LIMIT).await.expect("unloaded");
+    let mut printed = String::new();
+    out_read
+        .read_to_string(&mut printed)
+        .expect("read the pipe");
+    assert_eq!(printed, "through the pipe\n");
+}
+
 #[tokio::test]
 async fn no_reachable_manager_says_how_to_fix_it() {
     let error = Manager::connect_to(&[

@@ -9,21 +9,28 @@
 //! `:rg.freedesktop.systemd1`). Every other byte reaches zbus as systemd sent it; a message
 //! it cannot parse is passed through as is.
 //!
+//! File descriptors pass both ways, as on the bus: the connection negotiates them, and the
+//! read half receives each read's descriptors and hands them to zbus with the message they
+//! came with. rein falls back to this socket when the bus has no systemd on it yet (a bus
+//! just socket-activated, before the manager has taken its name there), and the judge's
+//! tick hands systemd the write ends of its output pipes.
+//!
 //! A second quirk of systemd 252's sd-bus server: a message that arrives in the same read as
 //! the client's `BEGIN` stays unprocessed until more input arrives, and zbus sends `BEGIN`
 //! and the first call back to back. `connect` therefore ends with a `Peer.Ping` round trip
 //! that sends a further no-reply ping now and then until the answer comes, so the connection
 //! it returns is past that point.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::pin::Pin;
-
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::Interest;
 use tokio::net::unix::OwnedReadHalf;
 use zbus::connection::socket::{ReadHalf, Split, WriteHalf};
 use zbus::message::Flags;
@@ -46,10 +53,7 @@ const MAX_MESSAGE: usize = 128 * 1024 * 1024;
 pub(crate) async fn connect(path: &Path) -> zbus::Result<Connection> {
     let stream = tokio::net::UnixStream::connect(path).await?;
     let (read, write) = stream.into_split();
-    let read: Box<dyn ReadHalf> = Box::new(SenderFixingReader {
-        inner: read,
-        rewriter: Rewriter::default(),
-    });
+    let read: Box<dyn ReadHalf> = Box::new(SenderFixingReader::new(read));
     let write: Box<dyn WriteHalf> = Box::new(write);
     let connection = zbus::connection::Builder::socket(Split::new(read, write))
         .p2p()
@@ -83,35 +87,91 @@ pub(crate) async fn connect(path: &Path) -> zbus::Result<Connection> {
     }
 }
 
+/// The most descriptors one read takes: the kernel's limit per message (`SCM_MAX_FD`).
+const MAX_FDS_PER_READ: usize = 253;
+/// How much one read takes from the socket.
+const CHUNK: usize = 64 * 1024;
+
 #[derive(Debug)]
 struct SenderFixingReader {
     inner: OwnedReadHalf,
     rewriter: Rewriter,
+    chunk: Vec<u8>,
 }
 
 impl SenderFixingReader {
+    fn new(inner: OwnedReadHalf) -> SenderFixingReader {
+        SenderFixingReader {
+            inner,
+            rewriter: Rewriter::default(),
+            chunk: vec![0u8; CHUNK],
+        }
+    }
+
     async fn read_fixed(&mut self, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-        let mut chunk = vec![0u8; 64 * 1024];
         loop {
-            let taken = self.rewriter.take(buf);
+            let (taken, fds) = self.rewriter.take(buf);
             if taken > 0 || buf.is_empty() {
-                return Ok((taken, Vec::new()));
+                return Ok((taken, fds));
             }
-            let read = self.inner.read(&mut chunk).await?;
+            let (read, fds) = self.receive().await?;
             if read == 0 {
                 // End of stream: hand over whatever is left unframed, then report EOF.
                 self.rewriter.flush();
-                let taken = self.rewriter.take(buf);
-                return Ok((taken, Vec::new()));
+                return Ok(self.rewriter.take(buf));
             }
-            self.rewriter.push(&chunk[..read]);
+            self.rewriter.push_with_fds(&self.chunk[..read], fds);
+        }
+    }
+
+    /// One `recvmsg` into the chunk, with the descriptors that came along.
+    async fn receive(&mut self) -> io::Result<(usize, Vec<OwnedFd>)> {
+        let stream: &tokio::net::UnixStream = self.inner.as_ref();
+        loop {
+            stream.readable().await?;
+            match stream.try_io(Interest::READABLE, || {
+                receive_with_fds(stream.as_fd(), &mut self.chunk)
+            }) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
         }
     }
 }
 
+fn receive_with_fds(socket: BorrowedFd<'_>, chunk: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_READ))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let received = loop {
+        match rustix::net::recvmsg(
+            socket,
+            &mut [io::IoSliceMut::new(chunk)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    let fds: Vec<OwnedFd> = control
+        .drain()
+        .filter_map(|message| match message {
+            RecvAncillaryMessage::ScmRights(fds) => Some(fds),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    if received.flags.contains(ReturnFlags::CTRUNC) {
+        return Err(io::Error::other(
+            "systemd sent more file descriptors than one read takes",
+        ));
+    }
+    Ok((received.bytes, fds))
+}
+
 // `ReadHalf` is declared with `#[async_trait]`; this is the signature that macro gives
-// `async fn recvmsg(&mut self, buf: &mut [u8]) -> RecvmsgResult`. File descriptors are
-// never negotiated on this connection (`can_pass_unix_fd` keeps its default, false).
+// `async fn recvmsg(&mut self, buf: &mut [u8]) -> RecvmsgResult`.
 impl ReadHalf for SenderFixingReader {
     fn recvmsg<'life0, 'life1, 'async_trait>(
         &'life0 mut self,
@@ -124,62 +184,129 @@ impl ReadHalf for SenderFixingReader {
     {
         Box::pin(self.read_fixed(buf))
     }
+
+    /// Descriptors are negotiated (`NEGOTIATE_UNIX_FD`) and carried both ways: the write half
+    /// is tokio's, which sends them, and this half hands each message's to zbus with its
+    /// first bytes.
+    fn can_pass_unix_fd(&self) -> bool {
+        true
+    }
 }
 
+/// What the server may still say after its `OK` line: its answer to `NEGOTIATE_UNIX_FD`.
+const LINES_AFTER_OK: [&[u8]; 2] = [b"AGREE_UNIX_FD", b"ERROR"];
+
 /// Turns the byte stream from systemd into the byte stream zbus can read.
+///
+/// File descriptors come with the bytes of the read that carried them. systemd sends each
+/// message with its descriptors in one `sendmsg`, and a read from a stream socket ends with
+/// the first part of a message that carries descriptors, so the descriptors of a read belong
+/// to the last message that has bytes in it. They are handed out with that message's first
+/// bytes, which is where zbus, reading a message at a time, collects them.
 #[derive(Debug, Default)]
 struct Rewriter {
-    /// The server's authentication lines end with its `OK <guid>` line; binary messages
-    /// follow.
+    /// The server's `OK <guid>` line has been seen.
+    ok_seen: bool,
+    /// The server's authentication lines are over; binary messages follow.
     authenticated: bool,
     /// Bytes not yet framed.
     raw: Vec<u8>,
+    /// Descriptors of the message at the start of `raw`.
+    raw_fds: Vec<OwnedFd>,
     /// Bytes ready for zbus, from `ready_from` on.
     ready: Vec<u8>,
     ready_from: usize,
+    /// Descriptors ready for zbus, each with the place in `ready` where its message starts.
+    ready_fds: VecDeque<(usize, Vec<OwnedFd>)>,
 }
 
 impl Rewriter {
+    #[cfg(test)]
     fn push(&mut self, bytes: &[u8]) {
+        self.push_with_fds(bytes, Vec::new());
+    }
+
+    fn push_with_fds(&mut self, bytes: &[u8], fds: Vec<OwnedFd>) {
         self.raw.extend_from_slice(bytes);
-        if !self.authenticated {
-            while let Some(end) = self.raw.windows(2).position(|w| w == b"\r\n") {
-                let line: Vec<u8> = self.raw.drain(..end + 2).collect();
-                self.ready.extend_from_slice(&line);
-                if line.starts_with(b"OK ") {
-                    self.authenticated = true;
-                    break;
-                }
+        let mut fds = Some(fds).filter(|fds| !fds.is_empty());
+        while !self.authenticated {
+            if self.ok_seen && !self.line_may_follow() {
+                self.authenticated = true;
+                break;
             }
+            let Some(end) = self.raw.windows(2).position(|w| w == b"\r\n") else {
+                break;
+            };
+            let line: Vec<u8> = self.raw.drain(..end + 2).collect();
+            self.ready.extend_from_slice(&line);
+            self.ok_seen |= line.starts_with(b"OK ");
         }
         if self.authenticated {
             while let Some(length) = message_length(&self.raw) {
                 if length > self.raw.len() {
                     break;
                 }
+                let at_the_end = length == self.raw.len();
                 let mut message: Vec<u8> = self.raw.drain(..length).collect();
                 fix_sender(&mut message);
-                self.ready.extend_from_slice(&message);
+                let mut message_fds = std::mem::take(&mut self.raw_fds);
+                if at_the_end {
+                    message_fds.extend(fds.take().unwrap_or_default());
+                }
+                self.release(&message, message_fds);
             }
         }
+        self.raw_fds.extend(fds.unwrap_or_default());
+    }
+
+    /// Whether what `raw` starts with may be one of [`LINES_AFTER_OK`] (or is still too
+    /// short to tell). Binary messages start with `l` or `B`, which no such line does.
+    fn line_may_follow(&self) -> bool {
+        self.raw.is_empty()
+            || LINES_AFTER_OK.iter().any(|line| {
+                let shared = line.len().min(self.raw.len());
+                self.raw[..shared] == line[..shared]
+            })
+    }
+
+    fn release(&mut self, bytes: &[u8], fds: Vec<OwnedFd>) {
+        if !fds.is_empty() {
+            self.ready_fds.push_back((self.ready.len(), fds));
+        }
+        self.ready.extend_from_slice(bytes);
     }
 
     /// Release everything unframed (at end of stream).
     fn flush(&mut self) {
         let rest = std::mem::take(&mut self.raw);
-        self.ready.extend_from_slice(&rest);
+        let fds = std::mem::take(&mut self.raw_fds);
+        self.release(&rest, fds);
     }
 
-    fn take(&mut self, buf: &mut [u8]) -> usize {
+    /// Copy ready bytes into `buf`, with the descriptors of every message that starts among
+    /// them.
+    fn take(&mut self, buf: &mut [u8]) -> (usize, Vec<OwnedFd>) {
         let available = &self.ready[self.ready_from..];
         let count = available.len().min(buf.len());
         buf[..count].copy_from_slice(&available[..count]);
         self.ready_from += count;
+        let mut fds = Vec::new();
+        while let Some((at, _)) = self.ready_fds.front() {
+            if *at >= self.ready_from {
+                break;
+            }
+            fds.extend(
+                self.ready_fds
+                    .pop_front()
+                    .map(|(_, fds)| fds)
+                    .unwrap_or_default(),
+            );
+        }
         if self.ready_from == self.ready.len() {
             self.ready.clear();
             self.ready_from = 0;
         }
-        count
+        (count, fds)
     }
 }
 
@@ -191,9 +318,9 @@ pub fn rewrite<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     for chunk in chunks {
-        rewriter.push(chunk);
+        rewriter.push_with_fds(chunk, Vec::new());
         loop {
-            let count = rewriter.take(&mut buf);
+            let (count, _) = rewriter.take(&mut buf);
             if count == 0 {
                 break;
             }
@@ -202,7 +329,7 @@ pub fn rewrite<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
     }
     rewriter.flush();
     loop {
-        let count = rewriter.take(&mut buf);
+        let (count, _) = rewriter.take(&mut buf);
         if count == 0 {
             return out;
         }
@@ -342,7 +469,7 @@ mod tests {
         let mut out = Vec::new();
         let mut buf = vec![0u8; chunk];
         loop {
-            let count = rewriter.take(&mut buf);
+            let (count, _) = rewriter.take(&mut buf);
             if count == 0 {
                 return out;
             }
@@ -379,6 +506,68 @@ mod tests {
             assert_eq!(out, expected, "in {in_chunk}, out {out_chunk}");
             assert!(String::from_utf8_lossy(&out).contains(":rg.freedesktop.systemd1"));
         }
+    }
+
+    #[test]
+    fn the_answer_to_fd_negotiation_passes_as_a_line_however_it_is_split() {
+        let message = reply_from_systemd("x");
+        let mut stream = b"OK 00\r\nAGREE_UNIX_FD\r\n".to_vec();
+        stream.extend_from_slice(&message);
+        for split in 1..stream.len() {
+            let mut rewriter = Rewriter::default();
+            rewriter.push(&stream[..split]);
+            rewriter.push(&stream[split..]);
+            let out = drain(&mut rewriter, 7);
+            assert!(
+                out.starts_with(b"OK 00\r\nAGREE_UNIX_FD\r\n"),
+                "split at {split}"
+            );
+            assert!(
+                String::from_utf8_lossy(&out).contains(":rg.freedesktop.systemd1"),
+                "split at {split}: the message after the line was framed"
+            );
+        }
+    }
+
+    /// Read like zbus: the fixed header first, then the rest of that one message.
+    fn read_message(rewriter: &mut Rewriter) -> (Vec<u8>, usize) {
+        let mut header = [0u8; FIXED_HEADER];
+        let (count, mut fds) = rewriter.take(&mut header);
+        assert_eq!(count, FIXED_HEADER);
+        let mut rest = vec![0u8; message_length(&header).expect("length") - FIXED_HEADER];
+        let (count, more) = rewriter.take(&mut rest);
+        assert_eq!(count, rest.len());
+        fds.extend(more);
+        let mut message = header.to_vec();
+        message.extend(rest);
+        (message, fds.len())
+    }
+
+    #[test]
+    fn descriptors_reach_zbus_with_the_message_that_carried_them() {
+        let devnull = || -> OwnedFd { std::fs::File::open("/dev/null").expect("open").into() };
+        let first = reply_from_systemd("first");
+        let second = reply_from_systemd("second");
+        let mut rewriter = Rewriter::default();
+        let lines = b"OK 00\r\nAGREE_UNIX_FD\r\n";
+        rewriter.push(lines);
+        let mut out = [0u8; 64];
+        assert_eq!(rewriter.take(&mut out).0, lines.len());
+
+        // One read ends with the start of the second message, which carries two descriptors;
+        // the next read brings the rest of it.
+        let mut stream = first.clone();
+        stream.extend_from_slice(&second[..20]);
+        rewriter.push_with_fds(&stream, vec![devnull(), devnull()]);
+        rewriter.push_with_fds(&second[20..], Vec::new());
+        assert_eq!(read_message(&mut rewriter).1, 0, "the first carried none");
+        assert_eq!(read_message(&mut rewriter).1, 2, "the second carried two");
+
+        // A read that ends exactly at a message's end: the descriptors are that message's.
+        rewriter.push_with_fds(&first, vec![devnull()]);
+        let (message, fds) = read_message(&mut rewriter);
+        assert_eq!(fds, 1);
+        assert_eq!(message.len(), first.len());
     }
 
     #[test]
