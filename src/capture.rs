@@ -9,12 +9,16 @@
 //! has exited, whatever it left behind is stopped as well, and rein stops reading a pipe that
 //! a leftover still holds open: a capture returns within its timeout plus [`GRACE`].
 //!
+//! [`run_all`] runs several commands at once (a beat's sensors) and reads them all from the
+//! calling thread, with one poll(2) over every pipe and exit, and one look for leftovers for
+//! all the commands that ended together: a sensor costs its own process and little more.
+//!
 //! [`collect`] is the reading half on its own, for a process rein did not spawn itself (one
 //! systemd started with pipes rein passed): it takes the pipes' read ends, an optional
 //! descriptor that reports the process's exit, and a callback that stops everything.
 
 use std::io::{ErrorKind, Read};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -87,14 +91,92 @@ pub struct Captured {
 /// Runs `command` (its stdin is left as the caller set it; stdout and stderr are captured)
 /// within `limits`, and stops everything it started before returning.
 pub fn run(command: &mut Command, limits: &Limits) -> std::io::Result<Captured> {
-    let started = Instant::now();
+    run_all(&mut [(command, *limits)])
+        .pop()
+        .unwrap_or_else(|| Err(std::io::Error::other("nothing was run")))
+}
+
+/// Runs every command at once, each within its own limits, reading all of them from this one
+/// thread, and stops everything each started before returning. The results come in the
+/// commands' order; a command that could not be started is an error of its own and does not
+/// hold the others back.
+pub fn run_all(commands: &mut [(&mut Command, Limits)]) -> Vec<std::io::Result<Captured>> {
+    // Every process of these captures is younger than this pid.
+    let before = last_pid();
+    let mut results: Vec<Option<std::io::Result<Captured>>> = Vec::new();
+    let mut running: Vec<(usize, Running)> = Vec::new();
+    let mut readers: Vec<Reader> = Vec::new();
+    for (index, (command, limits)) in commands.iter_mut().enumerate() {
+        results.push(None);
+        match start(command, limits) {
+            Ok((started, reader)) => {
+                running.push((index, started));
+                readers.push(reader);
+            }
+            Err(error) => results[index] = Some(Err(error)),
+        }
+    }
+    let mut stop = |which: &[usize]| {
+        let markers: Vec<&str> = which
+            .iter()
+            .map(|at| {
+                let started = &running[*at].1;
+                // SAFETY: signalling a process group this capture created; ESRCH is harmless.
+                unsafe { libc::kill(-started.group, libc::SIGKILL) };
+                started.marker.as_str()
+            })
+            .collect();
+        kill_marked(&markers, before);
+    };
+    // Every ending of a reading stops what its command started (see `read_all`).
+    read_all(&mut readers, &mut stop);
+    for ((index, started), reader) in running.into_iter().zip(readers) {
+        let elapsed = reader
+            .finished_at
+            .unwrap_or_else(Instant::now)
+            .saturating_duration_since(started.at);
+        results[index] = Some(started.finish(reader, elapsed));
+    }
+    results
+        .into_iter()
+        .map(|result| result.unwrap_or_else(|| Err(std::io::Error::other("not run"))))
+        .collect()
+}
+
+/// A command that was started, as far as stopping and reaping it goes.
+struct Running {
+    child: std::process::Child,
+    group: libc::pid_t,
+    marker: String,
+    /// Readable once the child has exited.
+    waited: OwnedFd,
+    at: Instant,
+}
+
+impl Running {
+    fn finish(mut self, reader: Reader, elapsed: Duration) -> std::io::Result<Captured> {
+        let output = reader.outcome()?;
+        // Killed by now; a process stuck in the kernel gets GRACE to go.
+        let mut fds = [PollFd::new(&self.waited, PollFlags::IN)];
+        let grace = Timespec::try_from(GRACE).ok();
+        let _ = rustix::event::poll(&mut fds, grace.as_ref());
+        let status = self.child.try_wait().ok().flatten();
+        Ok(Captured {
+            output,
+            status,
+            elapsed,
+        })
+    }
+}
+
+fn start(command: &mut Command, limits: &Limits) -> std::io::Result<(Running, Reader)> {
+    let at = Instant::now();
     let marker = uuid::Uuid::new_v4().simple().to_string();
     command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env(MARKER, &marker)
         .process_group(0);
-    let before = last_pid();
     let mut child = command.spawn()?;
     let group = child.id() as libc::pid_t;
     let stdout: OwnedFd = child
@@ -112,21 +194,17 @@ pub fn run(command: &mut Command, limits: &Limits) -> std::io::Result<Captured> 
     let pid = rustix::process::Pid::from_child(&child);
     let exited = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
     let waited = exited.try_clone()?;
-    let mut stop = || stop_all(group, &marker, before);
-    let output = collect(stdout, stderr, Some(exited), limits, &mut stop);
-    // Whatever ended the capture, nothing the command started outlives it.
-    stop();
-    let output = output?;
-    // Killed by now; a process stuck in the kernel gets GRACE to go.
-    let mut fds = [PollFd::new(&waited, PollFlags::IN)];
-    let grace = Timespec::try_from(GRACE).ok();
-    let _ = rustix::event::poll(&mut fds, grace.as_ref());
-    let status = child.try_wait().ok().flatten();
-    Ok(Captured {
-        output,
-        status,
-        elapsed: started.elapsed(),
-    })
+    let reader = Reader::new(stdout, stderr, Some(exited), limits)?;
+    Ok((
+        Running {
+            child,
+            group,
+            marker,
+            waited,
+            at,
+        },
+        reader,
+    ))
 }
 
 /// Reads `stdout` and `stderr` until both close, stdout passes its cap, or the timeout; then
@@ -140,113 +218,223 @@ pub fn collect(
     limits: &Limits,
     stop: &mut dyn FnMut(),
 ) -> std::io::Result<Collected> {
-    let mut end = Instant::now() + limits.timeout;
-    let mut after_exit = false;
-    let mut pipes = [
-        Some(std::fs::File::from(stdout)),
-        Some(std::fs::File::from(stderr)),
-    ];
-    for pipe in pipes.iter().flatten() {
-        set_nonblocking(pipe)?;
+    let mut readers = [Reader::new(stdout, stderr, exited, limits)?];
+    read_all(&mut readers, &mut |_| stop());
+    let [reader] = readers;
+    reader.outcome()
+}
+
+/// The reading of one command's output: its pipes, its exit, its deadline, what it read.
+struct Reader {
+    /// stdout and stderr, while open.
+    pipes: [Option<std::fs::File>; 2],
+    exited: Option<OwnedFd>,
+    limits: Limits,
+    end: Instant,
+    after_exit: bool,
+    collected: Collected,
+    /// Set once the reading is over: how it ended.
+    outcome: Option<std::io::Result<()>>,
+    finished_at: Option<Instant>,
+}
+
+/// What a reader asks of the loop after an event.
+enum Next {
+    Go,
+    /// Stop what the command started, and go on reading (its exit: leftovers).
+    Stop,
+    /// Stop what the command started; the reading is over.
+    StopAndEnd(std::io::Result<()>),
+}
+
+impl Reader {
+    fn new(
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+        exited: Option<OwnedFd>,
+        limits: &Limits,
+    ) -> std::io::Result<Reader> {
+        let pipes = [
+            Some(std::fs::File::from(stdout)),
+            Some(std::fs::File::from(stderr)),
+        ];
+        for pipe in pipes.iter().flatten() {
+            set_nonblocking(pipe)?;
+        }
+        Ok(Reader {
+            pipes,
+            exited,
+            limits: *limits,
+            end: Instant::now() + limits.timeout,
+            after_exit: false,
+            collected: Collected {
+                stdout: Vec::new(),
+                stdout_over: false,
+                stderr: Vec::new(),
+                stderr_over: false,
+                ending: Ending::Finished,
+            },
+            outcome: None,
+            finished_at: None,
+        })
     }
-    let mut exited = exited;
-    let mut collected = Collected {
-        stdout: Vec::new(),
-        stdout_over: false,
-        stderr: Vec::new(),
-        stderr_over: false,
-        ending: Ending::Finished,
-    };
+
+    fn end_with(&mut self, outcome: std::io::Result<()>) {
+        self.pipes = [None, None];
+        self.exited = None;
+        self.outcome = Some(outcome);
+        self.finished_at = Some(Instant::now());
+    }
+
+    fn outcome(self) -> std::io::Result<Collected> {
+        match self.outcome {
+            Some(Err(error)) => Err(error),
+            _ => Ok(self.collected),
+        }
+    }
+
+    /// Slot 0 and 1 are the pipes, 2 the exit.
+    fn fds(&self) -> impl Iterator<Item = (usize, BorrowedFd<'_>)> {
+        let pipes = self
+            .pipes
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, pipe)| Some((slot, pipe.as_ref()?.as_fd())));
+        pipes.chain(self.exited.as_ref().map(|fd| (2, fd.as_fd())))
+    }
+
+    /// What happened on `slot`.
+    fn ready(&mut self, slot: usize, chunk: &mut [u8]) -> Next {
+        if slot == 2 {
+            // The process exited: stop what it left behind, then drain for a moment.
+            self.exited = None;
+            self.after_exit = true;
+            self.end = self.end.min(Instant::now() + GRACE);
+            return Next::Stop;
+        }
+        let Some(pipe) = self.pipes[slot].as_mut() else {
+            return Next::Go;
+        };
+        loop {
+            match pipe.read(chunk) {
+                Ok(0) => {
+                    self.pipes[slot] = None;
+                    return Next::Go;
+                }
+                Ok(read) => {
+                    let limits = &self.limits;
+                    let collected = &mut self.collected;
+                    if slot == 0 && limits.past_cap == PastCap::Stop {
+                        collected.stdout.extend_from_slice(&chunk[..read]);
+                        if collected.stdout.len() > limits.stdout_cap {
+                            collected.stdout.truncate(limits.stdout_cap);
+                            collected.ending = Ending::OverCap;
+                            return Next::StopAndEnd(Ok(()));
+                        }
+                    } else if slot == 0 {
+                        let room = limits.stdout_cap.saturating_sub(collected.stdout.len());
+                        collected.stdout.extend_from_slice(&chunk[..read.min(room)]);
+                        collected.stdout_over |= read > room;
+                    } else {
+                        let room = limits.stderr_cap.saturating_sub(collected.stderr.len());
+                        collected.stderr.extend_from_slice(&chunk[..read.min(room)]);
+                        collected.stderr_over |= read > room;
+                    }
+                }
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return Next::Go,
+                Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+                Err(error) => return Next::StopAndEnd(Err(error)),
+            }
+        }
+    }
+}
+
+/// Reads every reader to its end from this one thread. `stop` is called with the indices of
+/// the readers whose commands must be stopped: once a command has exited (what it left
+/// behind), at its timeout, when its stdout passes its cap, and on a read error. Each reader
+/// ends stopped that way, except one with no exit to watch whose pipes simply closed.
+fn read_all(readers: &mut [Reader], stop: &mut dyn FnMut(&[usize])) {
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        if pipes.iter().all(Option::is_none) && exited.is_none() {
-            return Ok(collected);
-        }
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            if !after_exit {
-                stop();
-                collected.ending = Ending::TimedOut;
+        let now = Instant::now();
+        let mut to_stop = Vec::new();
+        for (index, reader) in readers.iter_mut().enumerate() {
+            if reader.outcome.is_some() {
+                continue;
             }
-            return Ok(collected);
-        }
-        // Slots 0 and 1 are the pipes, 2 the exit: what each got, once poll returns.
-        let ready: Vec<(usize, PollFlags)> = {
-            let mut fds = Vec::with_capacity(3);
-            let mut which = Vec::with_capacity(3);
-            for (index, pipe) in pipes.iter().enumerate() {
-                if let Some(pipe) = pipe {
-                    fds.push(PollFd::new(pipe, PollFlags::IN));
-                    which.push(index);
+            if reader.pipes.iter().all(Option::is_none) && reader.exited.is_none() {
+                reader.end_with(Ok(()));
+            } else if reader.end <= now {
+                if !reader.after_exit {
+                    to_stop.push(index);
+                    reader.collected.ending = Ending::TimedOut;
                 }
+                reader.end_with(Ok(()));
             }
-            if let Some(fd) = &exited {
-                fds.push(PollFd::new(fd, PollFlags::IN));
-                which.push(2);
-            }
-            // A wait too long for a timespec is a wait forever.
-            let timeout = Timespec::try_from(left).ok();
-            match rustix::event::poll(&mut fds, timeout.as_ref()) {
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(error) => {
-                    stop();
-                    return Err(error.into());
-                }
-            }
-            which
-                .into_iter()
-                .zip(fds.iter().map(PollFd::revents))
-                .collect()
+        }
+        if !to_stop.is_empty() {
+            stop(&to_stop);
+            to_stop.clear();
+        }
+        let Some(end) = readers
+            .iter()
+            .filter(|reader| reader.outcome.is_none())
+            .map(|reader| reader.end)
+            .min()
+        else {
+            return;
         };
-        for (index, revents) in ready {
-            if revents.is_empty() {
+        let mut fds = Vec::new();
+        let mut which = Vec::new();
+        for (index, reader) in readers.iter().enumerate() {
+            if reader.outcome.is_some() {
                 continue;
             }
-            if index == 2 {
-                // The process exited: stop what it left behind, then drain for a moment.
-                exited = None;
-                after_exit = true;
-                stop();
-                end = end.min(Instant::now() + GRACE);
-                continue;
+            for (slot, fd) in reader.fds() {
+                fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+                which.push((index, slot));
             }
-            let Some(pipe) = pipes[index].as_mut() else {
-                continue;
-            };
-            loop {
-                match pipe.read(&mut chunk) {
-                    Ok(0) => {
-                        pipes[index] = None;
-                        break;
-                    }
-                    Ok(read) => {
-                        if index == 0 && limits.past_cap == PastCap::Stop {
-                            collected.stdout.extend_from_slice(&chunk[..read]);
-                            if collected.stdout.len() > limits.stdout_cap {
-                                collected.stdout.truncate(limits.stdout_cap);
-                                collected.ending = Ending::OverCap;
-                                stop();
-                                return Ok(collected);
-                            }
-                        } else if index == 0 {
-                            let room = limits.stdout_cap.saturating_sub(collected.stdout.len());
-                            collected.stdout.extend_from_slice(&chunk[..read.min(room)]);
-                            collected.stdout_over |= read > room;
-                        } else {
-                            let room = limits.stderr_cap.saturating_sub(collected.stderr.len());
-                            collected.stderr.extend_from_slice(&chunk[..read.min(room)]);
-                            collected.stderr_over |= read > room;
-                        }
-                    }
-                    Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-                    Err(error) if error.kind() == ErrorKind::Interrupted => continue,
-                    Err(error) => {
-                        stop();
-                        return Err(error);
+        }
+        // A wait too long for a timespec is a wait forever.
+        let timeout = Timespec::try_from(end.saturating_duration_since(now)).ok();
+        let polled = rustix::event::poll(&mut fds, timeout.as_ref());
+        let ready: Vec<(usize, usize)> = which
+            .into_iter()
+            .zip(fds.iter().map(PollFd::revents))
+            .filter(|(_, revents)| !revents.is_empty())
+            .map(|(at, _)| at)
+            .collect();
+        drop(fds);
+        match polled {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(error) => {
+                for (index, reader) in readers.iter_mut().enumerate() {
+                    if reader.outcome.is_none() {
+                        to_stop.push(index);
+                        reader.end_with(Err(std::io::Error::from(error)));
                     }
                 }
+                stop(&to_stop);
+                return;
             }
+        }
+        for (index, slot) in ready {
+            let reader = &mut readers[index];
+            if reader.outcome.is_some() {
+                continue;
+            }
+            match reader.ready(slot, &mut chunk) {
+                Next::Go => {}
+                Next::Stop => to_stop.push(index),
+                Next::StopAndEnd(outcome) => {
+                    reader.end_with(outcome);
+                    to_stop.push(index);
+                }
+            }
+        }
+        if !to_stop.is_empty() {
+            stop(&to_stop);
         }
     }
 }
@@ -255,14 +443,6 @@ fn set_nonblocking(file: &std::fs::File) -> std::io::Result<()> {
     let flags = rustix::fs::fcntl_getfl(file)?;
     rustix::fs::fcntl_setfl(file, flags | rustix::fs::OFlags::NONBLOCK)?;
     Ok(())
-}
-
-/// SIGKILLs the process group `group` and every process carrying `MARKER=marker` among those
-/// started after the pid `before` was handed out.
-fn stop_all(group: libc::pid_t, marker: &str, before: Option<libc::pid_t>) {
-    // SAFETY: signalling a process group this capture created; ESRCH is harmless.
-    unsafe { libc::kill(-group, libc::SIGKILL) };
-    kill_marked(marker, before);
 }
 
 /// Up to how many pids handed out since a capture began are looked at one by one.
@@ -288,13 +468,19 @@ fn started_since(pid: libc::pid_t, before: libc::pid_t, last: libc::pid_t) -> bo
     }
 }
 
-/// SIGKILLs every process (readable to us) whose environment has `MARKER=marker`: the ones
-/// that left the process group. Only processes started after the pid `before` are looked at
+/// SIGKILLs every process (readable to us) whose environment has `MARKER=` one of `markers`:
+/// the ones that left their capture's process group. Only processes started after the pid `before` are looked at
 /// (every process of a capture is younger than the capture): a beat costs the same however
 /// many agents run beside it. Looks again while it finds some, since a dying process may just
 /// have forked.
-pub fn kill_marked(marker: &str, before: Option<libc::pid_t>) {
-    let needle = format!("{MARKER}={marker}");
+pub fn kill_marked(markers: &[&str], before: Option<libc::pid_t>) {
+    if markers.is_empty() {
+        return;
+    }
+    let needles: Vec<String> = markers
+        .iter()
+        .map(|marker| format!("{MARKER}={marker}"))
+        .collect();
     for _ in 0..5 {
         let window = before.zip(last_pid());
         let pids: Vec<libc::pid_t> = match window {
@@ -322,7 +508,7 @@ pub fn kill_marked(marker: &str, before: Option<libc::pid_t>) {
             };
             if environ
                 .split(|byte| *byte == 0)
-                .any(|variable| variable == needle.as_bytes())
+                .any(|variable| needles.iter().any(|needle| variable == needle.as_bytes()))
             {
                 // SAFETY: kill(2) with a pid read from /proc; ESRCH is harmless.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -404,6 +590,65 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn commands_run_together_each_within_its_own_limits() {
+        let started = Instant::now();
+        let mut quick = sh("echo quick");
+        let mut slow = sh("sleep 37");
+        let mut missing = Command::new("/nonexistent/rein-test-no-such-program");
+        let mut leaver = sh("setsid sleep 27 & echo left");
+        let mut flood = sh("head -c 1000000 /dev/zero");
+        let results = run_all(&mut [
+            (&mut quick, limits(5000)),
+            (&mut slow, limits(1000)),
+            (&mut missing, limits(5000)),
+            (&mut leaver, limits(5000)),
+            (&mut flood, limits(5000)),
+        ]);
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "one reader for all, each stopped at its own end: {:?}",
+            started.elapsed()
+        );
+        let [quick, slow, missing, leaver, flood] = results.try_into().expect("five results");
+        let quick = quick.expect("quick");
+        assert_eq!(quick.output.stdout, b"quick\n");
+        assert_eq!(quick.status.and_then(|s| s.code()), Some(0));
+        let slow = slow.expect("slow");
+        assert_eq!(slow.output.ending, Ending::TimedOut);
+        assert!(
+            slow.elapsed >= Duration::from_millis(1000),
+            "{:?}",
+            slow.elapsed
+        );
+        assert!(
+            quick.elapsed < slow.elapsed,
+            "each command has its own elapsed time"
+        );
+        assert!(
+            missing.is_err(),
+            "a command that cannot start is an error of its own"
+        );
+        let leaver = leaver.expect("leaver");
+        assert_eq!(leaver.output.stdout, b"left\n");
+        assert_eq!(leaver.output.ending, Ending::Finished);
+        assert_eq!(flood.expect("flood").output.ending, Ending::OverCap);
+        // Nothing any of them started is left.
+        let leftovers = std::process::Command::new("pgrep")
+            .args(["-f", "^sleep (27|37)$"])
+            .output()
+            .expect("pgrep");
+        let mine: Vec<String> = String::from_utf8_lossy(&leftovers.stdout)
+            .lines()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()))
+            })
+            .map(str::to_owned)
+            .collect();
+        assert!(mine.is_empty(), "left running: {mine:?}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -85,51 +85,104 @@ pub fn world_hash(snapshots: &[Snapshot]) -> String {
 
 /// Runs one sensor script to completion (or to its limits).
 pub fn run_sensor(dir: &DataDir, name: &str, script: &Path, config: &SensorConfig) -> Snapshot {
-    let started = Instant::now();
-    let taken = Utc::now();
-    let outcome = run_capped(dir, script, config.timeout.0, config.output_cap as usize);
-    let (ok, value, error) = match outcome {
-        Err(error) => (false, None, Some(error)),
-        Ok(stdout) => match serde_json::from_slice::<serde_json::Value>(&stdout) {
-            Ok(value @ serde_json::Value::Object(_)) => (true, Some(value), None),
-            Ok(_) => (
-                false,
-                None,
-                Some(
-                    "printed JSON that is not an object; a sensor prints one JSON object"
-                        .to_owned(),
-                ),
-            ),
-            Err(e) => {
-                let shown: String = String::from_utf8_lossy(&stdout).chars().take(200).collect();
-                (
-                    false,
-                    None,
-                    Some(format!("printed non-JSON ({e}): {shown:?}")),
-                )
-            }
-        },
-    };
-    Snapshot {
+    let mut snapshots = run_sensors(dir, &[(name.to_owned(), script.to_owned())], config);
+    snapshots.pop().unwrap_or_else(|| Snapshot {
         version: FORMAT_VERSION,
         sensor: name.to_owned(),
-        taken,
-        duration_ms: started.elapsed().as_millis() as u64,
-        ok,
-        value,
-        error,
-    }
+        taken: Utc::now(),
+        duration_ms: 0,
+        ok: false,
+        value: None,
+        error: Some("it was not run".to_owned()),
+    })
 }
 
-/// Runs `script` with its stdout capped at `cap` bytes and its life capped at `timeout`
-/// (see [`crate::capture`]: everything it starts is stopped by then). Returns stdout, or a
-/// sentence saying what went wrong.
-fn run_capped(
+/// Runs the sensors all at once, each capped at `config`'s timeout and output cap (see
+/// [`crate::capture`]: everything a sensor starts is stopped by then), and reads them from
+/// this one thread. One snapshot per sensor, in the order given.
+pub fn run_sensors(
     dir: &DataDir,
-    script: &Path,
-    timeout: Duration,
-    cap: usize,
-) -> std::result::Result<Vec<u8>, String> {
+    sensors: &[(String, std::path::PathBuf)],
+    config: &SensorConfig,
+) -> Vec<Snapshot> {
+    let timeout = config.timeout.0;
+    let cap = config.output_cap as usize;
+    let limits = capture::Limits {
+        timeout,
+        stdout_cap: cap,
+        stderr_cap: STDERR_KEEP,
+        past_cap: capture::PastCap::Stop,
+    };
+    let taken = Utc::now();
+    let mut prepared: Vec<std::result::Result<Command, String>> = sensors
+        .iter()
+        .map(|(_, script)| sensor_command(script))
+        .collect();
+    let mut runs: Vec<(&mut Command, capture::Limits)> = prepared
+        .iter_mut()
+        .filter_map(|command| command.as_mut().ok())
+        .map(|command| {
+            command
+                .current_dir(dir.root())
+                .env("REIN_DATA_DIR", dir.root())
+                .stdin(Stdio::null());
+            (command, limits)
+        })
+        .collect();
+    let mut captured = capture::run_all(&mut runs).into_iter();
+    sensors
+        .iter()
+        .zip(prepared)
+        .map(|((name, _), prepared)| {
+            let (outcome, duration_ms) = match prepared {
+                Err(error) => (Err(error), 0),
+                Ok(_) => match captured.next() {
+                    Some(Ok(run)) => {
+                        let elapsed = run.elapsed.as_millis() as u64;
+                        (sensor_output(run, timeout, cap), elapsed)
+                    }
+                    Some(Err(error)) => (Err(format!("could not start: {error}")), 0),
+                    None => (Err("it was not run".to_owned()), 0),
+                },
+            };
+            let (ok, value, error) = match outcome {
+                Err(error) => (false, None, Some(error)),
+                Ok(stdout) => match serde_json::from_slice::<serde_json::Value>(&stdout) {
+                    Ok(value @ serde_json::Value::Object(_)) => (true, Some(value), None),
+                    Ok(_) => (
+                        false,
+                        None,
+                        Some(
+                            "printed JSON that is not an object; a sensor prints one JSON object"
+                                .to_owned(),
+                        ),
+                    ),
+                    Err(e) => {
+                        let shown: String =
+                            String::from_utf8_lossy(&stdout).chars().take(200).collect();
+                        (
+                            false,
+                            None,
+                            Some(format!("printed non-JSON ({e}): {shown:?}")),
+                        )
+                    }
+                },
+            };
+            Snapshot {
+                version: FORMAT_VERSION,
+                sensor: name.clone(),
+                taken,
+                duration_ms,
+                ok,
+                value,
+                error,
+            }
+        })
+        .collect()
+}
+
+/// The command that runs `script`, or a sentence saying why it cannot run.
+fn sensor_command(script: &Path) -> std::result::Result<Command, String> {
     // Only a regular file is run: a FIFO or device planted as a sensor would hang the shell
     // that reads it (and a check that opened it would hang rein).
     let (mut file, _) = store::open_regular(script)
@@ -146,25 +199,21 @@ fn run_capped(
     let mut head = [0u8; 2];
     let has_shebang = std::io::Read::read_exact(&mut file, &mut head).is_ok() && head == *b"#!";
     drop(file);
-    let mut command = if executable && has_shebang {
+    Ok(if executable && has_shebang {
         Command::new(script)
     } else {
         let mut sh = Command::new("/bin/sh");
         sh.arg(script);
         sh
-    };
-    command
-        .current_dir(dir.root())
-        .env("REIN_DATA_DIR", dir.root())
-        .stdin(Stdio::null());
-    let limits = capture::Limits {
-        timeout,
-        stdout_cap: cap,
-        stderr_cap: STDERR_KEEP,
-        past_cap: capture::PastCap::Stop,
-    };
-    let captured =
-        capture::run(&mut command, &limits).map_err(|e| format!("could not start: {e}"))?;
+    })
+}
+
+/// A sensor's stdout once it ran, or a sentence saying what went wrong.
+fn sensor_output(
+    captured: capture::Captured,
+    timeout: Duration,
+    cap: usize,
+) -> std::result::Result<Vec<u8>, String> {
     match captured.output.ending {
         capture::Ending::TimedOut => {
             return Err(format!(
@@ -213,27 +262,7 @@ pub struct SenseReport {
 pub fn sense(dir: &DataDir, config: &SensorConfig) -> Result<SenseReport> {
     dir.create_dirs()?;
     let sensors = store::list(&dir.sensors(), ".sh")?;
-    let fresh: Vec<Snapshot> = std::thread::scope(|scope| {
-        let handles: Vec<_> = sensors
-            .iter()
-            .map(|(name, path)| scope.spawn(move || run_sensor(dir, name, path, config)))
-            .collect();
-        handles
-            .into_iter()
-            .zip(&sensors)
-            .map(|(handle, (name, _))| {
-                handle.join().unwrap_or_else(|_| Snapshot {
-                    version: FORMAT_VERSION,
-                    sensor: name.clone(),
-                    taken: Utc::now(),
-                    duration_ms: 0,
-                    ok: false,
-                    value: None,
-                    error: Some("the sensor runner crashed".into()),
-                })
-            })
-            .collect()
-    });
+    let fresh = run_sensors(dir, &sensors, config);
     let mut changed_snapshots = Vec::new();
     let snapshots: Vec<Snapshot> = fresh
         .into_iter()
