@@ -635,19 +635,28 @@ mod tests {
         assert_eq!(leaver.output.stdout, b"left\n");
         assert_eq!(leaver.output.ending, Ending::Finished);
         assert_eq!(flood.expect("flood").output.ending, Ending::OverCap);
-        // Nothing any of them started is left.
-        let leftovers = std::process::Command::new("pgrep")
-            .args(["-f", "^sleep (27|37)$"])
-            .output()
-            .expect("pgrep");
-        let mine: Vec<String> = String::from_utf8_lossy(&leftovers.stdout)
-            .lines()
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/environ"))
-                    .is_ok_and(|env| env.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()))
-            })
-            .map(str::to_owned)
-            .collect();
+        // Nothing any of them started is left. A process killed a moment ago may take a
+        // moment more to go; one nobody killed would stay for half a minute.
+        let left_running = || -> Vec<String> {
+            let found = std::process::Command::new("pgrep")
+                .args(["-f", "^sleep (27|37)$"])
+                .output()
+                .expect("pgrep");
+            String::from_utf8_lossy(&found.stdout)
+                .lines()
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/environ"))
+                        .is_ok_and(|env| env.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()))
+                })
+                .map(str::to_owned)
+                .collect()
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut mine = left_running();
+        while !mine.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            mine = left_running();
+        }
         assert!(mine.is_empty(), "left running: {mine:?}");
     }
 
