@@ -155,12 +155,13 @@ struct Running {
 
 impl Running {
     fn finish(mut self, reader: Reader, elapsed: Duration) -> std::io::Result<Captured> {
-        let output = reader.outcome()?;
-        // Killed by now; a process stuck in the kernel gets GRACE to go.
+        // Killed by now; a process stuck in the kernel gets GRACE to go. It is reaped however
+        // the reading ended.
         let mut fds = [PollFd::new(&self.waited, PollFlags::IN)];
         let grace = Timespec::try_from(GRACE).ok();
         let _ = rustix::event::poll(&mut fds, grace.as_ref());
         let status = self.child.try_wait().ok().flatten();
+        let output = reader.outcome()?;
         Ok(Captured {
             output,
             status,
@@ -179,6 +180,29 @@ fn start(command: &mut Command, limits: &Limits) -> std::io::Result<(Running, Re
         .process_group(0);
     let mut child = command.spawn()?;
     let group = child.id() as libc::pid_t;
+    match watch(&mut child, limits) {
+        Ok((waited, reader)) => Ok((
+            Running {
+                child,
+                group,
+                marker,
+                waited,
+                at,
+            },
+            reader,
+        )),
+        Err(error) => {
+            // Started but not watchable: nothing of it may run on unread.
+            // SAFETY: signalling the process group this capture just created.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+            let _ = child.wait();
+            Err(error)
+        }
+    }
+}
+
+/// The reader of a child just started, and a descriptor that becomes readable at its exit.
+fn watch(child: &mut std::process::Child, limits: &Limits) -> std::io::Result<(OwnedFd, Reader)> {
     let stdout: OwnedFd = child
         .stdout
         .take()
@@ -191,20 +215,10 @@ fn start(command: &mut Command, limits: &Limits) -> std::io::Result<(Running, Re
         .into();
     // A pidfd becomes readable when the child exits, so the reader learns of the exit in the
     // same poll(2) as of its output, with no thread waiting beside it.
-    let pid = rustix::process::Pid::from_child(&child);
+    let pid = rustix::process::Pid::from_child(child);
     let exited = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
     let waited = exited.try_clone()?;
-    let reader = Reader::new(stdout, stderr, Some(exited), limits)?;
-    Ok((
-        Running {
-            child,
-            group,
-            marker,
-            waited,
-            at,
-        },
-        reader,
-    ))
+    Ok((waited, Reader::new(stdout, stderr, Some(exited), limits)?))
 }
 
 /// Reads `stdout` and `stderr` until both close, stdout passes its cap, or the timeout; then
