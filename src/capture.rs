@@ -131,11 +131,7 @@ pub fn run_all(commands: &mut [(&mut Command, Limits)]) -> Vec<std::io::Result<C
     // Every ending of a reading stops what its command started (see `read_all`).
     read_all(&mut readers, &mut stop);
     for ((index, started), reader) in running.into_iter().zip(readers) {
-        let elapsed = reader
-            .finished_at
-            .unwrap_or_else(Instant::now)
-            .saturating_duration_since(started.at);
-        results[index] = Some(started.finish(reader, elapsed));
+        results[index] = Some(started.finish(reader));
     }
     results
         .into_iter()
@@ -154,7 +150,12 @@ struct Running {
 }
 
 impl Running {
-    fn finish(mut self, reader: Reader, elapsed: Duration) -> std::io::Result<Captured> {
+    fn finish(mut self, reader: Reader) -> std::io::Result<Captured> {
+        let elapsed = reader
+            .ended
+            .as_ref()
+            .map_or_else(Instant::now, |ended| ended.at)
+            .saturating_duration_since(self.at);
         // Killed by now; a process stuck in the kernel gets GRACE to go. It is reaped however
         // the reading ended.
         let mut fds = [PollFd::new(&self.waited, PollFlags::IN)];
@@ -247,9 +248,14 @@ struct Reader {
     end: Instant,
     after_exit: bool,
     collected: Collected,
-    /// Set once the reading is over: how it ended.
-    outcome: Option<std::io::Result<()>>,
-    finished_at: Option<Instant>,
+    /// Set once the reading is over.
+    ended: Option<Ended>,
+}
+
+/// When a reading ended, and whether it failed.
+struct Ended {
+    at: Instant,
+    result: std::io::Result<()>,
 }
 
 /// What a reader asks of the loop after an event.
@@ -288,21 +294,24 @@ impl Reader {
                 stderr_over: false,
                 ending: Ending::Finished,
             },
-            outcome: None,
-            finished_at: None,
+            ended: None,
         })
     }
 
-    fn end_with(&mut self, outcome: std::io::Result<()>) {
+    fn end_with(&mut self, result: std::io::Result<()>) {
         self.pipes = [None, None];
         self.exited = None;
-        self.outcome = Some(outcome);
-        self.finished_at = Some(Instant::now());
+        self.ended = Some(Ended {
+            at: Instant::now(),
+            result,
+        });
     }
 
     fn outcome(self) -> std::io::Result<Collected> {
-        match self.outcome {
-            Some(Err(error)) => Err(error),
+        match self.ended {
+            Some(Ended {
+                result: Err(error), ..
+            }) => Err(error),
             _ => Ok(self.collected),
         }
     }
@@ -373,7 +382,7 @@ fn read_all(readers: &mut [Reader], stop: &mut dyn FnMut(&[usize])) {
         let now = Instant::now();
         let mut to_stop = Vec::new();
         for (index, reader) in readers.iter_mut().enumerate() {
-            if reader.outcome.is_some() {
+            if reader.ended.is_some() {
                 continue;
             }
             if reader.pipes.iter().all(Option::is_none) && reader.exited.is_none() {
@@ -392,7 +401,7 @@ fn read_all(readers: &mut [Reader], stop: &mut dyn FnMut(&[usize])) {
         }
         let Some(end) = readers
             .iter()
-            .filter(|reader| reader.outcome.is_none())
+            .filter(|reader| reader.ended.is_none())
             .map(|reader| reader.end)
             .min()
         else {
@@ -401,7 +410,7 @@ fn read_all(readers: &mut [Reader], stop: &mut dyn FnMut(&[usize])) {
         let mut fds = Vec::new();
         let mut which = Vec::new();
         for (index, reader) in readers.iter().enumerate() {
-            if reader.outcome.is_some() {
+            if reader.ended.is_some() {
                 continue;
             }
             for (slot, fd) in reader.fds() {
@@ -424,7 +433,7 @@ fn read_all(readers: &mut [Reader], stop: &mut dyn FnMut(&[usize])) {
             Err(rustix::io::Errno::INTR) => continue,
             Err(error) => {
                 for (index, reader) in readers.iter_mut().enumerate() {
-                    if reader.outcome.is_none() {
+                    if reader.ended.is_none() {
                         to_stop.push(index);
                         reader.end_with(Err(std::io::Error::from(error)));
                     }
@@ -435,7 +444,7 @@ fn read_all(readers: &mut [Reader], stop: &mut dyn FnMut(&[usize])) {
         }
         for (index, slot) in ready {
             let reader = &mut readers[index];
-            if reader.outcome.is_some() {
+            if reader.ended.is_some() {
                 continue;
             }
             match reader.ready(slot, &mut chunk) {
@@ -483,9 +492,9 @@ fn started_since(pid: libc::pid_t, before: libc::pid_t, last: libc::pid_t) -> bo
 }
 
 /// SIGKILLs every process (readable to us) whose environment has `MARKER=` one of `markers`:
-/// the ones that left their capture's process group. Only processes started after the pid `before` are looked at
-/// (every process of a capture is younger than the capture): a beat costs the same however
-/// many agents run beside it. Looks again while it finds some, since a dying process may just
+/// the ones that left their capture's process group. Only processes started after the pid
+/// `before` are looked at (every process of a capture is younger than the capture): a beat
+/// costs the same however many agents run beside it. Looks again while it finds some, since a dying process may just
 /// have forked.
 pub fn kill_marked(markers: &[&str], before: Option<libc::pid_t>) {
     if markers.is_empty() {

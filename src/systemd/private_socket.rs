@@ -221,14 +221,13 @@ struct Rewriter {
 }
 
 impl Rewriter {
-    #[cfg(test)]
     fn push(&mut self, bytes: &[u8]) {
         self.push_with_fds(bytes, Vec::new());
     }
 
-    fn push_with_fds(&mut self, bytes: &[u8], fds: Vec<OwnedFd>) {
+    /// Take in one read: its bytes, and the descriptors that came with them.
+    fn push_with_fds(&mut self, bytes: &[u8], mut fds: Vec<OwnedFd>) {
         self.raw.extend_from_slice(bytes);
-        let mut fds = Some(fds).filter(|fds| !fds.is_empty());
         while !self.authenticated {
             if self.ok_seen && !self.line_may_follow() {
                 self.authenticated = true;
@@ -251,12 +250,12 @@ impl Rewriter {
                 fix_sender(&mut message);
                 let mut message_fds = std::mem::take(&mut self.raw_fds);
                 if at_the_end {
-                    message_fds.extend(fds.take().unwrap_or_default());
+                    message_fds.append(&mut fds);
                 }
                 self.release(&message, message_fds);
             }
         }
-        self.raw_fds.extend(fds.unwrap_or_default());
+        self.raw_fds.append(&mut fds);
     }
 
     /// Whether what `raw` starts with may be one of [`LINES_AFTER_OK`] (or is still too
@@ -291,16 +290,14 @@ impl Rewriter {
         buf[..count].copy_from_slice(&available[..count]);
         self.ready_from += count;
         let mut fds = Vec::new();
-        while let Some((at, _)) = self.ready_fds.front() {
-            if *at >= self.ready_from {
-                break;
+        while self
+            .ready_fds
+            .front()
+            .is_some_and(|(at, _)| *at < self.ready_from)
+        {
+            if let Some((_, mut more)) = self.ready_fds.pop_front() {
+                fds.append(&mut more);
             }
-            fds.extend(
-                self.ready_fds
-                    .pop_front()
-                    .map(|(_, fds)| fds)
-                    .unwrap_or_default(),
-            );
         }
         if self.ready_from == self.ready.len() {
             self.ready.clear();
@@ -318,7 +315,7 @@ pub fn rewrite<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     for chunk in chunks {
-        rewriter.push_with_fds(chunk, Vec::new());
+        rewriter.push(chunk);
         loop {
             let (count, _) = rewriter.take(&mut buf);
             if count == 0 {

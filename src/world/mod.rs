@@ -83,20 +83,6 @@ pub fn world_hash(snapshots: &[Snapshot]) -> String {
     hex::encode(hasher.finalize())[..16].to_owned()
 }
 
-/// Runs one sensor script to completion (or to its limits).
-pub fn run_sensor(dir: &DataDir, name: &str, script: &Path, config: &SensorConfig) -> Snapshot {
-    let mut snapshots = run_sensors(dir, &[(name.to_owned(), script.to_owned())], config);
-    snapshots.pop().unwrap_or_else(|| Snapshot {
-        version: FORMAT_VERSION,
-        sensor: name.to_owned(),
-        taken: Utc::now(),
-        duration_ms: 0,
-        ok: false,
-        value: None,
-        error: Some("it was not run".to_owned()),
-    })
-}
-
 /// Runs the sensors all at once, each capped at `config`'s timeout and output cap (see
 /// [`crate::capture`]: everything a sensor starts is stopped by then), and reads them from
 /// this one thread. One snapshot per sensor, in the order given.
@@ -145,28 +131,9 @@ pub fn run_sensors(
                     None => (Err("it was not run".to_owned()), 0),
                 },
             };
-            let (ok, value, error) = match outcome {
+            let (ok, value, error) = match outcome.and_then(|stdout| reading(&stdout)) {
+                Ok(value) => (true, Some(value), None),
                 Err(error) => (false, None, Some(error)),
-                Ok(stdout) => match serde_json::from_slice::<serde_json::Value>(&stdout) {
-                    Ok(value @ serde_json::Value::Object(_)) => (true, Some(value), None),
-                    Ok(_) => (
-                        false,
-                        None,
-                        Some(
-                            "printed JSON that is not an object; a sensor prints one JSON object"
-                                .to_owned(),
-                        ),
-                    ),
-                    Err(e) => {
-                        let shown: String =
-                            String::from_utf8_lossy(&stdout).chars().take(200).collect();
-                        (
-                            false,
-                            None,
-                            Some(format!("printed non-JSON ({e}): {shown:?}")),
-                        )
-                    }
-                },
             };
             Snapshot {
                 version: FORMAT_VERSION,
@@ -179,6 +146,20 @@ pub fn run_sensors(
             }
         })
         .collect()
+}
+
+/// What a sensor printed, as its reading: one JSON object, or a sentence saying what is wrong.
+fn reading(stdout: &[u8]) -> std::result::Result<serde_json::Value, String> {
+    match serde_json::from_slice::<serde_json::Value>(stdout) {
+        Ok(value @ serde_json::Value::Object(_)) => Ok(value),
+        Ok(_) => {
+            Err("printed JSON that is not an object; a sensor prints one JSON object".to_owned())
+        }
+        Err(e) => {
+            let shown: String = String::from_utf8_lossy(stdout).chars().take(200).collect();
+            Err(format!("printed non-JSON ({e}): {shown:?}"))
+        }
+    }
 }
 
 /// The command that runs `script`, or a sentence saying why it cannot run.
