@@ -10,8 +10,9 @@
 //! a leftover still holds open: a capture returns within its timeout plus [`GRACE`].
 //!
 //! [`run_all`] runs several commands at once (a beat's sensors) and reads them all from the
-//! calling thread, with one poll(2) over every pipe and exit, and one look for leftovers for
-//! all the commands that ended together: a sensor costs its own process and little more.
+//! calling thread, with one poll(2) over every pipe and exit, one look for leftovers for all
+//! the commands that ended together, and a last one for all of them at the end: a sensor
+//! costs its own process and little more.
 //!
 //! [`collect`] is the reading half on its own, for a process rein did not spawn itself (one
 //! systemd started with pipes rein passed): it takes the pipes' read ends, an optional
@@ -128,8 +129,12 @@ pub fn run_all(commands: &mut [(&mut Command, Limits)]) -> Vec<std::io::Result<C
             .collect();
         kill_marked(&markers, before);
     };
-    // Every ending of a reading stops what its command started (see `read_all`).
+    // Every ending of a reading stops what its command started (see `read_all`). One more
+    // look for all of them at once: a look can miss a process in the middle of an exec, whose
+    // environment reads empty until the exec is done.
     read_all(&mut readers, &mut stop);
+    let all: Vec<usize> = (0..readers.len()).collect();
+    stop(&all);
     for ((index, started), reader) in running.into_iter().zip(readers) {
         results[index] = Some(started.finish(reader));
     }
