@@ -130,8 +130,9 @@ pub fn run_all(commands: &mut [(&mut Command, Limits)]) -> Vec<std::io::Result<C
         kill_marked(&markers, before);
     };
     // Every ending of a reading stops what its command started (see `read_all`). One more
-    // look for all of them at once: a look can miss a process in the middle of an exec, whose
-    // environment reads empty until the exec is done.
+    // look for all of them at once: the look made at an exit can miss what the command left
+    // (a test saw a left-behind `sleep` survive it), most likely a process in the middle of
+    // an exec, whose environment can read empty for that moment.
     read_all(&mut readers, &mut stop);
     let all: Vec<usize> = (0..readers.len()).collect();
     stop(&all);
