@@ -40,7 +40,9 @@ Desired state: this data dir describes real work.
 
 const TODAY_SENSOR: &str = r#"#!/bin/sh
 # Prints today's date, so the world changes once a day even when nothing else does.
-# One date(1) in place of the shell: the sensor runs at every beat.
+# The date changes once a day: beats run this at most every ten minutes, so a new day
+# shows within ten minutes of midnight.
+# rein: every 10m
 exec date '+{"date":"%F","weekday":"%A"}'
 "#;
 
@@ -180,5 +182,13 @@ mod tests {
             (t.format("%F").to_string(), t.format("%A").to_string())
         };
         assert!(said == at(before) || said == at(after), "{said:?}");
+    }
+
+    #[test]
+    fn beats_run_the_today_sensor_at_most_every_ten_minutes() {
+        assert_eq!(
+            crate::world::interval(TODAY_SENSOR.as_bytes()),
+            Ok(Some(std::time::Duration::from_secs(600)))
+        );
     }
 }

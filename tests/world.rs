@@ -461,6 +461,59 @@ fn quiet_beats_write_nothing_a_waiter_looks_at() {
     assert_eq!(beat_lines(), 2, "the beat that found a change is journaled");
 }
 
+/// A sensor that asks for an interval (`# rein: every 1h`) runs at the first beat and then
+/// not again within the hour, while `rein sense` runs it on request; `sensor ls` says how
+/// often each one runs.
+#[test]
+fn beats_run_a_sensor_with_an_interval_only_when_it_is_due() {
+    let rein = Rein::new();
+    let runs = rein.data.join("runs.log");
+    rein.ok(&[
+        "sensor",
+        "write",
+        "hourly",
+        &format!(
+            "# rein: every 1h\necho run >> '{}'\necho '{{\"h\": 1}}'",
+            runs.display()
+        ),
+    ]);
+    rein.flag_sensor();
+    let count = || {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    rein.ok(&["tick"]);
+    rein.ok(&["tick"]);
+    rein.ok(&["tick"]);
+    assert_eq!(count(), 1, "three beats within the hour ran it once");
+    let listed = rein.ok(&["sensor", "ls"]);
+    let row = |name: &str| {
+        listed
+            .lines()
+            .find(|line| line.starts_with(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(row("hourly").contains("every 1h"), "{listed}");
+    assert!(row("flag").contains("every beat"), "{listed}");
+    let json = rein.json(&["sensor", "ls"]);
+    assert_eq!(json[1]["every_secs"], 3600.0, "{json}");
+    rein.ok(&["sense"]);
+    assert_eq!(count(), 2, "sense runs every sensor");
+
+    // A change of the interval line takes effect at the next beat; a bad one is the sensor's
+    // error, shown by `sensor ls`, and no beat fails for it.
+    rein.ok(&["sensor", "write", "hourly", "# rein: every now\necho '{}'"]);
+    rein.ok(&["tick"]);
+    let listed = rein.ok(&["sensor", "ls"]);
+    assert!(
+        listed.contains("bad `# rein:` line") && listed.contains("# rein: every 10m"),
+        "{listed}"
+    );
+}
+
 /// notes/ keeps a day of notes: a beat's housekeeping moves older ones to archive/notes/,
 /// keeping each, so what lists notes/ on every change does not grow with every note ever left.
 #[test]

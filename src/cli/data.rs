@@ -122,18 +122,42 @@ pub fn sensor(context: &Context, command: SensorCommand) -> anyhow::Result<()> {
         SensorCommand::Ls => {
             let snapshots = world::snapshots(&data)?;
             let sensors = store::list(&data.sensors(), ".sh")?;
+            // How often beats run each one: `None` at every beat, or the reason its
+            // `# rein: every` line is not understood.
+            let every = |path: &std::path::Path| -> Result<Option<std::time::Duration>, String> {
+                let mut head = Vec::new();
+                let file = store::open_regular(path)
+                    .ok()
+                    .flatten()
+                    .map(|(file, _)| file);
+                if let Some(file) = file {
+                    let _ = std::io::Read::read_to_end(
+                        &mut std::io::Read::take(&file, 4096),
+                        &mut head,
+                    );
+                }
+                world::interval(&head)
+            };
             if context.json {
                 let list: Vec<_> = sensors
                     .iter()
                     .map(|(name, path)| {
-                        serde_json::json!({"name": name, "path": path, "snapshot": snapshots.get(name)})
+                        let every_secs = every(path).ok().flatten().map(|d| d.as_secs_f64());
+                        serde_json::json!({"name": name, "path": path, "every_secs": every_secs, "snapshot": snapshots.get(name)})
                     })
                     .collect();
                 output::json(&list)?;
             } else {
                 let rows = sensors
                     .into_iter()
-                    .map(|(name, _)| {
+                    .map(|(name, path)| {
+                        let runs = match every(&path) {
+                            Ok(None) => "every beat".to_owned(),
+                            Ok(Some(span)) => {
+                                format!("every {}", crate::duration::Span(span))
+                            }
+                            Err(_) => "(bad `# rein:` line)".to_owned(),
+                        };
                         let last = match snapshots.get(&name) {
                             None => "never run".to_owned(),
                             Some(s) if s.ok => {
@@ -145,10 +169,10 @@ pub fn sensor(context: &Context, command: SensorCommand) -> anyhow::Result<()> {
                                 s.error.as_deref().unwrap_or("")
                             ),
                         };
-                        vec![name, last]
+                        vec![name, runs, last]
                     })
                     .collect();
-                output::lines(output::table(&["NAME", "LAST READING"], rows))?;
+                output::lines(output::table(&["NAME", "RUNS", "LAST READING"], rows))?;
             }
         }
     }

@@ -132,6 +132,9 @@ pub enum Command {
     /// Show the world hash, snapshots, asks, goals, claims, journal tail and a wait token.
     State,
     /// Run every sensor once, in parallel; write snapshots; print the world hash.
+    ///
+    /// This runs every sensor now, even one whose `# rein: every SPAN` line makes beats run
+    /// it less often.
     Sense,
     /// Goals: files describing desired state.
     #[command(subcommand)]
@@ -209,6 +212,10 @@ pub enum Command {
     /// again is always safe.
     Down,
     /// Run one beat now: sense, journal, worker health, judgment hook.
+    ///
+    /// A beat runs each sensor that is due: every one at every beat, but one with a
+    /// `# rein: every SPAN` line among its opening comments only once SPAN has passed since
+    /// it last ran (its kept reading stands in between).
     ///
     /// Prints the beat's line, then any failed sensor or worker. Run by the pulse, whose
     /// output is the journal, it leaves the beat's line out: the journal has it already as
@@ -562,6 +569,9 @@ pub enum GoalCommand {
 #[derive(Debug, Subcommand)]
 pub enum SensorCommand {
     /// Create or replace a sensor script; the body comes from the argument or `-` for stdin.
+    ///
+    /// A line `# rein: every 10m` among the script's opening comments makes beats run it at
+    /// most that often (`rein sense` still runs it); without one, every beat runs it.
     Write {
         name: String,
         #[arg(value_name = "BODY|-")]
@@ -569,8 +579,8 @@ pub enum SensorCommand {
     },
     /// Move a sensor to the archive.
     Rm { name: String },
-    /// List sensors with their last reading and how long it has held (a run that reads the
-    /// same leaves the snapshot as it was).
+    /// List sensors with how often beats run them, their last reading and how long it has
+    /// held (a run that reads the same leaves the reading as it was).
     Ls,
 }
 

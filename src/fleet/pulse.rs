@@ -77,7 +77,7 @@ pub async fn beat(paths: &Paths, config: &Config) -> anyhow::Result<BeatReport> 
         }
         store::touch(&dir.swept())?;
     }
-    let sensed = world::sense(&dir, &config.sensors)?;
+    let sensed = world::sense_due(&dir, &config.sensors)?;
     let number = last_beat(paths)?.map(|b| b.beat).unwrap_or(0) + 1;
     let failed_sensors: Vec<String> = sensed
         .snapshots

@@ -39,6 +39,10 @@ pub struct Snapshot {
     pub value: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When a sensor with an interval (`# rein: every 10m`) last ran: beats run it again only
+    /// once the interval has passed since. Not set for a sensor that runs at every beat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked: Option<DateTime<Utc>>,
 }
 
 /// `world.json`: the hash of the world, written when it changes.
@@ -83,12 +87,21 @@ pub fn world_hash(snapshots: &[Snapshot]) -> String {
     hex::encode(hasher.finalize())[..16].to_owned()
 }
 
+/// A sensor script as it is to be run: the command, and how often beats run it.
+pub struct Prepared {
+    pub command: Command,
+    /// From a `# rein: every SPAN` line among the script's opening comments; `None` runs it
+    /// at every beat.
+    pub every: Option<Duration>,
+}
+
 /// Runs the sensors all at once, each capped at `config`'s timeout and output cap (see
 /// [`crate::capture`]: everything a sensor starts is stopped by then), and reads them from
-/// this one thread. One snapshot per sensor, in the order given.
-pub fn run_sensors(
+/// this one thread. One snapshot per sensor, in the order given; a sensor that could not be
+/// prepared gets the reason as its error.
+fn run_sensors(
     dir: &DataDir,
-    sensors: &[(String, std::path::PathBuf)],
+    sensors: Vec<(String, std::result::Result<Prepared, String>)>,
     config: &SensorConfig,
 ) -> Vec<Snapshot> {
     let timeout = config.timeout.0;
@@ -100,26 +113,24 @@ pub fn run_sensors(
         past_cap: capture::PastCap::Stop,
     };
     let taken = Utc::now();
-    let mut prepared: Vec<std::result::Result<Command, String>> = sensors
-        .iter()
-        .map(|(_, script)| sensor_command(script))
-        .collect();
-    let mut runs: Vec<(&mut Command, capture::Limits)> = prepared
+    let mut sensors = sensors;
+    let mut runs: Vec<(&mut Command, capture::Limits)> = sensors
         .iter_mut()
-        .filter_map(|command| command.as_mut().ok())
-        .map(|command| {
-            command
+        .filter_map(|(_, prepared)| prepared.as_mut().ok())
+        .map(|prepared| {
+            prepared
+                .command
                 .current_dir(dir.root())
                 .env("REIN_DATA_DIR", dir.root())
                 .stdin(Stdio::null());
-            (command, limits)
+            (&mut prepared.command, limits)
         })
         .collect();
     let mut captured = capture::run_all(&mut runs).into_iter();
     sensors
-        .iter()
-        .zip(prepared)
-        .map(|((name, _), prepared)| {
+        .into_iter()
+        .map(|(name, prepared)| {
+            let every = prepared.as_ref().ok().and_then(|p| p.every);
             let (outcome, duration_ms) = match prepared {
                 Err(error) => (Err(error), 0),
                 Ok(_) => match captured.next() {
@@ -137,12 +148,13 @@ pub fn run_sensors(
             };
             Snapshot {
                 version: FORMAT_VERSION,
-                sensor: name.clone(),
+                sensor: name,
                 taken,
                 duration_ms,
                 ok,
                 value,
                 error,
+                checked: every.map(|_| taken),
             }
         })
         .collect()
@@ -162,11 +174,14 @@ fn reading(stdout: &[u8]) -> std::result::Result<serde_json::Value, String> {
     }
 }
 
-/// The command that runs `script`, or a sentence saying why it cannot run.
-fn sensor_command(script: &Path) -> std::result::Result<Command, String> {
+/// How much of a script is read for its shebang and opening comments.
+const HEAD_BYTES: usize = 4096;
+
+/// The command that runs `script` and its interval, or a sentence saying why it cannot run.
+fn prepare(script: &Path) -> std::result::Result<Prepared, String> {
     // Only a regular file is run: a FIFO or device planted as a sensor would hang the shell
     // that reads it (and a check that opened it would hang rein).
-    let (mut file, _) = store::open_regular(script)
+    let (file, _) = store::open_regular(script)
         .map_err(|error| match error {
             crate::Error::Corrupt { detail, .. } => detail,
             other => other.to_string(),
@@ -177,16 +192,55 @@ fn sensor_command(script: &Path) -> std::result::Result<Command, String> {
         .metadata()
         .map(|m| m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false);
-    let mut head = [0u8; 2];
-    let has_shebang = std::io::Read::read_exact(&mut file, &mut head).is_ok() && head == *b"#!";
+    let mut head = Vec::with_capacity(HEAD_BYTES);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(&file, HEAD_BYTES as u64),
+        &mut head,
+    )
+    .map_err(|error| format!("could not be read: {error}"))?;
     drop(file);
-    Ok(if executable && has_shebang {
+    let every = interval(&head)?;
+    let command = if executable && head.starts_with(b"#!") {
         Command::new(script)
     } else {
         let mut sh = Command::new("/bin/sh");
         sh.arg(script);
         sh
-    })
+    };
+    Ok(Prepared { command, every })
+}
+
+/// The interval a script asks for with a `# rein: every SPAN` line among its opening comment
+/// lines (after the shebang, before the first line of code), if any.
+pub fn interval(head: &[u8]) -> std::result::Result<Option<Duration>, String> {
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.lines().peekable();
+    if lines.peek().is_some_and(|line| line.starts_with("#!")) {
+        lines.next();
+    }
+    for line in lines {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some(comment) = line.strip_prefix('#') else {
+            break;
+        };
+        let Some(setting) = comment.trim_start().strip_prefix("rein:") else {
+            continue;
+        };
+        let fix = "write it like `# rein: every 10m` (a beat runs the sensor at most that often)";
+        let shown = crate::text::inert(line);
+        let span = setting
+            .trim()
+            .strip_prefix("every")
+            .filter(|rest| rest.starts_with(char::is_whitespace))
+            .ok_or_else(|| format!("its line {shown:?} is no setting rein knows; {fix}"))?;
+        let every = crate::duration::parse(span.trim())
+            .map_err(|why| format!("its line {shown:?} does not parse ({why}); {fix}"))?;
+        return Ok(Some(every));
+    }
+    Ok(None)
 }
 
 /// A sensor's stdout once it ran, or a sentence saying what went wrong.
@@ -235,32 +289,77 @@ pub struct SenseReport {
     pub snapshots: Vec<Snapshot>,
 }
 
-/// Runs every sensor in parallel and returns the hash. Only what changed is written: the
-/// snapshot of each sensor whose reading (`ok`, `value`, `error`) differs from the one kept,
-/// and `world.json` when the hash differs. An unchanged world writes no file, so it costs no
-/// disk write and wakes no `rein wait`; a kept snapshot's `taken` is when that reading was
-/// first taken.
+/// Runs every sensor in parallel and returns the hash (`rein sense`). Only what changed is
+/// written: the snapshot of each sensor whose reading (`ok`, `value`, `error`) differs from
+/// the one kept, and `world.json` when the hash differs. An unchanged world writes no file,
+/// so it costs no disk write and wakes no `rein wait`; a kept snapshot's `taken` is when that
+/// reading was first taken. A sensor with an interval that read the same has only its
+/// `checked` time rewritten.
 pub fn sense(dir: &DataDir, config: &SensorConfig) -> Result<SenseReport> {
+    sense_as(dir, config, false)
+}
+
+/// [`sense`] as a beat does it: a sensor with an interval (`# rein: every 10m`) that ran less
+/// than that long ago is not run, and its kept reading stands.
+pub fn sense_due(dir: &DataDir, config: &SensorConfig) -> Result<SenseReport> {
+    sense_as(dir, config, true)
+}
+
+fn sense_as(dir: &DataDir, config: &SensorConfig, due_only: bool) -> Result<SenseReport> {
     dir.create_dirs()?;
     let sensors = store::list(&dir.sensors(), ".sh")?;
-    let fresh = run_sensors(dir, &sensors, config);
-    let mut changed_snapshots = Vec::new();
-    let snapshots: Vec<Snapshot> = fresh
-        .into_iter()
-        .map(|snapshot| {
-            let path = dir.snapshot(&snapshot.sensor);
-            // A snapshot that cannot be read is simply written again.
-            match store::read_json::<Snapshot>(&path).ok().flatten() {
-                Some(kept) if kept.version == FORMAT_VERSION && kept.same_reading(&snapshot) => {
-                    kept
-                }
-                _ => {
-                    changed_snapshots.push(snapshot.clone());
-                    snapshot
-                }
-            }
+    let now = Utc::now();
+    // A snapshot that cannot be read is simply written again.
+    let mut kept: Vec<Option<Snapshot>> = sensors
+        .iter()
+        .map(|(name, _)| {
+            store::read_json::<Snapshot>(&dir.snapshot(name))
+                .ok()
+                .flatten()
+                .filter(|kept| kept.version == FORMAT_VERSION && kept.sensor == *name)
         })
         .collect();
+    let mut to_run = Vec::new();
+    let mut slots = Vec::new();
+    for (index, (name, script)) in sensors.iter().enumerate() {
+        let prepared = prepare(script);
+        let fresh = |every: Duration| {
+            kept[index]
+                .as_ref()
+                .and_then(|kept| kept.checked)
+                .is_some_and(|checked| {
+                    now.signed_duration_since(checked)
+                        .to_std()
+                        .is_ok_and(|age| age < every)
+                })
+        };
+        match &prepared {
+            Ok(Prepared {
+                every: Some(every), ..
+            }) if due_only && fresh(*every) => {}
+            _ => {
+                slots.push(index);
+                to_run.push((name.clone(), prepared));
+            }
+        }
+    }
+    let mut changed_snapshots = Vec::new();
+    for (index, snapshot) in slots.into_iter().zip(run_sensors(dir, to_run, config)) {
+        let slot = &mut kept[index];
+        match slot {
+            Some(held) if held.same_reading(&snapshot) => {
+                if snapshot.checked.is_some() || held.checked.is_some() {
+                    held.checked = snapshot.checked;
+                    changed_snapshots.push(held.clone());
+                }
+            }
+            _ => {
+                changed_snapshots.push(snapshot.clone());
+                *slot = Some(snapshot);
+            }
+        }
+    }
+    let snapshots: Vec<Snapshot> = kept.into_iter().flatten().collect();
     let files: Vec<_> = changed_snapshots
         .iter()
         .map(|snapshot| (dir.snapshot(&snapshot.sensor), snapshot))
@@ -337,6 +436,7 @@ mod tests {
             ok: true,
             value: Some(value),
             error: None,
+            checked: None,
         }
     }
 
@@ -374,6 +474,115 @@ mod tests {
                 (path.display().to_string(), inode)
             })
             .collect()
+    }
+
+    fn write_sensor(dir: &DataDir, name: &str, body: &str) {
+        std::fs::write(dir.sensors().join(format!("{name}.sh")), body).expect("sensor");
+    }
+
+    #[test]
+    fn a_sensor_with_an_interval_runs_once_per_interval_on_beats() {
+        let temp = tempfile::tempdir().expect("temp");
+        let dir = DataDir::new(temp.path().join("data"));
+        dir.create_dirs().expect("dirs");
+        let config = SensorConfig::default();
+        let runs = temp.path().join("runs");
+        let count = || {
+            std::fs::read_to_string(&runs)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        write_sensor(
+            &dir,
+            "slow",
+            &format!(
+                "#!/bin/sh\n# Counts its runs.\n#  rein:  every 1h \necho run >> '{}'\necho '{{\"s\": 1}}'\n",
+                runs.display()
+            ),
+        );
+        std::fs::set_permissions(
+            dir.sensors().join("slow.sh"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .expect("chmod");
+        write_sensor(&dir, "fast", "echo '{\"f\": 1}'");
+
+        let first = sense_due(&dir, &config).expect("sense");
+        assert!(first.changed);
+        assert_eq!(count(), 1, "a sensor never run is due");
+        let kept = store::read_json::<Snapshot>(&dir.snapshot("slow"))
+            .expect("read")
+            .expect("written");
+        assert_eq!(kept.checked, Some(kept.taken), "{kept:?}");
+        let written = inodes(&dir);
+
+        // Within its hour a beat takes its reading as kept, and writes nothing for it.
+        let second = sense_due(&dir, &config).expect("sense");
+        assert!(!second.changed);
+        assert_eq!(count(), 1, "not due within its interval");
+        assert_eq!(second.snapshots, first.snapshots);
+        assert_eq!(inodes(&dir), written);
+
+        // `rein sense` runs every sensor: the same reading, so only when it was checked moves.
+        let third = sense(&dir, &config).expect("sense");
+        assert!(!third.changed);
+        assert_eq!(
+            count(),
+            2,
+            "sensing on request runs it whatever its interval"
+        );
+        let rechecked = store::read_json::<Snapshot>(&dir.snapshot("slow"))
+            .expect("read")
+            .expect("kept");
+        assert_eq!(
+            rechecked.taken, kept.taken,
+            "the reading held since it was taken"
+        );
+        assert!(rechecked.checked > kept.checked, "{rechecked:?}");
+
+        // Once the interval has passed, a beat runs it again.
+        let mut stale = rechecked.clone();
+        stale.checked = Some(Utc::now() - chrono::Duration::hours(2));
+        store::write_json(&dir.snapshot("slow"), &stale).expect("age it");
+        let fourth = sense_due(&dir, &config).expect("sense");
+        assert!(!fourth.changed);
+        assert_eq!(count(), 3, "due again after its interval");
+    }
+
+    #[test]
+    fn an_interval_line_that_does_not_parse_is_the_sensors_error() {
+        let temp = tempfile::tempdir().expect("temp");
+        let dir = DataDir::new(temp.path());
+        dir.create_dirs().expect("dirs");
+        write_sensor(&dir, "soon", "# rein: every soon\necho '{}'");
+        write_sensor(&dir, "what", "# rein: sometimes\necho '{}'");
+        write_sensor(&dir, "late", "echo '{}'\n# rein: every banana\n");
+        let report = sense_due(&dir, &SensorConfig::default()).expect("sense");
+        let by_name = |name: &str| {
+            report
+                .snapshots
+                .iter()
+                .find(|s| s.sensor == name)
+                .expect("a snapshot")
+                .clone()
+        };
+        let soon = by_name("soon");
+        assert!(!soon.ok);
+        let error = soon.error.unwrap_or_default();
+        assert!(
+            error.contains("# rein: every soon") && error.contains("# rein: every 10m"),
+            "{error}"
+        );
+        let what = by_name("what").error.unwrap_or_default();
+        assert!(
+            what.contains("sometimes") && what.contains("every"),
+            "{what}"
+        );
+        assert!(
+            by_name("late").ok,
+            "a line past the opening comments is the script's own"
+        );
     }
 
     #[test]
