@@ -503,9 +503,21 @@ fn beats_run_a_sensor_with_an_interval_only_when_it_is_due() {
     rein.ok(&["sense"]);
     assert_eq!(count(), 2, "sense runs every sensor");
 
-    // A change of the interval line takes effect at the next beat; a bad one is the sensor's
-    // error, shown by `sensor ls`, and no beat fails for it.
-    rein.ok(&["sensor", "write", "hourly", "# rein: every now\necho '{}'"]);
+    // `sensor write` refuses a line it cannot read, and changes nothing.
+    let script = rein.data.join("sensors/hourly.sh");
+    let before = std::fs::read(&script).expect("script");
+    let refused = rein.run(&["sensor", "write", "hourly", "# rein: every now\necho '{}'"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr_of(&refused));
+    assert!(
+        stderr_of(&refused).contains("# rein: every 10m"),
+        "{}",
+        stderr_of(&refused)
+    );
+    assert_eq!(std::fs::read(&script).expect("script"), before);
+
+    // One edited in by hand is the sensor's error, shown by `sensor ls`, and no beat fails
+    // for it.
+    std::fs::write(&script, "# rein: every now\necho '{}'\n").expect("edit");
     rein.ok(&["tick"]);
     let listed = rein.ok(&["sensor", "ls"]);
     assert!(

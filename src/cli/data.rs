@@ -95,6 +95,9 @@ pub fn sensor(context: &Context, command: SensorCommand) -> anyhow::Result<()> {
             let path = data.sensor(&name)?;
             let body = read_body(&body, "sensor script")?;
             require_body(&body, "sensor script")?;
+            // A `# rein:` line that would make the sensor fail at every beat is refused now.
+            world::interval(body.as_bytes())
+                .map_err(|why| Error::Invalid(format!("sensor {name}: {why}")))?;
             data.create_dirs()?;
             store::write_atomic_mode(&path, ensure_newline(body).as_bytes(), store::SCRIPT_MODE)?;
             journal::record_or_warn(&data, "sensor", &format!("wrote sensor {name}"));

@@ -571,7 +571,8 @@ pub enum SensorCommand {
     /// Create or replace a sensor script; the body comes from the argument or `-` for stdin.
     ///
     /// A line `# rein: every 10m` among the script's opening comments makes beats run it at
-    /// most that often (`rein sense` still runs it); without one, every beat runs it.
+    /// most that often (`rein sense` still runs it); without one, every beat runs it. A
+    /// `# rein:` line that does not parse is refused (exit 2).
     Write {
         name: String,
         #[arg(value_name = "BODY|-")]
