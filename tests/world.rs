@@ -4,7 +4,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{blocked_in_poll, stderr_of, stdout_of, still_running, wait_child, wait_until, Rein};
+use support::{
+    blocked_in_poll, stderr_of, stdout_of, still_running, tree, wait_child, wait_until, Rein,
+};
 
 fn token_of(value: &serde_json::Value) -> String {
     value["token"].as_str().expect("token").to_owned()
@@ -505,7 +507,7 @@ fn beats_run_a_sensor_with_an_interval_only_when_it_is_due() {
 
     // `sensor write` refuses a line it cannot read, and changes nothing.
     let script = rein.data.join("sensors/hourly.sh");
-    let before = std::fs::read(&script).expect("script");
+    let before = tree(&rein.data);
     let refused = rein.run(&["sensor", "write", "hourly", "# rein: every now\necho '{}'"]);
     assert_eq!(refused.status.code(), Some(2), "{}", stderr_of(&refused));
     assert!(
@@ -513,7 +515,7 @@ fn beats_run_a_sensor_with_an_interval_only_when_it_is_due() {
         "{}",
         stderr_of(&refused)
     );
-    assert_eq!(std::fs::read(&script).expect("script"), before);
+    assert_eq!(tree(&rein.data), before, "a refused write changes nothing");
 
     // One edited in by hand is the sensor's error, shown by `sensor ls`, and no beat fails
     // for it.

@@ -127,19 +127,10 @@ pub fn sensor(context: &Context, command: SensorCommand) -> anyhow::Result<()> {
             let sensors = store::list(&data.sensors(), ".sh")?;
             // How often beats run each one: `None` at every beat, or the reason its
             // `# rein: every` line is not understood.
-            let every = |path: &std::path::Path| -> Result<Option<std::time::Duration>, String> {
-                let mut head = Vec::new();
-                let file = store::open_regular(path)
-                    .ok()
-                    .flatten()
-                    .map(|(file, _)| file);
-                if let Some(file) = file {
-                    let _ = std::io::Read::read_to_end(
-                        &mut std::io::Read::take(&file, 4096),
-                        &mut head,
-                    );
-                }
-                world::interval(&head)
+            // A script that cannot be read shows its error in its snapshot.
+            let every = |path: &std::path::Path| {
+                let head = world::script_head(path).map(|(_, head)| head);
+                world::interval(&head.unwrap_or_default())
             };
             if context.json {
                 let list: Vec<_> = sensors

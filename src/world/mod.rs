@@ -179,7 +179,23 @@ const HEAD_BYTES: usize = 4096;
 
 /// The command that runs `script` and its interval, or a sentence saying why it cannot run.
 fn prepare(script: &Path) -> std::result::Result<Prepared, String> {
-    // Only a regular file is run: a FIFO or device planted as a sensor would hang the shell
+    let (executable, head) = script_head(script)?;
+    let every = interval(&head)?;
+    let command = if executable && head.starts_with(b"#!") {
+        Command::new(script)
+    } else {
+        let mut sh = Command::new("/bin/sh");
+        sh.arg(script);
+        sh
+    };
+    Ok(Prepared { command, every })
+}
+
+/// Whether a sensor script has the exec bit, and its first [`HEAD_BYTES`]: enough for its
+/// shebang and the opening comments [`interval`] reads. Or a sentence saying why it cannot
+/// be read.
+pub fn script_head(script: &Path) -> std::result::Result<(bool, Vec<u8>), String> {
+    // Only a regular file is read: a FIFO or device planted as a sensor would hang the shell
     // that reads it (and a check that opened it would hang rein).
     let (file, _) = store::open_regular(script)
         .map_err(|error| match error {
@@ -198,16 +214,7 @@ fn prepare(script: &Path) -> std::result::Result<Prepared, String> {
         &mut head,
     )
     .map_err(|error| format!("could not be read: {error}"))?;
-    drop(file);
-    let every = interval(&head)?;
-    let command = if executable && head.starts_with(b"#!") {
-        Command::new(script)
-    } else {
-        let mut sh = Command::new("/bin/sh");
-        sh.arg(script);
-        sh
-    };
-    Ok(Prepared { command, every })
+    Ok((executable, head))
 }
 
 /// The interval a script asks for with a `# rein: every SPAN` line among its opening comment
@@ -591,9 +598,7 @@ mod tests {
         let dir = DataDir::new(temp.path());
         dir.create_dirs().expect("dirs");
         let config = SensorConfig::default();
-        let sensor = |name: &str, body: &str| {
-            std::fs::write(dir.sensors().join(format!("{name}.sh")), body).expect("sensor")
-        };
+        let sensor = |name: &str, body: &str| write_sensor(&dir, name, body);
         sensor("a", "echo '{\"a\": 1}'");
         sensor("b", "echo '{\"b\": 1}'");
         sensor("broken", "echo oops; exit 1");
