@@ -303,9 +303,12 @@ impl Profile {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 name.starts_with(&prefix) && name.ends_with(".json")
             })
-            .map(|entry| {
-                let text = std::fs::read_to_string(entry.path()).expect("read ledger file");
-                serde_json::from_str(&text).expect("a ledger file is JSON")
+            // The bridge prunes a settled entry by removing its file, which can happen
+            // between listing the directory and reading the file: that file is gone.
+            .filter_map(|entry| match std::fs::read_to_string(entry.path()) {
+                Ok(text) => Some(serde_json::from_str(&text).expect("a ledger file is JSON")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => panic!("read ledger file {}: {e}", entry.path().display()),
             })
             .collect();
         assert!(entries.len() <= 1, "one ledger file per route: {entries:?}");
