@@ -559,6 +559,47 @@ fn a_listing_keeps_running_workers_runs_and_shrugs_off_a_damaged_file() {
     );
     rein.ok(&["down"]);
     assert!(!kept.exists(), "down forgets the runs");
+    assert!(!kept.with_extension("lock").exists(), "and their lock");
+}
+
+/// Starting a worker keeps its run at once, so the first listing after starting a fleet
+/// asks the manager nothing per unit; concurrent starts keep each other's runs.
+#[test]
+fn a_started_worker_is_kept_before_any_listing() {
+    let rein = Rein::fleet("[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n");
+    let _down = Down(&rein);
+    let runtime = std::env::var("XDG_RUNTIME_DIR").expect("a user manager's runtime dir");
+    let kept = std::path::Path::new(&runtime)
+        .join("rein")
+        .join(format!("{}.units.json", rein.profile));
+    let starts: Vec<_> = ["k1", "k2", "k3"]
+        .iter()
+        .map(|id| rein.spawn(&["worker", "start", id, "stay up"]))
+        .collect();
+    for start in starts {
+        let output = wait_child(start, Duration::from_secs(60), "worker start");
+        assert!(output.status.success(), "{}", stderr_of(&output));
+    }
+    let text = std::fs::read_to_string(&kept).expect("the starts kept the runs");
+    let runs: serde_json::Value = serde_json::from_str(&text).expect("json");
+    for id in ["k1", "k2", "k3"] {
+        let unit = format!("rein.{}.worker-{id}.service", rein.profile);
+        let show = |property: &str| {
+            let output = std::process::Command::new("systemctl")
+                .args(["--user", "show", "-p", property, "--value", &unit])
+                .output()
+                .expect("systemctl show");
+            String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        };
+        assert_eq!(runs[&unit]["invocation"], show("InvocationID"), "{text}");
+        assert_eq!(
+            runs[&unit]["main_pid"].to_string(),
+            show("MainPID"),
+            "{text}"
+        );
+        assert_eq!(runs[&unit]["control_group"], show("ControlGroup"), "{text}");
+        assert_eq!(rein.worker(id)["pid"], runs[&unit]["main_pid"]);
+    }
 }
 
 /// The processes in a worker's unit: their command names.

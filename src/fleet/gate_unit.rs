@@ -36,6 +36,8 @@ pub async fn ensure(manager: &Manager, paths: &Paths) -> anyhow::Result<()> {
     // The gate's socket is a path in the data dir: one manager's gate only.
     crate::fleet::owner::claim(manager, paths).await?;
     let names = UnitNames::new(paths);
+    paths.data().create_dirs()?;
+    let _lock = crate::store::lock(&paths.data().gate_lock())?;
     let listed = manager.list(&[&names.gate_socket()]).await?;
     if listed
         .first()
@@ -44,7 +46,6 @@ pub async fn ensure(manager: &Manager, paths: &Paths) -> anyhow::Result<()> {
         return Ok(());
     }
     remove(manager, paths).await?;
-    paths.data().create_dirs()?;
     manager.start_transient(&units(paths)?).await?;
     Ok(())
 }

@@ -408,7 +408,7 @@ pub async fn down(manager: &Manager, paths: &Paths, grace: Duration) -> DownRepo
     journal::record_or_warn(&paths.data(), "down", &said);
     if report.failed.is_empty() {
         // Nothing runs: what listings kept of the runs is of no use any more.
-        let _ = std::fs::remove_file(crate::systemd::steady::file(&paths.profile));
+        crate::systemd::steady::forget(&paths.profile);
         if let Err(error) = crate::fleet::owner::release(manager, paths) {
             report
                 .failed

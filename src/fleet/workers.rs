@@ -625,6 +625,11 @@ async fn launch(
         }
         return Err(error.into());
     }
+    // Kept at once: the first listing after starting a fleet then asks nothing per worker.
+    let state = manager.service_state_and_run(&spec.name).await?;
+    if let Some((_, Some(run))) = &state {
+        steady::keep(&steady::file(&paths.profile), &spec.name, run.clone());
+    }
     if config.workers.sandbox == SandboxMode::Off {
         let message = format!(
             "worker {} runs WITHOUT a sandbox (workers.sandbox = \"off\"): it could answer or withdraw asks and rewrite goals",
@@ -634,8 +639,7 @@ async fn launch(
         journal::record_or_warn(&paths.data(), "sandbox", &message);
         return Ok("off".to_owned());
     }
-    let state = manager.service_state(&spec.name).await?;
-    let pid = state.map(|s| s.main_pid).unwrap_or(0);
+    let pid = state.map(|(s, _)| s.main_pid).unwrap_or(0);
     match sandbox::check(pid, &paths.data_dir) {
         Enforcement::Enforced => Ok("enforced".to_owned()),
         Enforcement::NotEnforced(why) | Enforcement::Unknown(why) if pid != 0 => {

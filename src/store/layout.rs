@@ -319,6 +319,11 @@ impl DataDir {
     pub fn run(&self) -> PathBuf {
         self.root.join("run")
     }
+    /// Held while the gate's units are checked and created, so concurrent starts of workers
+    /// create them once and never remove each other's.
+    pub fn gate_lock(&self) -> PathBuf {
+        self.run().join("gate.lock")
+    }
     /// Which systemd user manager runs the profile (see `fleet::owner`).
     pub fn manager_record(&self) -> PathBuf {
         self.run().join("manager.json")

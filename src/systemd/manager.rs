@@ -145,6 +145,24 @@ fn hex_bytes(value: &Value<'_>) -> String {
 }
 
 /// What a listing reads of each service besides the listing's own columns.
+/// The run of a service to keep between listings: only a running one with a main process and
+/// a whole invocation id.
+fn steady_run(
+    state: &ServiceState,
+    invocation: String,
+    control_group: String,
+) -> Option<SteadyRun> {
+    let running = state.active_state == super::ActiveState::Active && state.sub_state == "running";
+    (running && invocation.len() == 32 && state.main_pid != 0).then(|| SteadyRun {
+        invocation,
+        result: state.result.clone(),
+        n_restarts: state.n_restarts,
+        main_pid: state.main_pid,
+        active_enter_timestamp_usec: state.active_enter_timestamp_usec,
+        control_group,
+    })
+}
+
 const LISTED: [(&str, &str); 5] = [
     ("org.freedesktop.systemd1.Service", "Result"),
     ("org.freedesktop.systemd1.Service", "NRestarts"),
@@ -499,6 +517,32 @@ impl Manager {
         Ok(is_loaded(&state.load_state).then_some(state))
     }
 
+    /// [`Self::service_state`] with the service's run to keep (see [`super::steady`]) when it
+    /// is running: for a caller that has just started it, so that the first listing after
+    /// starting a fleet asks nothing per unit. Still one `GetAll` call.
+    pub async fn service_state_and_run(
+        &self,
+        unit_name: &str,
+    ) -> Result<Option<(ServiceState, Option<SteadyRun>)>, SystemdError> {
+        let Some((properties, _)) = self.read_unit(unit_name).await? else {
+            return Ok(None);
+        };
+        let state = ServiceState::from_properties(unit_name, &properties);
+        if !is_loaded(&state.load_state) {
+            return Ok(None);
+        }
+        let invocation = properties
+            .get("InvocationID")
+            .map(|value| hex_bytes(value))
+            .unwrap_or_default();
+        let control_group = match properties.get("ControlGroup").map(|value| &**value) {
+            Some(Value::Str(text)) => text.as_str().to_owned(),
+            _ => String::new(),
+        };
+        let run = steady_run(&state, invocation, control_group);
+        Ok(Some((state, run)))
+    }
+
     /// The state of a listed service, as `worker ls` shows it: the listing's load, active and
     /// sub state plus a handful of properties read one by one (`Get`, all sent at once).
     /// Asking systemd for every property (`GetAll`) costs it about a millisecond of CPU per
@@ -563,14 +607,7 @@ impl Manager {
                 _ => state.apply(name, value),
             }
         }
-        let run = (running && invocation.len() == 32 && state.main_pid != 0).then(|| SteadyRun {
-            invocation,
-            result: state.result.clone(),
-            n_restarts: state.n_restarts,
-            main_pid: state.main_pid,
-            active_enter_timestamp_usec: state.active_enter_timestamp_usec,
-            control_group,
-        });
+        let run = steady_run(&state, invocation, control_group);
         Ok(Some((state, run)))
     }
 

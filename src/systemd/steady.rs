@@ -50,6 +50,22 @@ pub fn file(profile: &str) -> PathBuf {
         .join(format!("{profile}.units.json"))
 }
 
+fn make_dir(path: &Path) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir);
+    }
+}
+
+/// Forgets a profile's kept runs, with the lock beside them (nothing runs any more).
+pub fn forget(profile: &str) {
+    let path = file(profile);
+    let _ = std::fs::remove_file(path.with_extension("lock"));
+    let _ = std::fs::remove_file(path);
+}
+
 /// The kept runs; none when the file is missing or damaged.
 pub fn load(path: &Path) -> SteadyRuns {
     crate::store::read_json(path)
@@ -60,14 +76,28 @@ pub fn load(path: &Path) -> SteadyRuns {
 
 /// Keeps `runs` (best effort: a listing does not fail for its cache).
 pub fn save(path: &Path, runs: &SteadyRuns) {
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir);
-    }
+    make_dir(path);
     if let Err(error) = crate::store::write_json(path, runs) {
         tracing::debug!(%error, "cannot keep the units' runs");
+    }
+}
+
+/// Adds the run of `unit` to the kept runs, for a caller that has just read it (a worker's
+/// start). Under a lock beside the file, so concurrent starts keep each other's runs (best
+/// effort, like [`save`]).
+pub fn keep(path: &Path, unit: &str, run: SteadyRun) {
+    make_dir(path);
+    let _lock = match crate::store::lock(&path.with_extension("lock")) {
+        Ok(lock) => lock,
+        Err(error) => {
+            tracing::debug!(%error, "cannot keep the unit's run");
+            return;
+        }
+    };
+    let mut runs = load(path);
+    if runs.get(unit) != Some(&run) {
+        runs.insert(unit.to_owned(), run);
+        save(path, &runs);
     }
 }
 
