@@ -266,6 +266,79 @@ fn an_agent_cannot_answer_withdraw_or_forge() {
     assert!(answer.contains("asker=0"), "{answer}");
 }
 
+/// A hostile agent that takes an exclusive lock on every file it can open under the data dir
+/// and rein's runtime dir (reading is enough for flock(2)) holds none that rein waits for:
+/// filing, answering, claiming and starting workers all go on.
+const LOCK_EVERYTHING: &str = r#"
+exec > held.txt 2>&1
+held=0
+for f in $(find "$REIN_DATA_DIR" "$XDG_RUNTIME_DIR/rein" -type f 2>/dev/null); do
+    if flock -n -x "$f" -c 'exec sleep 600' & then held=$((held+1)); fi
+done
+sleep 1
+echo "held=$held"
+ls "$REIN_DATA_DIR/locks" > /dev/null 2>&1; echo "list_locks=$?"
+echo END
+exec sleep 600
+"#;
+
+#[test]
+fn an_agent_cannot_hold_the_locks_rein_waits_for() {
+    let rein = Rein::fleet("[runner]\npreset = \"custom\"\ncommand = \"exec sleep 600\"\n");
+    let _down = Down(&rein);
+    rein.ok(&["init", "--runner", "custom"]);
+    // Every lock rein takes exists before the agent starts: filing, a claim, the gate's units
+    // and the kept runs of a worker start.
+    rein.ok(&["worker", "start", "w0", "x"]);
+    let claim = rein.run(&["claim", "job-0"]);
+    assert!(claim.status.success(), "{}", stderr_of(&claim));
+    let script = rein.temp.path().join("locker.sh");
+    std::fs::write(&script, LOCK_EVERYTHING).expect("script");
+    rein.ok(&[
+        "worker",
+        "start",
+        "locker",
+        "hold every lock",
+        "--command",
+        &format!("sh {}", script.display()),
+    ]);
+    let held = wait_for_file(
+        &rein.data.join("agents/locker/work/held.txt"),
+        "the agent's locks",
+    );
+    assert!(
+        reported(&held, "held").parse::<u32>().is_ok_and(|n| n > 0),
+        "the agent did hold locks on what it can read:\n{held}"
+    );
+    assert_ne!(reported(&held, "list_locks"), "0", "{held}");
+    let limit = Duration::from_secs(20);
+    let ask = support::wait_child(
+        rein.spawn(&["ask", "--prompt", "still there?", "--timeout", "1ms"]),
+        limit,
+        "filing an ask",
+    );
+    assert_eq!(ask.status.code(), Some(3), "{}", stderr_of(&ask));
+    let asks = rein.json(&["asks"]);
+    let id = asks
+        .as_array()
+        .expect("asks")
+        .iter()
+        .find(|a| a["prompt"] == "still there?")
+        .and_then(|a| a["id"].as_str())
+        .expect("the ask is pending")
+        .to_owned();
+    let answer = support::wait_child(rein.spawn(&["answer", &id, "yes"]), limit, "answering");
+    assert!(answer.status.success(), "{}", stderr_of(&answer));
+    let claim = support::wait_child(rein.spawn(&["claim", "job-1"]), limit, "a claim");
+    assert!(claim.status.success(), "{}", stderr_of(&claim));
+    let start = support::wait_child(
+        rein.spawn(&["worker", "start", "w2", "x"]),
+        Duration::from_secs(60),
+        "starting a worker",
+    );
+    assert!(start.status.success(), "{}", stderr_of(&start));
+}
+
 #[test]
 fn killing_a_worker_withdraws_its_asks_and_a_withdrawal_is_final() {
     let rein = Rein::fleet(

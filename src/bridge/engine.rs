@@ -1061,7 +1061,6 @@ where
     let _lock = if testing {
         None
     } else {
-        let ledger = Ledger::open(&data, name)?;
         let holder = format!(
             "pid {}{}",
             std::process::id(),
@@ -1069,7 +1068,7 @@ where
                 .map(|unit| format!(", unit {unit}"))
                 .unwrap_or_default()
         );
-        match store::try_lock(&ledger.lock_path(), &holder)? {
+        match store::try_lock(&data.bridge_lock(name)?, &holder)? {
             Ok(lock) => Some(lock),
             Err(first) => {
                 return Err(ReinError::Conflict(format!(

@@ -15,10 +15,11 @@
 //! closed (its resolution posted), notes' entries once every note up to them is settled (the
 //! `notes-done` cursor names the last such note, so older notes are not even read again), and
 //! `posts/` indexes each post by its channel id, so a reply finds its ask without a scan.
-//! `pruned` counts what went, for `rein bridge ls`. `lock` is held by the running bridge.
+//! `pruned` counts what went, for `rein bridge ls`. The running bridge holds
+//! `locks/bridge.NAME.lock` in the data dir.
 //!
 //! Nor does a bridge's work per event grow with the ledger's size: the running bridge is the
-//! ledger's only writer (it holds `lock`), so its [`Ledger`] reads the entry files once, at
+//! ledger's only writer (it holds its lock), so its [`Ledger`] reads the entry files once, at
 //! the first look, and from then on keeps that copy current with its own writes, each made on
 //! disk first. The disk stays the truth at start-up. A `Ledger` sees no entry another one
 //! writes after its first look: a reader of the running bridge's ledger (`rein bridge ls`)
@@ -329,11 +330,6 @@ impl Ledger {
             &self.root.join("notes-done"),
             format!("{note}\n").as_bytes(),
         )
-    }
-
-    /// Where the running bridge holds its lock.
-    pub fn lock_path(&self) -> PathBuf {
-        self.root.join("lock")
     }
 
     /// The directories the ledger writes into (for sweeping stale temp files).

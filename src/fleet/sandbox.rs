@@ -131,6 +131,11 @@ pub fn agent_sandbox(paths: &Paths, config: &Config, needs: &Needs) -> Sandbox {
     };
     let mut inaccessible = manager_sockets();
     inaccessible.extend(secret_files(config));
+    // flock(2) needs only a file open for reading: an agent that could open a lock rein waits
+    // on could hold it and stall every filing, claim, start or bridge. Both exist before any
+    // worker starts (a missing path would not be hidden).
+    inaccessible.push(paths.data().locks());
+    inaccessible.push(crate::systemd::steady::dir());
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     Sandbox {

@@ -318,6 +318,10 @@ fn service_spec(
     let workers = &config.workers;
     let sandbox = match workers.sandbox {
         SandboxMode::Strict => {
+            // What the sandbox hides must exist when the unit starts: a missing path is not
+            // hidden, and one made later would be in plain view.
+            paths.data().create_dirs()?;
+            steady::ensure_dir();
             let mut needs = needs(paths, record, &bin)?;
             needs.visible.extend(config.home_template());
             Some(sandbox::agent_sandbox(paths, config, &needs))

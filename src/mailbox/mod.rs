@@ -2,7 +2,7 @@
 //!
 //! Protocol (format version 1, see `rein-files(5)`):
 //! - `asks/<id>.json` is an [`Ask`], written once with an exclusive create while holding
-//!   `asks/.lock`, which also makes "same worker, same question" find the existing ask instead
+//!   `locks/asks.lock`, which also makes "same worker, same question" find the existing ask instead
 //!   of filing a duplicate, and hands out the monotonic `seq` that wait tokens compare.
 //! - `answers/<id>.json` is a [`Resolution`] (answered or withdrawn), published with an
 //!   exclusive create: the first resolution wins across every process, and a loser reads back

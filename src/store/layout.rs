@@ -1,6 +1,6 @@
 //! Where each record lives inside a data dir: every directory and every record outside a
 //! bridge's own directory is named here once. A bridge's directory (`bridges/NAME/`: its
-//! ledger, post index, seen and refused senders, lock) is laid out by
+//! ledger, post index, seen and refused senders) is laid out by
 //! [`crate::bridge::ledger`], the one module that reads and writes it.
 
 use std::path::{Path, PathBuf};
@@ -31,6 +31,7 @@ const DIRS: &[&str] = &[
     "prompts",
     "notes",
     "run",
+    "locks",
     "workers",
     "archive/workers",
     "agents",
@@ -147,7 +148,7 @@ impl DataDir {
         self.asks().join(format!("{id}.json"))
     }
     pub fn asks_lock(&self) -> PathBuf {
-        self.asks().join(".lock")
+        self.locks().join("asks.lock")
     }
     /// Touched whenever a beat sweeps every directory of stale temp files.
     pub fn swept(&self) -> PathBuf {
@@ -199,7 +200,7 @@ impl DataDir {
 
     /// Serialises the reaping of claims whose holder is gone.
     pub fn claims_lock(&self) -> PathBuf {
-        self.claims().join(".lock")
+        self.locks().join("claims.lock")
     }
 
     pub fn notes(&self) -> PathBuf {
@@ -319,10 +320,20 @@ impl DataDir {
     pub fn run(&self) -> PathBuf {
         self.root.join("run")
     }
+    /// The lock files rein waits on. Hidden from workers (`InaccessiblePaths=`): flock(2) needs
+    /// only a file opened for reading, so an agent that could open one could hold it.
+    pub fn locks(&self) -> PathBuf {
+        self.root.join("locks")
+    }
     /// Held while the gate's units are checked and created, so concurrent starts of workers
     /// create them once and never remove each other's.
     pub fn gate_lock(&self) -> PathBuf {
-        self.run().join("gate.lock")
+        self.locks().join("gate.lock")
+    }
+    /// Held by a running bridge: one bridge per ledger.
+    pub fn bridge_lock(&self, name: &str) -> Result<PathBuf> {
+        validate_id("bridge name", name)?;
+        Ok(self.locks().join(format!("bridge.{name}.lock")))
     }
     /// Which systemd user manager runs the profile (see `fleet::owner`).
     pub fn manager_record(&self) -> PathBuf {

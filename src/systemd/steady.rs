@@ -43,11 +43,23 @@ pub fn runtime_dir() -> PathBuf {
         })
 }
 
+/// Where every profile's kept runs are: `$XDG_RUNTIME_DIR/rein`, hidden from workers.
+pub fn dir() -> PathBuf {
+    runtime_dir().join("rein")
+}
+
 /// Where a profile's kept runs are.
 pub fn file(profile: &str) -> PathBuf {
-    runtime_dir()
-        .join("rein")
-        .join(format!("{profile}.units.json"))
+    dir().join(format!("{profile}.units.json"))
+}
+
+/// Makes [`dir`] (private to the user), so that a worker started before any listing finds it
+/// there to be hidden.
+pub fn ensure_dir() {
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir());
 }
 
 fn make_dir(path: &Path) {
