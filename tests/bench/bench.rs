@@ -25,6 +25,7 @@
 //! - scale (needs a user manager): 100 and 1,000 live workers (start, `worker ls`, `tick`,
 //!   `state`, kill), and 1,000 / 10,000 pending asks beside 10,000 / 100,000 archived ones
 //!   (file, answer, `asks`, a `rein wait` woken by a new ask: latency and the waiter's CPU).
+//! - fleet: the worker half of `scale` alone.
 //! - asks: the mailbox half of `scale` alone.
 //! - memory (needs a user manager, `script` and `tmux`): 10 rein workers whose agent is
 //!   `sleep`, each unit's memory as the kernel charges it, beside the same agent alone in a
@@ -1632,8 +1633,14 @@ fn reap_cpu(child: Child) -> Duration {
 
 /// Fleet size and mailbox history: the same operations at 10× the size, timed from outside.
 fn scale_section(fleets: &[usize], mailboxes: &[(usize, usize)], rounds: usize) {
-    ensure_user_manager();
     println!("## scale\n");
+    fleet_scale(fleets, rounds);
+    mailbox_scale(mailboxes, rounds);
+}
+
+/// Starting, listing, ticking and killing many live workers.
+fn fleet_scale(fleets: &[usize], rounds: usize) {
+    ensure_user_manager();
     println!("| live workers | `worker start` p50 (all started in) | `worker ls --json` p50 / p99 | `tick` p50 / p99 | `state --json` p50 / p99 | `worker kill` p50 (all killed in) |");
     println!("|---|---|---|---|---|---|");
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
@@ -1682,7 +1689,6 @@ fn scale_section(fleets: &[usize], mailboxes: &[(usize, usize)], rounds: usize) 
         );
     }
     println!();
-    mailbox_scale(mailboxes, rounds);
 }
 
 /// Filing, answering, listing and a woken `rein wait` beside many pending and archived asks.
@@ -1847,6 +1853,11 @@ fn main() {
                 },
                 if benching { 20 } else { 2 },
             ),
+            // The worker half of `scale` alone.
+            "fleet" => fleet_scale(
+                if benching { &[100, 1000] } else { &[3] },
+                if benching { 20 } else { 2 },
+            ),
             // The mailbox half of `scale` alone.
             "asks" => mailbox_scale(
                 if benching {
@@ -1864,7 +1875,7 @@ fn main() {
             ),
             other => {
                 eprintln!(
-                    "unknown section {other:?}; known: mailbox, systemd, beat, memory, bridges, agents, loops, tui, scale, asks"
+                    "unknown section {other:?}; known: mailbox, systemd, beat, memory, bridges, agents, loops, tui, scale, fleet, asks"
                 );
                 std::process::exit(2);
             }
