@@ -184,3 +184,35 @@ fn the_judge_runs_sandboxed_with_the_runners_secrets() {
     assert!(!rein.data.join("answers/forged.json").exists());
     assert!(!rein.data.join("goals/forged.md").exists());
 }
+
+/// A beat stopped mid-judgment (the pulse's unit stopped by `rein down`, say) cannot remove
+/// the judge's unit itself; `rein down` does, so it leaves no unit of the profile behind.
+#[test]
+fn down_removes_a_judge_unit_its_beat_left_behind() {
+    support::user_manager::ensure();
+    let rein = Rein::new();
+    rein.write_config(
+        "[runner]\npreset = \"custom\"\ncommand = \"true\"\ntick = \"exec sleep 600\"\n[judge]\nmode = \"llm\"\n",
+    );
+    change_world(&rein, 1);
+    let unit = format!("rein.{}.judge.service", rein.profile);
+    let active = || {
+        let output = std::process::Command::new("systemctl")
+            .args(["--user", "show", "-p", "ActiveState", "--value", &unit])
+            .output()
+            .expect("systemctl show");
+        support::stdout_of(&output).trim().to_owned()
+    };
+    let mut beat = std::process::Child::from(rein.spawn(&["tick"]));
+    support::wait_until(
+        std::time::Duration::from_secs(20),
+        "the judge's unit",
+        || active() == "active",
+    );
+    // SAFETY: ending our own child as systemd ends a stopped unit's process.
+    unsafe { libc::kill(beat.id() as i32, libc::SIGTERM) };
+    let _ = beat.wait();
+    assert_eq!(active(), "active", "the judge's unit outlived its beat");
+    rein.ok(&["down"]);
+    assert_eq!(active(), "inactive", "down removed the judge's unit");
+}

@@ -207,9 +207,12 @@ pub enum Command {
     Up,
     /// Stop the pulse and every worker of the profile, leaving no unit behind.
     ///
-    /// Workers are stopped at once, each within workers.stop_timeout (then SIGKILL). A unit
-    /// that cannot be stopped is reported (exit 1) after all the others are; running down
-    /// again is always safe.
+    /// Workers are stopped at once, each within workers.stop_timeout (then SIGKILL), with the
+    /// loops' timers, the gate and a judge's tick a stopped beat left running; a Konsole
+    /// window of loop tabs closes with its loops' sessions. Bridges keep running (`rein bridge
+    /// stop NAME`). Worker and loop records stay, so the next `rein up` brings them back. A
+    /// unit that cannot be stopped is reported (exit 1) after all the others are; running
+    /// down again is always safe.
     Down,
     /// Run one beat now: sense, journal, worker health, judgment hook.
     ///

@@ -387,6 +387,8 @@ pub async fn down(manager: &Manager, paths: &Paths, grace: Duration) -> DownRepo
         names.loop_pattern(),
         names.gate_socket(),
         names.gate_service(),
+        // A beat stopped mid-judgment leaves the judge's unit (RemainAfterExit) behind.
+        names.judge(),
     ];
     let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
     let units = match manager.list(&patterns).await {
