@@ -1625,4 +1625,18 @@ async fn each_loop_gets_one_tab_on_its_desktop_across_bridge_restarts_and_moves(
         .expect("beta");
     assert_eq!(beta["health"], "running", "{beta}");
     drop(bridge);
+
+    // `rein down` leaves no unit of the profile behind: the loops' windows close with their
+    // sessions.
+    profile.rein(&["down"]);
+    wait_for("the loops' windows closed", || async {
+        (profile.window_pid(2) == 0 && profile.window_pid(3) == 0).then_some(())
+    })
+    .await;
+    for name in ["alpha", "beta", "gamma"] {
+        assert!(
+            loop_tabs(&format!("loop {name}")).await.is_empty(),
+            "{name}"
+        );
+    }
 }
