@@ -144,7 +144,6 @@ fn hex_bytes(value: &Value<'_>) -> String {
         .collect()
 }
 
-/// What a listing reads of each service besides the listing's own columns.
 /// The run of a service to keep between listings: only a running one with a main process and
 /// a whole invocation id.
 fn steady_run(
@@ -163,6 +162,7 @@ fn steady_run(
     })
 }
 
+/// What a listing reads of each service besides the listing's own columns.
 const LISTED: [(&str, &str); 5] = [
     ("org.freedesktop.systemd1.Service", "Result"),
     ("org.freedesktop.systemd1.Service", "NRestarts"),

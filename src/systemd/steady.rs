@@ -56,19 +56,21 @@ pub fn file(profile: &str) -> PathBuf {
 /// Makes [`dir`] (private to the user), so that a worker started before any listing finds it
 /// there to be hidden.
 pub fn ensure_dir() {
+    private_dir(&dir());
+}
+
+/// Makes the directory of `path` (private to the user).
+fn make_dir(path: &Path) {
+    if let Some(parent) = path.parent() {
+        private_dir(parent);
+    }
+}
+
+fn private_dir(dir: &Path) {
     let _ = std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir());
-}
-
-fn make_dir(path: &Path) {
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir);
-    }
+        .create(dir);
 }
 
 /// Forgets a profile's kept runs, with the lock beside them (nothing runs any more).
@@ -167,6 +169,33 @@ mod tests {
         );
         save(&path, &runs);
         assert_eq!(load(&path), runs);
+    }
+
+    #[test]
+    fn keeping_a_run_adds_it_to_the_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("runtime/rein/p.units.json");
+        let run = |pid: u32| SteadyRun {
+            invocation: format!("{pid:032x}"),
+            result: "success".into(),
+            n_restarts: 0,
+            main_pid: pid,
+            active_enter_timestamp_usec: 1,
+            control_group: format!("/app.slice/w{pid}.service"),
+        };
+        keep(&path, "w1.service", run(1));
+        keep(&path, "w2.service", run(2));
+        let kept = load(&path);
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(kept["w1.service"], run(1));
+        assert_eq!(kept["w2.service"], run(2));
+        // A new run of a unit replaces its old one; a damaged file starts afresh.
+        keep(&path, "w1.service", run(3));
+        assert_eq!(load(&path)["w1.service"], run(3));
+        std::fs::write(&path, "{ damaged").expect("damage");
+        keep(&path, "w2.service", run(2));
+        assert_eq!(load(&path).len(), 1);
+        assert!(path.with_extension("lock").exists());
     }
 
     #[test]
