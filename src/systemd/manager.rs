@@ -145,12 +145,17 @@ fn hex_bytes(value: &Value<'_>) -> String {
 }
 
 /// The run of a service to keep between listings: only a running one with a main process and
-/// a whole invocation id.
-fn steady_run(
+/// a whole invocation id. `property` gives the values read of `InvocationID` and
+/// `ControlGroup` besides those in `state`.
+fn steady_run<'a>(
     state: &ServiceState,
-    invocation: String,
-    control_group: String,
+    property: impl Fn(&str) -> Option<&'a Value<'a>>,
 ) -> Option<SteadyRun> {
+    let invocation = property("InvocationID").map(hex_bytes).unwrap_or_default();
+    let control_group = match property("ControlGroup") {
+        Some(Value::Str(text)) => text.as_str().to_owned(),
+        _ => String::new(),
+    };
     let running = state.active_state == super::ActiveState::Active && state.sub_state == "running";
     (running && invocation.len() == 32 && state.main_pid != 0).then(|| SteadyRun {
         invocation,
@@ -510,16 +515,15 @@ impl Manager {
         &self,
         unit_name: &str,
     ) -> Result<Option<ServiceState>, SystemdError> {
-        let Some((properties, _)) = self.read_unit(unit_name).await? else {
-            return Ok(None);
-        };
-        let state = ServiceState::from_properties(unit_name, &properties);
-        Ok(is_loaded(&state.load_state).then_some(state))
+        Ok(self
+            .service_state_and_run(unit_name)
+            .await?
+            .map(|(state, _)| state))
     }
 
-    /// [`Self::service_state`] with the service's run to keep (see [`super::steady`]) when it
-    /// is running: for a caller that has just started it, so that the first listing after
-    /// starting a fleet asks nothing per unit. Still one `GetAll` call.
+    /// A service's state in one `GetAll` call with its run to keep (see [`super::steady`]) when
+    /// it is running, for a caller that has just started it: the first listing after starting
+    /// a fleet then asks nothing per unit. `None` when no such unit is loaded.
     pub async fn service_state_and_run(
         &self,
         unit_name: &str,
@@ -531,15 +535,7 @@ impl Manager {
         if !is_loaded(&state.load_state) {
             return Ok(None);
         }
-        let invocation = properties
-            .get("InvocationID")
-            .map(|value| hex_bytes(value))
-            .unwrap_or_default();
-        let control_group = match properties.get("ControlGroup").map(|value| &**value) {
-            Some(Value::Str(text)) => text.as_str().to_owned(),
-            _ => String::new(),
-        };
-        let run = steady_run(&state, invocation, control_group);
+        let run = steady_run(&state, |name| properties.get(name).map(|value| &**value));
         Ok(Some((state, run)))
     }
 
@@ -594,20 +590,17 @@ impl Manager {
         let Some((values, _)) = self.get_each(entry, &wanted).await? else {
             return Ok(None);
         };
-        let mut invocation = String::new();
-        let mut control_group = String::new();
+        // `apply` passes over the two run properties, which only the kept run holds.
         for ((_, name), value) in wanted.iter().zip(&values) {
-            match *name {
-                "InvocationID" => invocation = hex_bytes(value),
-                "ControlGroup" => {
-                    if let Value::Str(text) = &**value {
-                        control_group = text.as_str().to_owned();
-                    }
-                }
-                _ => state.apply(name, value),
-            }
+            state.apply(name, value);
         }
-        let run = steady_run(&state, invocation, control_group);
+        let run = steady_run(&state, |name| {
+            wanted
+                .iter()
+                .zip(&values)
+                .find(|((_, wanted), _)| *wanted == name)
+                .map(|(_, value)| &**value)
+        });
         Ok(Some((state, run)))
     }
 
