@@ -137,16 +137,7 @@ fn planted_files_are_refused_by_name() {
     )
     .expect("move");
     std::os::unix::fs::symlink(&elsewhere, rein.data.join("answers")).expect("symlink");
-    let listed = rein.json(&["asks"]);
-    let id = listed
-        .as_array()
-        .expect("asks")
-        .iter()
-        .find(|a| a["prompt"] == "still works?")
-        .expect("the ask")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = rein.ask_id_of("still works?");
     let answered = rein.run(&["answer", &id, "yes"]);
     assert_ne!(answered.status.code(), Some(0));
     assert!(

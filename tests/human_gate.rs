@@ -38,6 +38,21 @@ fn reported<'a>(text: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key}= in:\n{text}"))
 }
 
+/// Starts worker `id` running the shell script `text`; returns its working directory.
+fn start_script(rein: &Rein, id: &str, brief: &str, text: &str) -> PathBuf {
+    let script = rein.temp.path().join(format!("{id}.sh"));
+    std::fs::write(&script, text).expect("script");
+    rein.ok(&[
+        "worker",
+        "start",
+        id,
+        brief,
+        "--command",
+        &format!("sh {}", script.display()),
+    ]);
+    rein.data.join(format!("agents/{id}/work"))
+}
+
 fn secret_file(rein: &Rein, value: &str, mode: u32) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = rein.temp.path().join("api.key");
@@ -119,15 +134,7 @@ fn environment_and_secrets_reach_the_agent_and_nowhere_else() {
 
     // A secret others can read is refused before anything happens.
     let _ = secret_file(&rein, secret, 0o644);
-    let before = tree(&rein.data);
-    let refused = rein.run(&["worker", "start", "w2", "x"]);
-    assert_eq!(refused.status.code(), Some(2), "{}", stderr_of(&refused));
-    assert!(
-        stderr_of(&refused).contains("chmod 600"),
-        "{}",
-        stderr_of(&refused)
-    );
-    assert_eq!(tree(&rein.data), before, "a refused start writes nothing");
+    rein.refused(&["worker", "start", "w2", "x"], "chmod 600");
     assert!(rein.worker("w2").is_null());
 }
 
@@ -177,17 +184,7 @@ fn an_agent_cannot_answer_withdraw_or_forge() {
     rein.ok(&["init", "--runner", "custom"]);
     let playbook = std::fs::read(rein.data.join("PLAYBOOK.md")).expect("playbook");
     let config = std::fs::read(&rein.config).expect("config");
-    let script = rein.temp.path().join("hostile.sh");
-    std::fs::write(&script, HOSTILE).expect("script");
-    rein.ok(&[
-        "worker",
-        "start",
-        "w1",
-        "try to get around the gate",
-        "--command",
-        &format!("sh {}", script.display()),
-    ]);
-    let work = rein.data.join("agents/w1/work");
+    let work = start_script(&rein, "w1", "try to get around the gate", HOSTILE);
     let attempts = wait_for_file(&work.join("attempts.txt"), "the hostile agent's attempts");
     let id = reported(&attempts, "id").to_owned();
     assert_eq!(id.len(), 6, "{attempts}");
@@ -292,20 +289,8 @@ fn an_agent_cannot_hold_the_locks_rein_waits_for() {
     rein.ok(&["worker", "start", "w0", "x"]);
     let claim = rein.run(&["claim", "job-0"]);
     assert!(claim.status.success(), "{}", stderr_of(&claim));
-    let script = rein.temp.path().join("locker.sh");
-    std::fs::write(&script, LOCK_EVERYTHING).expect("script");
-    rein.ok(&[
-        "worker",
-        "start",
-        "locker",
-        "hold every lock",
-        "--command",
-        &format!("sh {}", script.display()),
-    ]);
-    let held = wait_for_file(
-        &rein.data.join("agents/locker/work/held.txt"),
-        "the agent's locks",
-    );
+    let work = start_script(&rein, "locker", "hold every lock", LOCK_EVERYTHING);
+    let held = wait_for_file(&work.join("held.txt"), "the agent's locks");
     assert!(
         reported(&held, "held").parse::<u32>().is_ok_and(|n| n > 0),
         "the agent did hold locks on what it can read:\n{held}"
@@ -318,15 +303,7 @@ fn an_agent_cannot_hold_the_locks_rein_waits_for() {
         "filing an ask",
     );
     assert_eq!(ask.status.code(), Some(3), "{}", stderr_of(&ask));
-    let asks = rein.json(&["asks"]);
-    let id = asks
-        .as_array()
-        .expect("asks")
-        .iter()
-        .find(|a| a["prompt"] == "still there?")
-        .and_then(|a| a["id"].as_str())
-        .expect("the ask is pending")
-        .to_owned();
+    let id = rein.ask_id_of("still there?");
     let answer = support::wait_child(rein.spawn(&["answer", &id, "yes"]), limit, "answering");
     assert!(answer.status.success(), "{}", stderr_of(&answer));
     let claim = support::wait_child(rein.spawn(&["claim", "job-1"]), limit, "a claim");

@@ -157,6 +157,30 @@ impl Rein {
             .collect()
     }
 
+    /// The id of the listed ask (pending, or resolved and not yet delivered) asking `prompt`.
+    pub fn ask_id_of(&self, prompt: &str) -> String {
+        self.json(&["asks"])
+            .as_array()
+            .expect("asks")
+            .iter()
+            .find(|a| a["prompt"] == prompt)
+            .and_then(|a| a["id"].as_str())
+            .unwrap_or_else(|| panic!("no ask {prompt:?}"))
+            .to_owned()
+    }
+
+    /// Runs `args`, which must be refused as bad input: exit 2, `says` in its stderr, and the
+    /// data dir exactly as it was. Returns the stderr.
+    pub fn refused(&self, args: &[&str], says: &str) -> String {
+        let before = tree(&self.data);
+        let output = self.run(args);
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert_eq!(tree(&self.data), before, "{args:?} changed the data dir");
+        stderr
+    }
+
     /// Waits until exactly one pending ask exists and returns its id.
     pub fn wait_for_one_ask(&self) -> String {
         let mut id = None;
